@@ -1,0 +1,23 @@
+//! `ares-kernels`: the hot CPU kernels of ares.
+//!
+//! Owns: ggml block formats (layout and scalar dequantization), activation quantization, the
+//! quantized dot products and the threaded matrix multiplication built on them, plus runtime ISA
+//! dispatch. It must not know about models, tensors or candle: its API is slices and plain structs,
+//! so every kernel is testable and benchable on its own.
+//!
+//! Invariant: every SIMD path has a scalar reference in `scalar` (or next to it) and a test that
+//! compares the two on random data of awkward sizes. For a given machine the path chosen for one
+//! output element never depends on how many rows are in the call, so results are batch-invariant.
+
+pub mod dispatch;
+pub mod formats;
+pub mod matmul;
+pub mod quantize;
+pub mod scalar;
+#[cfg(target_arch = "x86_64")]
+pub mod x86;
+
+pub use dispatch::{cpu_features, Isa};
+pub use formats::{BlockQ8, WeightType};
+pub use matmul::{axpy, dot, matmul, WeightMatrix};
+pub use quantize::quantize_row_q8;

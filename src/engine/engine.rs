@@ -1,0 +1,355 @@
+//! The engine loop, on its own thread: admit requests (prefix match + block reservation), plan a
+//! step, build one packed batch of decode and prefill tokens, run the forward, sample, stream,
+//! release finished sequences. Callers hold a cloneable [`EngineHandle`] (TGI's queue handle),
+//! which tokenizes and validates on the caller's thread so bad requests fail fast.
+
+use crate::engine::batch::Batch;
+use crate::engine::generator::Generator;
+use crate::engine::kv_cache::{KvCache, PrefixStats};
+use crate::engine::request::{Event, Prompt, Request};
+use crate::engine::scheduler::plan_step;
+use crate::engine::sequence::Sequence;
+use crate::error::{Error, Result};
+use crate::model::chat_template::{ChatTemplate, Message, CHATML};
+use crate::model::tokenizer::Tokenizer;
+use crate::model::{LoadedModel, Model, ModelConfig};
+use crate::TokenId;
+use crossbeam_channel::{unbounded, Receiver, Sender};
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Bytes of KV cache.
+    pub kv_mem_bytes: usize,
+    /// Tokens per KV block.
+    pub block_size: usize,
+    /// Token budget of one step (prefill chunk size when nothing else runs).
+    pub max_batch_tokens: usize,
+    /// Sequences running at once at most.
+    pub max_seqs: usize,
+    /// Context length per sequence (0: the model's training context).
+    pub n_ctx: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            kv_mem_bytes: 512 << 20,
+            block_size: 16,
+            max_batch_tokens: 512,
+            max_seqs: 256,
+            n_ctx: 0,
+        }
+    }
+}
+
+/// Counters for reports and metrics. Step time is split between prefill and decode in proportion
+/// to the tokens of each kind in the step.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct EngineStats {
+    pub steps: u64,
+    pub prefill_tokens: u64,
+    pub decode_tokens: u64,
+    pub prefill_seconds: f64,
+    pub decode_seconds: f64,
+    pub max_batch_seqs: usize,
+    pub prefix: PrefixStats,
+    pub kv_capacity_tokens: usize,
+    pub kv_used_blocks: usize,
+    pub kv_cached_blocks: usize,
+}
+
+enum Command {
+    Submit(Box<Sequence>),
+    ClearPrefixCache,
+}
+
+struct Shared {
+    tokenizer: Arc<Tokenizer>,
+    template: Arc<ChatTemplate>,
+    config: ModelConfig,
+    n_ctx: usize,
+    kv_capacity_tokens: usize,
+    stats: Mutex<EngineStats>,
+}
+
+/// Cloneable handle to a running engine. The engine thread ends when the last handle is dropped.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: Sender<Command>,
+    shared: Arc<Shared>,
+}
+
+impl EngineHandle {
+    /// Start an engine thread for `loaded`.
+    pub fn start(loaded: &LoadedModel, cfg: EngineConfig) -> Result<Self> {
+        let mcfg = loaded.model.config().clone();
+        let n_ctx = if cfg.n_ctx == 0 {
+            mcfg.n_ctx_train
+        } else {
+            cfg.n_ctx
+        };
+        let kv = KvCache::with_budget(
+            mcfg.n_layer,
+            mcfg.kv_dim(),
+            cfg.block_size,
+            cfg.kv_mem_bytes,
+        );
+        let template = match &loaded.chat_template {
+            Some(t) => t.clone(),
+            None => Arc::new(ChatTemplate::new(CHATML, "", "")?),
+        };
+        let shared = Arc::new(Shared {
+            tokenizer: loaded.tokenizer.clone(),
+            template,
+            config: mcfg,
+            n_ctx,
+            kv_capacity_tokens: kv.capacity_tokens(),
+            stats: Mutex::new(EngineStats {
+                kv_capacity_tokens: kv.capacity_tokens(),
+                ..Default::default()
+            }),
+        });
+        let (tx, rx) = unbounded();
+        let engine = Engine {
+            model: loaded.model.clone(),
+            kv,
+            cfg,
+            rx,
+            waiting: VecDeque::new(),
+            running: Vec::new(),
+            shared: shared.clone(),
+        };
+        std::thread::Builder::new()
+            .name("ares-engine".into())
+            .spawn(move || engine.run())
+            .map_err(|e| Error::io("engine thread", e))?;
+        Ok(EngineHandle { tx, shared })
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.shared.tokenizer
+    }
+
+    pub fn model_config(&self) -> &ModelConfig {
+        &self.shared.config
+    }
+
+    pub fn n_ctx(&self) -> usize {
+        self.shared.n_ctx
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        *self.shared.stats.lock().expect("stats lock not poisoned")
+    }
+
+    /// Forget cached prefixes (for benchmarks that compare with sharing off).
+    pub fn clear_prefix_cache(&self) -> Result<()> {
+        self.tx
+            .send(Command::ClearPrefixCache)
+            .map_err(|_| Error::EngineStopped)
+    }
+
+    fn prepare(&self, req: &Request) -> Result<Vec<TokenId>> {
+        let tokens = match &req.prompt {
+            Prompt::Text(t) => self.shared.tokenizer.encode_prompt(t)?,
+            Prompt::Tokens(t) => t.clone(),
+        };
+        let invalid = |reason: String| Error::InvalidRequest {
+            request: req.id.clone(),
+            reason,
+        };
+        if tokens.is_empty() {
+            return Err(invalid("empty prompt".into()));
+        }
+        let vocab = self.shared.config.vocab as TokenId;
+        if let Some(bad) = tokens.iter().find(|&&t| t >= vocab) {
+            return Err(invalid(format!(
+                "token id {bad} is outside the vocabulary of {vocab}"
+            )));
+        }
+        let n_ctx = self.shared.n_ctx;
+        if tokens.len() + req.max_tokens > n_ctx {
+            return Err(Error::PromptTooLong {
+                request: req.id.clone(),
+                n_tokens: tokens.len(),
+                max_tokens: req.max_tokens,
+                n_ctx,
+            });
+        }
+        let needed = tokens.len() + req.max_tokens;
+        if needed > self.shared.kv_capacity_tokens {
+            return Err(Error::KvCacheTooSmall {
+                request: req.id.clone(),
+                needed,
+                capacity: self.shared.kv_capacity_tokens,
+            });
+        }
+        Ok(tokens)
+    }
+}
+
+impl Generator for EngineHandle {
+    fn submit(&self, req: Request) -> Result<Receiver<Event>> {
+        let submitted = Instant::now();
+        let tokens = self.prepare(&req)?;
+        let (tx, rx) = unbounded();
+        let seq = Sequence::new(req, tokens, tx, submitted);
+        self.tx
+            .send(Command::Submit(Box::new(seq)))
+            .map_err(|_| Error::EngineStopped)?;
+        Ok(rx)
+    }
+
+    fn chat_prompt(&self, messages: &[Message]) -> Result<String> {
+        self.shared.template.render(messages, true)
+    }
+}
+
+struct Engine {
+    model: Arc<dyn Model>,
+    kv: KvCache,
+    cfg: EngineConfig,
+    rx: Receiver<Command>,
+    waiting: VecDeque<Box<Sequence>>,
+    running: Vec<Box<Sequence>>,
+    shared: Arc<Shared>,
+}
+
+impl Engine {
+    fn run(mut self) {
+        loop {
+            // Block only when idle; otherwise take what has arrived and keep stepping.
+            if self.waiting.is_empty() && self.running.is_empty() {
+                match self.rx.recv() {
+                    Ok(c) => self.command(c),
+                    Err(_) => return,
+                }
+            }
+            while let Ok(c) = self.rx.try_recv() {
+                self.command(c);
+            }
+            self.admit();
+            if !self.running.is_empty() {
+                self.step();
+            }
+        }
+    }
+
+    fn command(&mut self, c: Command) {
+        match c {
+            Command::Submit(s) => self.waiting.push_back(s),
+            Command::ClearPrefixCache => self.kv.clear_prefix_cache(),
+        }
+    }
+
+    /// Admit waiting sequences in arrival order while their worst-case blocks fit, so a running
+    /// sequence never runs out of KV blocks (no preemption needed).
+    fn admit(&mut self) {
+        while self.running.len() < self.cfg.max_seqs {
+            let Some(mut seq) = self.waiting.pop_front() else {
+                break;
+            };
+            let mut blocks = self.kv.match_prefix(&seq.tokens);
+            let n_matched = blocks.len();
+            if !self.kv.grow(&mut blocks, seq.max_len()) {
+                self.kv.release(&blocks);
+                self.waiting.push_front(seq);
+                break;
+            }
+            // match_prefix leaves at least one prompt token to compute.
+            seq.n_computed = n_matched * self.kv.block_size();
+            seq.n_cached = seq.n_computed;
+            seq.committed_blocks = n_matched;
+            seq.blocks = blocks;
+            self.running.push(seq);
+        }
+    }
+
+    fn step(&mut self) {
+        let t0 = Instant::now();
+        let pending: Vec<usize> = self.running.iter().map(|s| s.pending()).collect();
+        let take = plan_step(&pending, self.cfg.max_batch_tokens);
+        let mut batch = Batch::default();
+        let mut owners: Vec<usize> = Vec::new(); // running index per logit row
+        let (mut n_prefill, mut n_decode) = (0usize, 0usize);
+        for (i, (s, &n)) in self.running.iter().zip(&take).enumerate() {
+            if n == 0 {
+                continue;
+            }
+            let from = s.n_computed;
+            let completes = from + n == s.tokens.len();
+            batch.push_seq(&s.tokens[from..from + n], from, s.blocks.clone(), completes);
+            if completes {
+                owners.push(i);
+            }
+            if from >= s.n_prompt {
+                n_decode += n;
+            } else {
+                n_prefill += n;
+            }
+        }
+        let result = self.model.forward(&batch, &mut self.kv.storage);
+        let tok = self.shared.tokenizer.clone();
+        match result {
+            Ok(logits) => {
+                let vocab = self.shared.config.vocab;
+                for (i, &n) in take.iter().enumerate() {
+                    let s = &mut self.running[i];
+                    s.n_computed += n;
+                    if n > 0 {
+                        s.committed_blocks =
+                            self.kv
+                                .commit(&s.blocks, &s.tokens, s.n_computed, s.committed_blocks);
+                    }
+                }
+                for (row, &i) in owners.iter().enumerate() {
+                    let s = &mut self.running[i];
+                    if s.req.max_tokens == 0 {
+                        s.finish_without_tokens(&tok);
+                    } else {
+                        s.on_logits(&logits[row * vocab..(row + 1) * vocab], &tok);
+                    }
+                }
+            }
+            Err(e) => {
+                // A forward error fails every sequence in the batch (the cache content is suspect).
+                tracing::error!("forward failed: {e}");
+                for (i, &n) in take.iter().enumerate() {
+                    if n > 0 {
+                        let request = self.running[i].req.id.clone();
+                        self.running[i].fail(Error::InvalidRequest {
+                            request,
+                            reason: format!("forward failed: {e}"),
+                        });
+                    }
+                }
+            }
+        }
+        let n_seqs = batch.block_tables.len();
+        let mut kept = Vec::with_capacity(self.running.len());
+        for s in self.running.drain(..) {
+            if s.finished {
+                self.kv.release(&s.blocks);
+            } else {
+                kept.push(s);
+            }
+        }
+        self.running = kept;
+        let dt = t0.elapsed().as_secs_f64();
+        let mut st = self.shared.stats.lock().expect("stats lock not poisoned");
+        let total = (n_prefill + n_decode).max(1) as f64;
+        st.steps += 1;
+        st.prefill_tokens += n_prefill as u64;
+        st.decode_tokens += n_decode as u64;
+        st.prefill_seconds += dt * n_prefill as f64 / total;
+        st.decode_seconds += dt * n_decode as f64 / total;
+        st.max_batch_seqs = st.max_batch_seqs.max(n_seqs);
+        st.prefix = self.kv.prefix_stats();
+        st.kv_used_blocks = self.kv.used_blocks();
+        st.kv_cached_blocks = self.kv.cached_blocks();
+    }
+}

@@ -1,0 +1,16 @@
+//! HOW the model runs: requests, sequences, the block KV cache with prefix sharing, packed batches,
+//! the scheduler (pure logic), the sampler chain and the engine loop behind the `Generator` trait.
+
+pub mod batch;
+pub mod engine;
+pub mod generator;
+pub mod kv_cache;
+pub mod request;
+pub mod sampler;
+pub mod scheduler;
+pub mod sequence;
+
+pub use engine::{EngineConfig, EngineHandle, EngineStats};
+pub use generator::Generator;
+pub use request::{Completion, Event, FinishReason, Prompt, Request, TokenOutput, Usage};
+pub use sampler::SamplingParams;

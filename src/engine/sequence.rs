@@ -1,0 +1,197 @@
+//! One request's life in the engine: its tokens, how many are in the KV cache, its blocks, its
+//! sampler and the text it has streamed. Stop handling (end-of-generation tokens, stop strings,
+//! max tokens) and incremental detokenization live here.
+
+use crate::engine::kv_cache::BlockId;
+use crate::engine::request::{Done, Event, FinishReason, Request, TokenOutput, Usage};
+use crate::engine::sampler::{log_sum_exp, top_logprobs, Sampler};
+use crate::model::tokenizer::Tokenizer;
+use crate::TokenId;
+use crossbeam_channel::Sender;
+use std::time::Instant;
+
+pub struct Sequence {
+    pub req: Request,
+    /// Prompt followed by generated tokens.
+    pub tokens: Vec<TokenId>,
+    pub n_prompt: usize,
+    /// Tokens whose K/V are in the cache.
+    pub n_computed: usize,
+    /// Prompt tokens reused from the prefix cache.
+    pub n_cached: usize,
+    pub blocks: Vec<BlockId>,
+    /// Full blocks already registered in the prefix index.
+    pub committed_blocks: usize,
+    sampler: Sampler,
+    events: Sender<Event>,
+    /// Bytes of the output text already sent.
+    emitted: usize,
+    submitted: Instant,
+    first_token: Option<Instant>,
+    pub finished: bool,
+}
+
+impl Sequence {
+    pub fn new(
+        req: Request,
+        prompt: Vec<TokenId>,
+        events: Sender<Event>,
+        submitted: Instant,
+    ) -> Self {
+        let sampler = Sampler::new(req.sampling.clone());
+        Sequence {
+            n_prompt: prompt.len(),
+            tokens: prompt,
+            n_computed: 0,
+            n_cached: 0,
+            blocks: Vec::new(),
+            committed_blocks: 0,
+            sampler,
+            events,
+            emitted: 0,
+            submitted,
+            first_token: None,
+            finished: false,
+            req,
+        }
+    }
+
+    /// Tokens not yet in the KV cache.
+    pub fn pending(&self) -> usize {
+        self.tokens.len() - self.n_computed
+    }
+
+    pub fn n_generated(&self) -> usize {
+        self.tokens.len() - self.n_prompt
+    }
+
+    /// Worst-case length (prompt + max new tokens): what admission reserves.
+    pub fn max_len(&self) -> usize {
+        self.n_prompt + self.req.max_tokens
+    }
+
+    fn usage(&self) -> Usage {
+        Usage {
+            prompt_tokens: self.n_prompt,
+            cached_tokens: self.n_cached,
+            completion_tokens: self.n_generated(),
+        }
+    }
+
+    /// The prompt has been processed and no tokens are wanted (max_tokens == 0).
+    pub fn finish_without_tokens(&mut self, tok: &Tokenizer) {
+        self.first_token = Some(Instant::now());
+        self.finish(FinishReason::Length, tok);
+    }
+
+    /// Sample from the logits after the last computed token, stream it, check stop conditions.
+    pub fn on_logits(&mut self, logits: &[f32], tok: &Tokenizer) {
+        let id = self.sampler.sample(logits, &self.tokens);
+        if self.first_token.is_none() {
+            self.first_token = Some(Instant::now());
+        }
+        let (logprob, top) = match self.req.logprobs {
+            Some(n) => {
+                let lse = log_sum_exp(logits);
+                (
+                    Some((logits[id as usize] as f64 - lse) as f32),
+                    top_logprobs(logits, n, lse),
+                )
+            }
+            None => (None, Vec::new()),
+        };
+        self.tokens.push(id);
+        let is_eog =
+            !self.req.ignore_eos && tok.eog.contains(&id) || self.req.stop_tokens.contains(&id);
+        let text = if is_eog {
+            self.output_text(tok, 1)
+        } else {
+            self.output_text(tok, 0)
+        };
+        let stop_at = self
+            .req
+            .stop
+            .iter()
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| text.find(s.as_str()))
+            .min();
+        let (reason, end) = if let Some(at) = stop_at {
+            (Some(FinishReason::StopString), at)
+        } else if is_eog {
+            (Some(FinishReason::Stop), text.len())
+        } else if self.n_generated() >= self.req.max_tokens {
+            (Some(FinishReason::Length), text.len())
+        } else {
+            (None, self.safe_end(&text))
+        };
+        let delta = if end > self.emitted {
+            text[self.emitted..end].to_string()
+        } else {
+            String::new()
+        };
+        self.emitted = self.emitted.max(end);
+        if self
+            .events
+            .send(Event::Token(TokenOutput {
+                id,
+                text: delta,
+                logprob,
+                top,
+            }))
+            .is_err()
+        {
+            self.finished = true; // the caller went away: cancel
+            return;
+        }
+        if let Some(r) = reason {
+            self.finish_with_text(r, text[..end].to_string());
+        }
+    }
+
+    /// Output text of the generated tokens, leaving out the last `drop_last` (an EOG token).
+    fn output_text(&self, tok: &Tokenizer, drop_last: usize) -> String {
+        let gen = &self.tokens[self.n_prompt..self.tokens.len() - drop_last];
+        tok.decode(gen).unwrap_or_default()
+    }
+
+    /// How far `text` can be streamed: not into an incomplete UTF-8 sequence (decoded as U+FFFD at
+    /// the end) nor into a suffix that could start a stop string.
+    fn safe_end(&self, text: &str) -> usize {
+        let mut end = text.len();
+        let trimmed = text.trim_end_matches('\u{FFFD}');
+        end = end.min(trimmed.len());
+        for s in &self.req.stop {
+            for k in (1..s.len()).rev() {
+                if s.is_char_boundary(k) && trimmed.ends_with(&s[..k]) {
+                    end = end.min(trimmed.len() - k);
+                    break;
+                }
+            }
+        }
+        end
+    }
+
+    fn finish(&mut self, reason: FinishReason, tok: &Tokenizer) {
+        let text = self.output_text(tok, 0);
+        self.finish_with_text(reason, text);
+    }
+
+    fn finish_with_text(&mut self, reason: FinishReason, text: String) {
+        let now = Instant::now();
+        let first = self.first_token.unwrap_or(now);
+        let _ = self.events.send(Event::Done(Done {
+            finish_reason: reason,
+            usage: self.usage(),
+            text,
+            prompt_seconds: (first - self.submitted).as_secs_f64(),
+            decode_seconds: (now - first).as_secs_f64(),
+        }));
+        self.finished = true;
+    }
+
+    /// Report a failure and end the sequence.
+    pub fn fail(&mut self, e: crate::error::Error) {
+        let _ = self.events.send(Event::Error(e));
+        self.finished = true;
+    }
+}

@@ -1,0 +1,241 @@
+//! The `ares` binary: parse the command line, set up logging and progress, call the library, print,
+//! and map outcomes to exit codes (0 ok, 1 some items failed, 2 fatal).
+
+use anyhow::{Context, Result};
+use ares::cli::generate::{run_file, run_single, GenerateArgs};
+use ares::cli::ModelArgs;
+use ares::engine::EngineHandle;
+use ares::model::registry::Registry;
+use ares::model::source::{ares_home, cached_path, is_verified, resolve};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "ares",
+    version,
+    about = "Rubric synthesis and local LLM judging for RL"
+)]
+struct Cli {
+    /// More detail on stderr (load time, memory, engine statistics).
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text for one prompt (streamed) or a JSONL file of prompts.
+    Generate {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        args: GenerateArgs,
+    },
+    /// Download a registry model into $ARES_HOME (default: the default model) and check it.
+    Fetch {
+        #[arg(default_value = "default")]
+        name: String,
+    },
+    /// List the registry and what is cached locally.
+    Models,
+}
+
+/// Exit codes: success, some items failed, fatal.
+enum Outcome {
+    Ok,
+    SomeFailed,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default = if cli.verbose { "info" } else { "warn" };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(Outcome::Ok) => ExitCode::SUCCESS,
+        Ok(Outcome::SomeFailed) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn download_bar() -> impl Fn(&str, u64, Option<u64>) {
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::new(0)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}")
+            .expect("static template is valid"),
+    );
+    move |what: &str, done: u64, total: Option<u64>| {
+        if let Some(t) = total {
+            bar.set_length(t);
+        }
+        bar.set_message(what.to_string());
+        bar.set_position(done);
+    }
+}
+
+fn run(cli: Cli) -> Result<Outcome> {
+    match cli.command {
+        Command::Fetch { name } => {
+            let path =
+                resolve(&name, &download_bar()).with_context(|| format!("fetching {name}"))?;
+            println!("{}", path.display());
+            Ok(Outcome::Ok)
+        }
+        Command::Models => {
+            let reg = Registry::builtin()?;
+            let home = ares_home();
+            println!(
+                "{:<24} {:<8} {:<12} {:<10} file",
+                "name", "arch", "cached", "size MB"
+            );
+            for m in &reg.model {
+                let p = cached_path(m, &home);
+                let (state, size) = match std::fs::metadata(&p) {
+                    Ok(meta) if is_verified(&p, &m.sha256) => {
+                        ("verified", format!("{:.1}", meta.len() as f64 / 1e6))
+                    }
+                    Ok(meta) => ("unverified", format!("{:.1}", meta.len() as f64 / 1e6)),
+                    Err(_) => ("no", "-".into()),
+                };
+                println!(
+                    "{:<24} {:<8} {:<12} {:<10} {}",
+                    m.name,
+                    m.architecture,
+                    state,
+                    size,
+                    p.display()
+                );
+            }
+            Ok(Outcome::Ok)
+        }
+        Command::Generate { model, args } => generate(cli.verbose, &model, &args),
+    }
+}
+
+fn generate(verbose: bool, margs: &ModelArgs, args: &GenerateArgs) -> Result<Outcome> {
+    if args.prompt.is_none() && args.input.is_none() {
+        anyhow::bail!("give a prompt or --input FILE");
+    }
+    if margs.threads > 0 {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(margs.threads)
+            .build_global()
+            .context("thread pool")?;
+    }
+    let path =
+        resolve(&margs.model, &download_bar()).with_context(|| format!("model {}", margs.model))?;
+    let loaded = ares::model::load(&path).with_context(|| format!("loading {}", path.display()))?;
+    let cfg = margs.engine_config();
+    let engine = EngineHandle::start(&loaded, cfg.clone())?;
+    if verbose {
+        let c = engine.model_config();
+        eprintln!(
+            "model {} ({}; {} layers, hidden {}, heads {}/{}, vocab {}): {:.1} MB mapped, loaded in {:.3} s; KV cache {} MiB = {} tokens; threads {}; cpu {}",
+            path.display(),
+            c.arch,
+            c.n_layer,
+            c.hidden,
+            c.n_head,
+            c.n_kv_head,
+            c.vocab,
+            loaded.model.weight_bytes() as f64 / 1e6,
+            loaded.load_seconds,
+            margs.kv_mem,
+            engine.stats().kv_capacity_tokens,
+            rayon::current_num_threads(),
+            ares_kernels::cpu_features(),
+        );
+    }
+    let outcome = match &args.input {
+        None => {
+            let stdout = std::io::stdout();
+            let c = run_single(args, &engine, &mut stdout.lock())?;
+            let decoded = c.usage.completion_tokens.saturating_sub(1);
+            eprintln!(
+                "prompt {} tokens in {:.3} s ({:.1} tok/s); generated {} tokens, decode {:.1} tok/s; finish {:?}",
+                c.usage.prompt_tokens,
+                c.prompt_seconds,
+                (c.usage.prompt_tokens - c.usage.cached_tokens) as f64 / c.prompt_seconds.max(1e-9),
+                c.usage.completion_tokens,
+                decoded as f64 / c.decode_seconds.max(1e-9),
+                c.finish_reason,
+            );
+            Outcome::Ok
+        }
+        Some(input) => {
+            let summary = match &args.output {
+                Some(out) => {
+                    let dir = out
+                        .parent()
+                        .filter(|d| !d.as_os_str().is_empty())
+                        .unwrap_or(std::path::Path::new("."));
+                    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+                        .with_context(|| format!("creating {}", out.display()))?;
+                    let s = run_file(args, &engine, input, &mut tmp)?;
+                    tmp.flush()?;
+                    tmp.persist(out)
+                        .with_context(|| format!("writing {}", out.display()))?;
+                    s
+                }
+                None => run_file(args, &engine, input, &mut std::io::stdout().lock())?,
+            };
+            eprintln!(
+                "{} ok, {} failed; {} prompt + {} generated tokens in {:.2} s: {:.1} generated tok/s, {:.1} total tok/s",
+                summary.ok,
+                summary.failed,
+                summary.prompt_tokens,
+                summary.completion_tokens,
+                summary.seconds,
+                summary.completion_tokens as f64 / summary.seconds.max(1e-9),
+                (summary.prompt_tokens + summary.completion_tokens) as f64 / summary.seconds.max(1e-9),
+            );
+            if summary.failed > 0 {
+                Outcome::SomeFailed
+            } else {
+                Outcome::Ok
+            }
+        }
+    };
+    let st = engine.stats();
+    eprintln!(
+        "engine: prefill {} tok in {:.2} s ({:.1} tok/s), decode {} tok in {:.2} s ({:.1} tok/s), max batch {} seqs, prefix hit rate {:.1}%",
+        st.prefill_tokens,
+        st.prefill_seconds,
+        st.prefill_tokens as f64 / st.prefill_seconds.max(1e-9),
+        st.decode_tokens,
+        st.decode_seconds,
+        st.decode_tokens as f64 / st.decode_seconds.max(1e-9),
+        st.max_batch_seqs,
+        100.0 * st.prefix.hit_rate(),
+    );
+    if verbose {
+        if let Some(rss) = peak_rss_mb() {
+            eprintln!("peak RSS {rss:.1} MB");
+        }
+    }
+    Ok(outcome)
+}
+
+/// Peak resident set size (VmHWM) in MB, Linux only.
+fn peak_rss_mb() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}

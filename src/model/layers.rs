@@ -1,0 +1,170 @@
+//! Per-row building blocks shared by the architectures: RMSNorm, RoPE, activations, softmax, and
+//! paged attention over the block KV cache. Every function computes each row independently of the
+//! others, which is what makes batched results equal one-by-one results.
+
+use crate::engine::batch::Batch;
+use crate::engine::kv_cache::KvStorage;
+use crate::model::config::{ModelConfig, RopeStyle};
+use rayon::prelude::*;
+
+/// x (n_rows, dim) -> RMSNorm(x) * w, in place. llama.cpp `ggml_rms_norm` + mul.
+pub fn rms_norm(x: &mut [f32], w: &[f32], eps: f32) {
+    let dim = w.len();
+    for row in x.chunks_mut(dim) {
+        let ms = row.iter().map(|v| (*v as f64) * (*v as f64)).sum::<f64>() / dim as f64;
+        let scale = (1.0 / (ms + eps as f64).sqrt()) as f32;
+        for (v, g) in row.iter_mut().zip(w) {
+            *v = *v * scale * g;
+        }
+    }
+}
+
+/// out (n_rows, dim) = RMSNorm(x) * w without touching x.
+pub fn rms_norm_into(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    out.copy_from_slice(x);
+    rms_norm(out, w, eps);
+}
+
+/// Inverse frequencies θ_i = base^(-2i/rope_dim) / linear_factor, i < rope_dim/2.
+pub fn rope_inv_freq(cfg: &ModelConfig) -> Vec<f32> {
+    let d = cfg.rope_dim as f64;
+    (0..cfg.rope_dim / 2)
+        .map(|i| {
+            ((cfg.rope_base as f64).powf(-2.0 * i as f64 / d) / cfg.rope_linear_factor as f64)
+                as f32
+        })
+        .collect()
+}
+
+/// cos/sin per token: (n_tokens, rope_dim/2) each.
+pub fn rope_tables(positions: &[u32], inv_freq: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let half = inv_freq.len();
+    let mut cos = vec![0f32; positions.len() * half];
+    let mut sin = vec![0f32; positions.len() * half];
+    for (t, &p) in positions.iter().enumerate() {
+        for (i, f) in inv_freq.iter().enumerate() {
+            let theta = p as f64 * *f as f64;
+            cos[t * half + i] = theta.cos() as f32;
+            sin[t * half + i] = theta.sin() as f32;
+        }
+    }
+    (cos, sin)
+}
+
+/// Rotate x (n_tokens, n_heads, head_dim) in place; only the first rope_dim dims of each head.
+pub fn apply_rope(
+    x: &mut [f32],
+    n_heads: usize,
+    head_dim: usize,
+    style: RopeStyle,
+    cos: &[f32],
+    sin: &[f32],
+) {
+    let half = cos.len() / (x.len() / (n_heads * head_dim)).max(1);
+    for (t, tok) in x.chunks_mut(n_heads * head_dim).enumerate() {
+        let c = &cos[t * half..(t + 1) * half];
+        let s = &sin[t * half..(t + 1) * half];
+        for head in tok.chunks_mut(head_dim) {
+            for i in 0..half {
+                let (a, b) = match style {
+                    RopeStyle::Adjacent => (2 * i, 2 * i + 1),
+                    RopeStyle::Halves => (i, i + half),
+                };
+                let (x0, x1) = (head[a], head[b]);
+                head[a] = x0 * c[i] - x1 * s[i];
+                head[b] = x0 * s[i] + x1 * c[i];
+            }
+        }
+    }
+}
+
+/// SiLU(gate) * up, in place in `gate`.
+pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    for (g, u) in gate.iter_mut().zip(up) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    }
+}
+
+/// Write the batch's new K and V rows (n_tokens, kv_dim) into their slots of layer `layer`.
+pub fn store_kv(kv: &mut KvStorage, layer: usize, batch: &Batch, k: &[f32], v: &[f32]) {
+    let d = kv.kv_dim;
+    for t in 0..batch.n_tokens() {
+        let table = &batch.block_tables[batch.seq_index[t] as usize];
+        let at = kv.slot_of(table, batch.positions[t] as usize);
+        let l = &mut kv.layers[layer];
+        l.k[at..at + d].copy_from_slice(&k[t * d..(t + 1) * d]);
+        l.v[at..at + d].copy_from_slice(&v[t * d..(t + 1) * d]);
+    }
+}
+
+/// Causal attention of every token over its own sequence's cached positions 0..=pos (or the last
+/// `window` of them), GQA by index (query head h reads kv head h / (n_head / n_kv_head)), reading
+/// K/V in place from the blocks. q: (n_tokens, n_head, head_dim); out: same shape.
+/// Two passes per (token, head): scores, then softmax-weighted sum of V; the order of operations is
+/// fixed per row, so the result does not depend on the rest of the batch.
+pub fn paged_attention(
+    kv: &KvStorage,
+    layer: usize,
+    batch: &Batch,
+    q: &[f32],
+    out: &mut [f32],
+    cfg: &ModelConfig,
+    scale: f32,
+    window: Option<usize>,
+) {
+    let (n_head, hd) = (cfg.n_head, cfg.head_dim);
+    let group = n_head / cfg.n_kv_head;
+    let l = &kv.layers[layer];
+    out.par_chunks_mut(hd).enumerate().for_each(|(row, o)| {
+        let (t, h) = (row / n_head, row % n_head);
+        let kvh = h / group;
+        let qh = &q[row * hd..(row + 1) * hd];
+        let table = &batch.block_tables[batch.seq_index[t] as usize];
+        let pos = batch.positions[t] as usize;
+        let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
+        let mut scores = Vec::with_capacity(pos + 1 - first);
+        let mut max = f32::NEG_INFINITY;
+        for p in first..=pos {
+            let at = kv.slot_of(table, p) + kvh * hd;
+            let s = ares_kernels::dot(qh, &l.k[at..at + hd]) * scale;
+            max = max.max(s);
+            scores.push(s);
+        }
+        let mut sum = 0f32;
+        for s in scores.iter_mut() {
+            *s = (*s - max).exp();
+            sum += *s;
+        }
+        o.fill(0.0);
+        for (p, s) in (first..=pos).zip(&scores) {
+            let at = kv.slot_of(table, p) + kvh * hd;
+            ares_kernels::axpy(*s / sum, &l.v[at..at + hd], o);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rms_norm_of_constant_row_is_weight() {
+        let mut x = vec![3.0f32; 8];
+        rms_norm(&mut x, &[2.0; 8], 0.0);
+        for v in x {
+            assert!((v - 2.0).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn rope_at_position_zero_is_identity_and_preserves_norm() {
+        let inv = vec![1.0f32, 0.1];
+        let (c, s) = rope_tables(&[0, 5], &inv);
+        let mut x = vec![1.0f32, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 4.0];
+        apply_rope(&mut x, 1, 4, RopeStyle::Adjacent, &c, &s);
+        assert_eq!(&x[..4], &[1.0, 2.0, 3.0, 4.0]);
+        let n0: f32 = [1.0f32, 2.0, 3.0, 4.0].iter().map(|v| v * v).sum();
+        let n1: f32 = x[4..].iter().map(|v| v * v).sum();
+        assert!((n0 - n1).abs() < 1e-4);
+    }
+}

@@ -1,0 +1,171 @@
+//! The llama family (Llama 2/3, Mistral, SmolLM2 and friends) from GGUF: pre-norm decoder blocks
+//! with RMSNorm, GQA attention with RoPE, SwiGLU MLP (HF `modeling_llama.py`, llama.cpp
+//! `llm_build_llama`). Weights stay quantized in the mapped file; the forward runs over a packed
+//! batch and the paged KV cache passed in, so this type holds no per-sequence state.
+
+use crate::engine::batch::Batch;
+use crate::engine::kv_cache::KvStorage;
+use crate::error::{Error, Result};
+use crate::model::config::ModelConfig;
+use crate::model::gguf::{GgufFile, Weight};
+use crate::model::layers;
+use crate::model::Model;
+use ares_kernels::matmul;
+use rayon::prelude::*;
+
+struct Block {
+    attn_norm: Vec<f32>,
+    wq: Weight,
+    wk: Weight,
+    wv: Weight,
+    wo: Weight,
+    ffn_norm: Vec<f32>,
+    w_gate: Weight,
+    w_up: Weight,
+    w_down: Weight,
+}
+
+pub struct Llama {
+    cfg: ModelConfig,
+    tok_embd: Weight,
+    blocks: Vec<Block>,
+    norm: Vec<f32>,
+    output: Weight,
+    inv_freq: Vec<f32>,
+    weight_bytes: usize,
+}
+
+impl Llama {
+    pub fn from_gguf(g: &GgufFile, arch: &str) -> Result<Self> {
+        let tok_embd = g.weight("token_embd.weight")?;
+        let cfg = ModelConfig::from_gguf(g, arch, tok_embd.n)?;
+        if cfg.n_head == 0 || cfg.n_kv_head == 0 || cfg.n_head % cfg.n_kv_head != 0 {
+            return Err(Error::InvalidGguf {
+                path: g.path.clone(),
+                reason: format!(
+                    "head_count {} is not a multiple of head_count_kv {}",
+                    cfg.n_head, cfg.n_kv_head
+                ),
+            });
+        }
+        if tok_embd.k != cfg.hidden {
+            return Err(Error::BadTensorShape {
+                path: g.path.clone(),
+                name: "token_embd.weight".into(),
+                actual: vec![tok_embd.n, tok_embd.k],
+                expected: vec![tok_embd.n, cfg.hidden],
+            });
+        }
+        let (h, qd, kvd, f) = (
+            cfg.hidden,
+            cfg.n_head * cfg.head_dim,
+            cfg.kv_dim(),
+            cfg.ffn_hidden,
+        );
+        let vector = |name: &str| -> Result<Vec<f32>> { Ok(g.weight_shaped(name, 1, h)?.to_f32()) };
+        let mut blocks = Vec::with_capacity(cfg.n_layer);
+        for i in 0..cfg.n_layer {
+            let p = |s: &str| format!("blk.{i}.{s}.weight");
+            blocks.push(Block {
+                attn_norm: vector(&p("attn_norm"))?,
+                wq: g.weight_shaped(&p("attn_q"), qd, h)?,
+                wk: g.weight_shaped(&p("attn_k"), kvd, h)?,
+                wv: g.weight_shaped(&p("attn_v"), kvd, h)?,
+                wo: g.weight_shaped(&p("attn_output"), h, qd)?,
+                ffn_norm: vector(&p("ffn_norm"))?,
+                w_gate: g.weight_shaped(&p("ffn_gate"), f, h)?,
+                w_up: g.weight_shaped(&p("ffn_up"), f, h)?,
+                w_down: g.weight_shaped(&p("ffn_down"), h, f)?,
+            });
+        }
+        // Tied embeddings (SmolLM2): no output tensor, the embedding matrix projects back.
+        let output = if g.has_tensor("output.weight") {
+            g.weight_shaped("output.weight", cfg.vocab, h)?
+        } else {
+            tok_embd.clone()
+        };
+        let mut inv_freq = layers::rope_inv_freq(&cfg);
+        // Llama 3.1-style rope scaling ships per-dimension factors as a tensor.
+        if g.has_tensor("rope_freqs.weight") {
+            let factors = g.weight("rope_freqs.weight")?.to_f32();
+            for (f, s) in inv_freq.iter_mut().zip(factors) {
+                *f /= s;
+            }
+        }
+        let weight_bytes = g.file_size();
+        Ok(Llama {
+            cfg,
+            tok_embd,
+            blocks,
+            norm: vector("output_norm.weight")?,
+            output,
+            inv_freq,
+            weight_bytes,
+        })
+    }
+}
+
+/// y = x · Wᵀ into a fresh buffer; x: (n_tokens, w.k) -> (n_tokens, w.n).
+fn linear(w: &Weight, x: &[f32]) -> Vec<f32> {
+    let m = x.len() / w.k;
+    let mut y = vec![0f32; m * w.n];
+    matmul(&w.matrix(), x, &mut y);
+    y
+}
+
+impl Model for Llama {
+    fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    fn weight_bytes(&self) -> usize {
+        self.weight_bytes
+    }
+
+    fn forward(&self, batch: &Batch, kv: &mut KvStorage) -> Result<Vec<f32>> {
+        let cfg = &self.cfg;
+        let (n, h) = (batch.n_tokens(), cfg.hidden);
+        // x: (n_tokens, hidden)
+        let mut x = vec![0f32; n * h];
+        x.par_chunks_mut(h)
+            .zip(batch.tokens.par_iter())
+            .for_each(|(row, &t)| {
+                self.tok_embd.dequantize_row(t as usize, row);
+            });
+        let (cos, sin) = layers::rope_tables(&batch.positions, &self.inv_freq);
+        let scale = 1.0 / (cfg.head_dim as f32).sqrt();
+        let mut hbuf = vec![0f32; n * h];
+        let mut attn = vec![0f32; n * cfg.n_head * cfg.head_dim];
+        for (l, b) in self.blocks.iter().enumerate() {
+            layers::rms_norm_into(&x, &b.attn_norm, cfg.rms_eps, &mut hbuf);
+            let mut q = linear(&b.wq, &hbuf); // (n, n_head, head_dim)
+            let mut k = linear(&b.wk, &hbuf); // (n, n_kv_head, head_dim)
+            let v = linear(&b.wv, &hbuf);
+            layers::apply_rope(&mut q, cfg.n_head, cfg.head_dim, cfg.rope_style, &cos, &sin);
+            layers::apply_rope(
+                &mut k,
+                cfg.n_kv_head,
+                cfg.head_dim,
+                cfg.rope_style,
+                &cos,
+                &sin,
+            );
+            layers::store_kv(kv, l, batch, &k, &v);
+            layers::paged_attention(kv, l, batch, &q, &mut attn, cfg, scale, None);
+            let o = linear(&b.wo, &attn);
+            x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+            layers::rms_norm_into(&x, &b.ffn_norm, cfg.rms_eps, &mut hbuf);
+            let mut g = linear(&b.w_gate, &hbuf);
+            let u = linear(&b.w_up, &hbuf);
+            layers::silu_mul(&mut g, &u);
+            let d = linear(&b.w_down, &g);
+            x.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
+        }
+        let mut rows = Vec::with_capacity(batch.logit_rows.len() * h);
+        for &r in &batch.logit_rows {
+            rows.extend_from_slice(&x[r * h..(r + 1) * h]);
+        }
+        layers::rms_norm(&mut rows, &self.norm, cfg.rms_eps);
+        Ok(linear(&self.output, &rows))
+    }
+}

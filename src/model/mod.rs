@@ -1,0 +1,112 @@
+//! WHAT the network computes: config, GGUF loading, tokenizer, chat template, shared layers and one
+//! file per architecture. Models take `&self`; all per-sequence state (positions, KV) comes in
+//! through the batch and the KV storage.
+
+pub mod chat_template;
+pub mod config;
+pub mod gguf;
+pub mod layers;
+pub mod llama;
+pub mod registry;
+pub mod source;
+pub mod tokenizer;
+
+use crate::engine::batch::Batch;
+use crate::engine::kv_cache::KvStorage;
+use crate::error::{Error, Result};
+use chat_template::ChatTemplate;
+pub use config::ModelConfig;
+use gguf::GgufFile;
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+use tokenizer::Tokenizer;
+
+/// A network the engine can run.
+pub trait Model: Send + Sync {
+    fn config(&self) -> &ModelConfig;
+
+    /// Run the packed batch: write each token's K/V into its slot, attend over its own sequence,
+    /// and return logits for `batch.logit_rows`: (logit_rows.len(), vocab), row-major.
+    fn forward(&self, batch: &Batch, kv: &mut KvStorage) -> Result<Vec<f32>>;
+
+    /// Bytes of weights (mapped or owned).
+    fn weight_bytes(&self) -> usize;
+}
+
+/// Architectures this build can run from GGUF.
+pub const SUPPORTED_ARCHS: &[&str] = &["llama", "mistral"];
+
+/// What `load` returns: the network, its tokenizer and template, and facts for reports.
+pub struct LoadedModel {
+    pub model: Arc<dyn Model>,
+    pub tokenizer: Arc<Tokenizer>,
+    pub chat_template: Option<Arc<ChatTemplate>>,
+    pub path: PathBuf,
+    pub load_seconds: f64,
+}
+
+impl LoadedModel {
+    /// sha256 of the model file, hex (reads the whole file; call once per job).
+    pub fn sha256(&self) -> Result<String> {
+        sha256_file(&self.path)
+    }
+}
+
+/// Hex sha256 of a file, streamed.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(format!("{:x}", h.finalize()))
+}
+
+/// Load a GGUF model file.
+pub fn load(path: &Path) -> Result<LoadedModel> {
+    let t0 = Instant::now();
+    let g = GgufFile::open(path)?;
+    let arch = g.str("general.architecture")?.to_string();
+    let model: Arc<dyn Model> = match arch.as_str() {
+        "llama" | "mistral" => Arc::new(llama::Llama::from_gguf(&g, &arch)?),
+        other => {
+            return Err(Error::UnsupportedArchitecture {
+                path: path.to_path_buf(),
+                arch: other.to_string(),
+                supported: SUPPORTED_ARCHS.join(", "),
+            })
+        }
+    };
+    let tokenizer = Tokenizer::load(&g)?;
+    let piece = |id: Option<u32>| {
+        id.and_then(|i| {
+            g.str_array("tokenizer.ggml.tokens")
+                .ok()?
+                .get(i as usize)
+                .map(|s| s.to_string())
+        })
+    };
+    let chat_template = match g.str("tokenizer.chat_template") {
+        Ok(src) => Some(Arc::new(ChatTemplate::new(
+            src,
+            &piece(tokenizer.bos).unwrap_or_default(),
+            &piece(tokenizer.eos).unwrap_or_default(),
+        )?)),
+        Err(_) => None,
+    };
+    Ok(LoadedModel {
+        model,
+        tokenizer: Arc::new(tokenizer),
+        chat_template,
+        path: path.to_path_buf(),
+        load_seconds: t0.elapsed().as_secs_f64(),
+    })
+}
