@@ -33,7 +33,7 @@ enum Command {
         #[command(flatten)]
         model: ModelArgs,
         #[command(flatten)]
-        args: GenerateArgs,
+        args: Box<GenerateArgs>,
     },
     /// Download a registry model into $ARES_HOME (default: the default model) and check it.
     Fetch {

@@ -67,13 +67,21 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
+impl OutPtr {
+    /// Pointer to element `i` (a method, so closures capture the whole Send wrapper).
+    #[inline]
+    fn at(self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
+}
+
 /// y (m × n, row-major) = x (m × k, row-major) · Wᵀ.
 ///
 /// Panics if the slice lengths disagree with `w.n`, `w.k` (a caller bug, not bad input).
 pub fn matmul(w: &WeightMatrix<'_>, x: &[f32], y: &mut [f32]) {
     let (n, k) = (w.n, w.k);
     assert!(
-        k > 0 && x.len() % k == 0,
+        k > 0 && x.len().is_multiple_of(k),
         "x length {} is not a multiple of k={k}",
         x.len()
     );
@@ -102,26 +110,24 @@ pub fn matmul(w: &WeightMatrix<'_>, x: &[f32], y: &mut [f32]) {
         }
         let dot = qdot_for(w.ty);
         (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| {
-            let out = out;
             for j in c * chunk..((c + 1) * chunk).min(n) {
                 let wr = w.row(j);
                 for i in 0..m {
                     let v = dot(wr, &a[i * nb..(i + 1) * nb]);
                     // SAFETY: (i, j) is within m × n and column j belongs to this task only.
-                    unsafe { *out.0.add(i * n + j) = v };
+                    unsafe { *out.at(i * n + j) = v };
                 }
             }
         });
     } else {
         let dot = fdot_for(w.ty);
         (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| {
-            let out = out;
             for j in c * chunk..((c + 1) * chunk).min(n) {
                 let wr = w.row(j);
                 for i in 0..m {
                     let v = dot(wr, &x[i * k..(i + 1) * k]);
                     // SAFETY: as above.
-                    unsafe { *out.0.add(i * n + j) = v };
+                    unsafe { *out.at(i * n + j) = v };
                 }
             }
         });

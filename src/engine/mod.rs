@@ -2,7 +2,7 @@
 //! the scheduler (pure logic), the sampler chain and the engine loop behind the `Generator` trait.
 
 pub mod batch;
-pub mod engine;
+pub mod handle;
 pub mod generator;
 pub mod kv_cache;
 pub mod request;
@@ -10,7 +10,7 @@ pub mod sampler;
 pub mod scheduler;
 pub mod sequence;
 
-pub use engine::{EngineConfig, EngineHandle, EngineStats};
+pub use handle::{EngineConfig, EngineHandle, EngineStats};
 pub use generator::Generator;
 pub use request::{Completion, Event, FinishReason, Prompt, Request, TokenOutput, Usage};
 pub use sampler::SamplingParams;

@@ -7,14 +7,16 @@ use crate::engine::kv_cache::KvStorage;
 use crate::model::config::{ModelConfig, RopeStyle};
 use rayon::prelude::*;
 
-/// x (n_rows, dim) -> RMSNorm(x) * w, in place. llama.cpp `ggml_rms_norm` + mul.
+/// x (n_rows, dim) -> RMSNorm(x) * w, in place. Rounds as llama.cpp's `ggml_rms_norm` + `ggml_mul`:
+/// squares in f32 summed in f64, the scale in f32, then (x * scale) * w.
 pub fn rms_norm(x: &mut [f32], w: &[f32], eps: f32) {
     let dim = w.len();
     for row in x.chunks_mut(dim) {
-        let ms = row.iter().map(|v| (*v as f64) * (*v as f64)).sum::<f64>() / dim as f64;
-        let scale = (1.0 / (ms + eps as f64).sqrt()) as f32;
+        let sum: f64 = row.iter().map(|v| (v * v) as f64).sum();
+        let mean = (sum / dim as f64) as f32;
+        let scale = 1.0 / (mean + eps).sqrt();
         for (v, g) in row.iter_mut().zip(w) {
-            *v = *v * scale * g;
+            *v = (*v * scale) * g;
         }
     }
 }
@@ -25,27 +27,40 @@ pub fn rms_norm_into(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     rms_norm(out, w, eps);
 }
 
-/// Inverse frequencies θ_i = base^(-2i/rope_dim) / linear_factor, i < rope_dim/2.
-pub fn rope_inv_freq(cfg: &ModelConfig) -> Vec<f32> {
-    let d = cfg.rope_dim as f64;
-    (0..cfg.rope_dim / 2)
-        .map(|i| {
-            ((cfg.rope_base as f64).powf(-2.0 * i as f64 / d) / cfg.rope_linear_factor as f64)
-                as f32
-        })
-        .collect()
+/// RoPE frequency ratio per dimension pair: θ_i = pos · base^(-2i/rope_dim) / linear_factor / factor_i.
+pub struct RopeFreqs {
+    /// base^(-2/rope_dim), in f32 as ggml computes it.
+    theta_scale: f32,
+    half: usize,
+    linear: f32,
+    /// Per-pair divisors (Llama 3.1 `rope_freqs.weight`), empty when absent.
+    factors: Vec<f32>,
 }
 
-/// cos/sin per token: (n_tokens, rope_dim/2) each.
-pub fn rope_tables(positions: &[u32], inv_freq: &[f32]) -> (Vec<f32>, Vec<f32>) {
-    let half = inv_freq.len();
+pub fn rope_freqs(cfg: &ModelConfig, factors: Vec<f32>) -> RopeFreqs {
+    RopeFreqs {
+        theta_scale: cfg.rope_base.powf(-2.0 / cfg.rope_dim as f32),
+        half: cfg.rope_dim / 2,
+        linear: 1.0 / cfg.rope_linear_factor,
+        factors,
+    }
+}
+
+/// cos/sin per token: (n_tokens, rope_dim/2) each. Angles are accumulated in f32 exactly as
+/// llama.cpp's `ggml_rope_cache_init` does (θ *= theta_scale per pair), so positions far into the
+/// context round the same way in both engines.
+pub fn rope_tables(positions: &[u32], f: &RopeFreqs) -> (Vec<f32>, Vec<f32>) {
+    let half = f.half;
     let mut cos = vec![0f32; positions.len() * half];
     let mut sin = vec![0f32; positions.len() * half];
     for (t, &p) in positions.iter().enumerate() {
-        for (i, f) in inv_freq.iter().enumerate() {
-            let theta = p as f64 * *f as f64;
-            cos[t * half + i] = theta.cos() as f32;
-            sin[t * half + i] = theta.sin() as f32;
+        let mut theta = p as f32;
+        for i in 0..half {
+            let ff = f.factors.get(i).copied().unwrap_or(1.0);
+            let angle = f.linear * (theta / ff);
+            cos[t * half + i] = angle.cos();
+            sin[t * half + i] = angle.sin();
+            theta *= f.theta_scale;
         }
     }
     (cos, sin)
@@ -97,6 +112,13 @@ pub fn store_kv(kv: &mut KvStorage, layer: usize, batch: &Batch, k: &[f32], v: &
     }
 }
 
+/// Softmax scale and optional sliding window (the last `window` positions) of an attention layer.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnParams {
+    pub scale: f32,
+    pub window: Option<usize>,
+}
+
 /// Causal attention of every token over its own sequence's cached positions 0..=pos (or the last
 /// `window` of them), GQA by index (query head h reads kv head h / (n_head / n_kv_head)), reading
 /// K/V in place from the blocks. q: (n_tokens, n_head, head_dim); out: same shape.
@@ -109,9 +131,9 @@ pub fn paged_attention(
     q: &[f32],
     out: &mut [f32],
     cfg: &ModelConfig,
-    scale: f32,
-    window: Option<usize>,
+    params: AttnParams,
 ) {
+    let AttnParams { scale, window } = params;
     let (n_head, hd) = (cfg.n_head, cfg.head_dim);
     let group = n_head / cfg.n_kv_head;
     let l = &kv.layers[layer];
@@ -158,8 +180,8 @@ mod tests {
 
     #[test]
     fn rope_at_position_zero_is_identity_and_preserves_norm() {
-        let inv = vec![1.0f32, 0.1];
-        let (c, s) = rope_tables(&[0, 5], &inv);
+        let f = RopeFreqs { theta_scale: 0.1, half: 2, linear: 1.0, factors: vec![] };
+        let (c, s) = rope_tables(&[0, 5], &f);
         let mut x = vec![1.0f32, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 4.0];
         apply_rope(&mut x, 1, 4, RopeStyle::Adjacent, &c, &s);
         assert_eq!(&x[..4], &[1.0, 2.0, 3.0, 4.0]);

@@ -31,7 +31,7 @@ pub struct Llama {
     blocks: Vec<Block>,
     norm: Vec<f32>,
     output: Weight,
-    inv_freq: Vec<f32>,
+    rope: layers::RopeFreqs,
     weight_bytes: usize,
 }
 
@@ -84,14 +84,9 @@ impl Llama {
         } else {
             tok_embd.clone()
         };
-        let mut inv_freq = layers::rope_inv_freq(&cfg);
         // Llama 3.1-style rope scaling ships per-dimension factors as a tensor.
-        if g.has_tensor("rope_freqs.weight") {
-            let factors = g.weight("rope_freqs.weight")?.to_f32();
-            for (f, s) in inv_freq.iter_mut().zip(factors) {
-                *f /= s;
-            }
-        }
+        let factors = if g.has_tensor("rope_freqs.weight") { g.weight("rope_freqs.weight")?.to_f32() } else { Vec::new() };
+        let rope = layers::rope_freqs(&cfg, factors);
         let weight_bytes = g.file_size();
         Ok(Llama {
             cfg,
@@ -99,7 +94,7 @@ impl Llama {
             blocks,
             norm: vector("output_norm.weight")?,
             output,
-            inv_freq,
+            rope,
             weight_bytes,
         })
     }
@@ -132,7 +127,7 @@ impl Model for Llama {
             .for_each(|(row, &t)| {
                 self.tok_embd.dequantize_row(t as usize, row);
             });
-        let (cos, sin) = layers::rope_tables(&batch.positions, &self.inv_freq);
+        let (cos, sin) = layers::rope_tables(&batch.positions, &self.rope);
         let scale = 1.0 / (cfg.head_dim as f32).sqrt();
         let mut hbuf = vec![0f32; n * h];
         let mut attn = vec![0f32; n * cfg.n_head * cfg.head_dim];
@@ -151,7 +146,7 @@ impl Model for Llama {
                 &sin,
             );
             layers::store_kv(kv, l, batch, &k, &v);
-            layers::paged_attention(kv, l, batch, &q, &mut attn, cfg, scale, None);
+            layers::paged_attention(kv, l, batch, &q, &mut attn, cfg, layers::AttnParams { scale, window: None });
             let o = linear(&b.wo, &attn);
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
             layers::rms_norm_into(&x, &b.ffn_norm, cfg.rms_eps, &mut hbuf);

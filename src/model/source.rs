@@ -126,6 +126,12 @@ pub fn fetch(entry: &RegistryEntry, home: &Path, progress: ProgressFn<'_>) -> Re
         });
     }
     out.as_file().sync_all().map_err(|e| Error::io(&dest, e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let perm = std::fs::Permissions::from_mode(0o644);
+        out.as_file().set_permissions(perm).map_err(|e| Error::io(&dest, e))?;
+    }
     out.persist(&dest).map_err(|e| Error::io(&dest, e.error))?;
     verify(&dest, &entry.sha256)?;
     Ok(dest)

@@ -214,8 +214,8 @@ struct Engine {
     kv: KvCache,
     cfg: EngineConfig,
     rx: Receiver<Command>,
-    waiting: VecDeque<Box<Sequence>>,
-    running: Vec<Box<Sequence>>,
+    waiting: VecDeque<Sequence>,
+    running: Vec<Sequence>,
     shared: Arc<Shared>,
 }
 
@@ -241,7 +241,7 @@ impl Engine {
 
     fn command(&mut self, c: Command) {
         match c {
-            Command::Submit(s) => self.waiting.push_back(s),
+            Command::Submit(s) => self.waiting.push_back(*s),
             Command::ClearPrefixCache => self.kv.clear_prefix_cache(),
         }
     }
