@@ -13,9 +13,11 @@
 //! Layout: `model` (what the network computes), `engine` (how it runs, behind [`engine::Generator`]),
 //! `cli` (argument types of the binary). Hot CPU kernels live in the `ares-kernels` crate.
 
+pub mod bench;
 pub mod cli;
 pub mod engine;
 pub mod error;
+pub mod judge;
 pub mod model;
 
 pub use error::{Error, Result};

@@ -1,0 +1,1 @@
+//! The `bench` subcommand: throughput harness and report (llama-batched-bench table, judge workload).

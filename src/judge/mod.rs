@@ -1,0 +1,1 @@
+//! (rubric, response) -> verdicts -> aggregate -> reward; rubric formats (RaR, HealthBench, RLCF, ares JSONL).
