@@ -2,6 +2,7 @@
 //! and map outcomes to exit codes (0 ok, 1 some items failed, 2 fatal).
 
 use anyhow::{Context, Result};
+use ares::cli::bench::BenchArgs;
 use ares::cli::generate::{run_file, run_single, GenerateArgs};
 use ares::cli::ModelArgs;
 use ares::engine::EngineHandle;
@@ -42,6 +43,18 @@ enum Command {
     },
     /// List the registry and what is cached locally.
     Models,
+    /// Measure throughput: llama-batched-bench's table (--npp/--ntg/--npl/--pps) or the judge
+    /// workload (--judge FILE); --json for one JSON object.
+    ///
+    /// Batched mode sizes its own KV cache for the largest combination (like llama-batched-bench's
+    /// -c) and ignores --kv-mem; --max-batch-tokens is its prefill ubatch (llama.cpp's -ub). Judge
+    /// mode runs the engine with the model flags, raising --kv-mem when one round would not fit.
+    Bench {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        args: Box<BenchArgs>,
+    },
 }
 
 /// Exit codes: success, some items failed, fatal.
@@ -125,7 +138,51 @@ fn run(cli: Cli) -> Result<Outcome> {
             Ok(Outcome::Ok)
         }
         Command::Generate { model, args } => generate(cli.verbose, &model, &args),
+        Command::Bench { model, args } => bench(&model, &args),
     }
+}
+
+fn bench(margs: &ModelArgs, args: &BenchArgs) -> Result<Outcome> {
+    if margs.threads > 0 {
+        ares_kernels::set_num_threads(margs.threads);
+    }
+    let path =
+        resolve(&margs.model, &download_bar()).with_context(|| format!("model {}", margs.model))?;
+    let loaded = ares::model::load(&path).with_context(|| format!("loading {}", path.display()))?;
+    let threads = ares_kernels::pool::pool().n_threads();
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::new(0)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} {elapsed}")
+            .expect("static template is valid"),
+    );
+    let progress = |what: &str, done: usize, total: usize| {
+        bar.set_message(what.to_string());
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    };
+    let report =
+        ares::bench::run(&loaded, &args.mode(margs), threads, &progress).context("bench")?;
+    bar.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.to_markdown());
+    }
+    let failed: usize = report
+        .judge
+        .iter()
+        .flat_map(|j| &j.runs)
+        .map(|r| r.failed())
+        .sum();
+    Ok(if failed > 0 {
+        Outcome::SomeFailed
+    } else {
+        Outcome::Ok
+    })
 }
 
 fn generate(verbose: bool, margs: &ModelArgs, args: &GenerateArgs) -> Result<Outcome> {
@@ -133,10 +190,7 @@ fn generate(verbose: bool, margs: &ModelArgs, args: &GenerateArgs) -> Result<Out
         anyhow::bail!("give a prompt or --input FILE");
     }
     if margs.threads > 0 {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(margs.threads)
-            .build_global()
-            .context("thread pool")?;
+        ares_kernels::set_num_threads(margs.threads);
     }
     let path =
         resolve(&margs.model, &download_bar()).with_context(|| format!("model {}", margs.model))?;
@@ -158,7 +212,7 @@ fn generate(verbose: bool, margs: &ModelArgs, args: &GenerateArgs) -> Result<Out
             loaded.load_seconds,
             margs.kv_mem,
             engine.stats().kv_capacity_tokens,
-            rayon::current_num_threads(),
+            ares_kernels::pool::pool().n_threads(),
             ares_kernels::cpu_features(),
         );
     }

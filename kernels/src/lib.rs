@@ -9,9 +9,12 @@
 //! compares the two on random data of awkward sizes. For a given machine the path chosen for one
 //! output element never depends on how many rows are in the call, so results are batch-invariant.
 
+pub mod attention;
 pub mod dispatch;
 pub mod formats;
 pub mod matmul;
+pub mod paged;
+pub mod pool;
 pub mod quantize;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
@@ -20,4 +23,6 @@ pub mod x86;
 pub use dispatch::{cpu_features, Isa};
 pub use formats::{BlockQ8, WeightType};
 pub use matmul::{axpy, dot, matmul, WeightMatrix};
+pub use paged::{paged_attention, PagedAttention};
+pub use pool::{parallel_chunks_mut, parallel_for, set_num_threads};
 pub use quantize::quantize_row_q8;

@@ -1,15 +1,17 @@
 //! Threaded quantized matrix multiplication: y (m, n) = x (m, k) · Wᵀ with W (n, k) stored in a
-//! ggml format. Activations are quantized once per call; work is split over weight rows so each
-//! weight row is read once per call and reused for every activation row (L1-resident).
+//! ggml format. Activations are quantized once per call (in parallel); the work is split over
+//! chunks of weight rows on the warm pool, and inside a chunk a tile of 4 weight rows × 3
+//! activation rows is computed per step, over activation-row panels that stay in L1/L2.
 //!
-//! Invariant: y[i, j] depends only on x row i and W row j, computed by the same dot function for
-//! any m, so results do not depend on what else is in the batch.
+//! Invariant: y[i, j] depends only on x row i and W row j, and the tiled kernels compute every
+//! (i, j) with the same arithmetic whatever the tile shape, so results do not depend on what else
+//! is in the batch.
 
 use crate::dispatch::{isa, Isa};
 use crate::formats::{BlockQ8, WeightType, QK};
+use crate::pool::parallel_for;
 use crate::quantize::quantize_row_q8;
 use crate::scalar;
-use rayon::prelude::*;
 
 /// A borrowed weight matrix of `n` rows of `k` elements in format `ty` (row-major, ggml layout).
 #[derive(Clone, Copy, Debug)]
@@ -28,38 +30,6 @@ impl<'a> WeightMatrix<'a> {
     }
 }
 
-type QDot = fn(&[u8], &[BlockQ8]) -> f32;
-type FDot = fn(&[u8], &[f32]) -> f32;
-
-fn qdot_for(ty: WeightType) -> QDot {
-    match (isa(), ty) {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY (all three): isa() returned Avx2 only after detecting avx2, fma and f16c.
-        (Isa::Avx2, WeightType::Q4_0) => |w, a| unsafe { crate::x86::dot_q4_0(w, a) },
-        #[cfg(target_arch = "x86_64")]
-        (Isa::Avx2, WeightType::Q4_1) => |w, a| unsafe { crate::x86::dot_q4_1(w, a) },
-        #[cfg(target_arch = "x86_64")]
-        (Isa::Avx2, WeightType::Q8_0) => |w, a| unsafe { crate::x86::dot_q8_0(w, a) },
-        (_, WeightType::Q4_0) => scalar::dot_q4_0,
-        (_, WeightType::Q4_1) => scalar::dot_q4_1,
-        (_, WeightType::Q8_0) => scalar::dot_q8_0,
-        (_, WeightType::F32 | WeightType::F16) => unreachable!("float weights use fdot_for"),
-    }
-}
-
-fn fdot_for(ty: WeightType) -> FDot {
-    match (isa(), ty) {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY (both): features detected by isa().
-        (Isa::Avx2, WeightType::F32) => |w, x| unsafe { crate::x86::dot_f32(w, x) },
-        #[cfg(target_arch = "x86_64")]
-        (Isa::Avx2, WeightType::F16) => |w, x| unsafe { crate::x86::dot_f16(w, x) },
-        (_, WeightType::F32) => scalar::dot_f32,
-        (_, WeightType::F16) => scalar::dot_f16,
-        _ => unreachable!("quantized weights use qdot_for"),
-    }
-}
-
 /// Pointer wrapper so disjoint output elements can be written from several threads.
 #[derive(Clone, Copy)]
 struct OutPtr(*mut f32);
@@ -74,6 +44,12 @@ impl OutPtr {
         self.0.wrapping_add(i)
     }
 }
+
+/// Weight rows per tile and activation rows per tile.
+const TW: usize = 4;
+const TA: usize = 3;
+/// Activation rows per panel (kept hot while a chunk of weight rows streams past).
+const PANEL: usize = 48;
 
 /// y (m × n, row-major) = x (m × k, row-major) · Wᵀ.
 ///
@@ -91,46 +67,180 @@ pub fn matmul(w: &WeightMatrix<'_>, x: &[f32], y: &mut [f32]) {
         w.data.len() >= w.ty.row_bytes(k) * n,
         "weight data too short"
     );
-    let threads = rayon::current_num_threads().max(1);
-    // Enough chunks to balance load, each at least 8 rows so per-task overhead stays small.
-    let chunk = n.div_ceil(threads * 4).max(8);
+    let threads = crate::pool::pool().n_threads();
+    // Enough chunks to balance load, each a multiple of the tile height.
+    let chunk = (n.div_ceil(threads * 4)).max(8).next_multiple_of(TW);
+    let n_chunks = n.div_ceil(chunk);
     let out = OutPtr(y.as_mut_ptr());
-    if w.ty.quantizes_activations() {
-        assert!(k % QK == 0, "k={k} is not a multiple of {QK}");
-        let nb = k / QK;
-        let mut a = vec![BlockQ8::default(); m * nb];
-        if m >= 4 {
-            a.par_chunks_mut(nb)
-                .zip(x.par_chunks(k))
-                .for_each(|(blk, row)| quantize_row_q8(row, blk));
-        } else {
-            for (blk, row) in a.chunks_mut(nb).zip(x.chunks(k)) {
-                quantize_row_q8(row, blk);
-            }
-        }
-        let dot = qdot_for(w.ty);
-        (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| {
+    if !w.ty.quantizes_activations() {
+        let dot = fdot_for(w.ty);
+        parallel_for(n_chunks, |c| {
             for j in c * chunk..((c + 1) * chunk).min(n) {
                 let wr = w.row(j);
                 for i in 0..m {
-                    let v = dot(wr, &a[i * nb..(i + 1) * nb]);
+                    let v = dot(wr, &x[i * k..(i + 1) * k]);
                     // SAFETY: (i, j) is within m × n and column j belongs to this task only.
                     unsafe { *out.at(i * n + j) = v };
                 }
             }
         });
-    } else {
-        let dot = fdot_for(w.ty);
-        (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| {
-            for j in c * chunk..((c + 1) * chunk).min(n) {
-                let wr = w.row(j);
-                for i in 0..m {
-                    let v = dot(wr, &x[i * k..(i + 1) * k]);
-                    // SAFETY: as above.
-                    unsafe { *out.at(i * n + j) = v };
-                }
+        return;
+    }
+    assert!(k.is_multiple_of(QK), "k={k} is not a multiple of {QK}");
+    let nb = k / QK;
+    let mut a = vec![BlockQ8::default(); m * nb];
+    {
+        let ap = ActPtr(a.as_mut_ptr());
+        let rows_per_task = m.div_ceil(threads * 2).max(1);
+        parallel_for(m.div_ceil(rows_per_task), |t| {
+            for i in t * rows_per_task..((t + 1) * rows_per_task).min(m) {
+                // SAFETY: row i's blocks are written by this task only.
+                let blk = unsafe { std::slice::from_raw_parts_mut(ap.at(i * nb), nb) };
+                quantize_row_q8(&x[i * k..(i + 1) * k], blk);
             }
         });
+    }
+    let a = &a;
+    let rb = w.ty.row_bytes(k);
+    let use_avx2 = isa() == Isa::Avx2;
+    parallel_for(n_chunks, |c| {
+        let (j0, j1) = (c * chunk, ((c + 1) * chunk).min(n));
+        for p0 in (0..m).step_by(PANEL) {
+            let p1 = (p0 + PANEL).min(m);
+            let mut j = j0;
+            while j < j1 {
+                let rw = TW.min(j1 - j);
+                let mut i = p0;
+                while i < p1 {
+                    let ra = TA.min(p1 - i);
+                    let mut tile = [[0f32; TA]; TW];
+                    if use_avx2 {
+                        #[cfg(target_arch = "x86_64")]
+                        // SAFETY: the avx2 tier was detected; rows j..j+rw and i..i+ra exist.
+                        unsafe {
+                            tile_avx2(
+                                w.ty,
+                                &w.data[j * rb..],
+                                rb,
+                                rw,
+                                &a[i * nb..],
+                                nb,
+                                ra,
+                                &mut tile,
+                            )
+                        };
+                    } else {
+                        let dot = scalar_qdot(w.ty);
+                        for (r, trow) in tile.iter_mut().enumerate().take(rw) {
+                            for (cc, t) in trow.iter_mut().enumerate().take(ra) {
+                                *t = dot(w.row(j + r), &a[(i + cc) * nb..(i + cc + 1) * nb]);
+                            }
+                        }
+                    }
+                    for (r, trow) in tile.iter().enumerate().take(rw) {
+                        for (cc, t) in trow.iter().enumerate().take(ra) {
+                            // SAFETY: (i+cc, j+r) is within m × n; column j+r belongs to this task.
+                            unsafe { *out.at((i + cc) * n + j + r) = *t };
+                        }
+                    }
+                    i += ra;
+                }
+                j += rw;
+            }
+        }
+    });
+}
+
+#[derive(Clone, Copy)]
+struct ActPtr(*mut BlockQ8);
+// SAFETY: tasks write disjoint activation rows.
+unsafe impl Send for ActPtr {}
+unsafe impl Sync for ActPtr {}
+
+impl ActPtr {
+    #[inline]
+    fn at(self, i: usize) -> *mut BlockQ8 {
+        self.0.wrapping_add(i)
+    }
+}
+
+/// Dispatch one tile of `rw` weight rows (row stride `rb` bytes from `w`) × `ra` activation rows
+/// (stride `nb` blocks from `a`) to the matching const instantiation.
+///
+/// # Safety
+/// avx2, fma and f16c present; the rows exist.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_avx2(
+    ty: WeightType,
+    w: &[u8],
+    rb: usize,
+    rw: usize,
+    a: &[BlockQ8],
+    nb: usize,
+    ra: usize,
+    out: &mut [[f32; TA]; TW],
+) {
+    use crate::x86::{tile, Q4_0, Q4_1, Q8_0};
+    macro_rules! go {
+        ($t:expr, $rw:literal, $ra:literal) => {{
+            let wp: [*const u8; $rw] = std::array::from_fn(|r| w.as_ptr().add(r * rb));
+            let ap: [*const BlockQ8; $ra] = std::array::from_fn(|c| a.as_ptr().add(c * nb));
+            let mut o = [[0f32; $ra]; $rw];
+            tile::<$t, $rw, $ra>(&wp, &ap, nb, &mut o);
+            for r in 0..$rw {
+                out[r][..$ra].copy_from_slice(&o[r]);
+            }
+        }};
+    }
+    macro_rules! shapes {
+        ($t:expr) => {
+            match (rw, ra) {
+                (4, 3) => go!($t, 4, 3),
+                (4, 2) => go!($t, 4, 2),
+                (4, 1) => go!($t, 4, 1),
+                (3, 3) => go!($t, 3, 3),
+                (3, 2) => go!($t, 3, 2),
+                (3, 1) => go!($t, 3, 1),
+                (2, 3) => go!($t, 2, 3),
+                (2, 2) => go!($t, 2, 2),
+                (2, 1) => go!($t, 2, 1),
+                (1, 3) => go!($t, 1, 3),
+                (1, 2) => go!($t, 1, 2),
+                _ => go!($t, 1, 1),
+            }
+        };
+    }
+    match ty {
+        WeightType::Q4_0 => shapes!(Q4_0),
+        WeightType::Q4_1 => shapes!(Q4_1),
+        WeightType::Q8_0 => shapes!(Q8_0),
+        WeightType::F32 | WeightType::F16 => unreachable!("float weights take the f32 path"),
+    }
+}
+
+type QDot = fn(&[u8], &[BlockQ8]) -> f32;
+type FDot = fn(&[u8], &[f32]) -> f32;
+
+fn scalar_qdot(ty: WeightType) -> QDot {
+    match ty {
+        WeightType::Q4_0 => scalar::dot_q4_0,
+        WeightType::Q4_1 => scalar::dot_q4_1,
+        WeightType::Q8_0 => scalar::dot_q8_0,
+        WeightType::F32 | WeightType::F16 => unreachable!("float weights use fdot_for"),
+    }
+}
+
+fn fdot_for(ty: WeightType) -> FDot {
+    match (isa(), ty) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY (both): features detected by isa().
+        (Isa::Avx2, WeightType::F32) => |w, x| unsafe { crate::x86::dot_f32(w, x) },
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx2, WeightType::F16) => |w, x| unsafe { crate::x86::dot_f16(w, x) },
+        (_, WeightType::F32) => scalar::dot_f32,
+        (_, WeightType::F16) => scalar::dot_f16,
+        _ => unreachable!("quantized weights use the tiled path"),
     }
 }
 
@@ -157,7 +267,6 @@ pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
         *o += a * v;
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

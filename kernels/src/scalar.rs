@@ -75,3 +75,35 @@ pub fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
+
+/// exp(x) for the softmax range (x <= 0): Cody-Waite reduction x = n·ln2 + r, |r| <= ln2/2, a
+/// degree-6 polynomial for e^r, and 2^n through the exponent bits. The SIMD paths use the same
+/// constants and operation order (with fused multiply-adds), so results agree to the last bit or two.
+pub fn exp_neg(x: f32) -> f32 {
+    if x < -87.3 {
+        return 0.0;
+    }
+    let x = x.min(0.0);
+    let n = (x * std::f32::consts::LOG2_E).round_ties_even();
+    let r = n.mul_add(-0.693_145_75, x);
+    let r = n.mul_add(-1.428_606_8e-6, r);
+    let p = EXP_C[5]
+        .mul_add(r, EXP_C[4])
+        .mul_add(r, EXP_C[3])
+        .mul_add(r, EXP_C[2])
+        .mul_add(r, EXP_C[1])
+        .mul_add(r, EXP_C[0])
+        .mul_add(r, 1.0);
+    let bits = ((n as i32 + 127) as u32) << 23;
+    p * f32::from_bits(bits)
+}
+
+/// Taylor-like minimax coefficients of e^r on [-ln2/2, ln2/2] (1, 1/2, 1/6, 1/24, 1/120, 1/720).
+pub(crate) const EXP_C: [f32; 6] = [
+    1.0,
+    0.5,
+    0.166_666_67,
+    0.041_666_668,
+    0.008_333_334,
+    0.001_388_889,
+];

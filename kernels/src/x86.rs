@@ -50,24 +50,92 @@ unsafe fn mul_sum_i8(x: __m256i, y: __m256i) -> __m256 {
     mul_sum_us8(ax, sy)
 }
 
+/// Weight formats the tiled kernel handles (const parameter of [`tile`]).
+pub const Q4_0: u8 = 0;
+pub const Q4_1: u8 = 1;
+pub const Q8_0: u8 = 2;
+
+/// Dot products of RW weight rows (ggml blocks of format `T`, `nb` blocks each) with RA quantized
+/// activation rows: `out[r][c] = Σ w_r · a_c`. Each weight block is unpacked once and used for all
+/// RA activation rows. The arithmetic of one (r, c) pair is the same for every RW and RA (per block:
+/// an integer dot, one fma into 8 f32 lanes; a final horizontal sum), so a result never depends on
+/// the tile it was computed in: batched results equal single-row results bit for bit.
+///
+/// # Safety
+/// The CPU must support avx2, fma and f16c; every `w[r]` points to `nb` blocks of format `T` and
+/// every `a[c]` to `nb` activation blocks.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn tile<const T: u8, const RW: usize, const RA: usize>(
+    w: &[*const u8; RW],
+    a: &[*const BlockQ8; RA],
+    nb: usize,
+    out: &mut [[f32; RA]; RW],
+) {
+    let bsz = match T {
+        Q4_0 => 18,
+        Q4_1 => 20,
+        _ => 34,
+    };
+    let mut acc = [[_mm256_setzero_ps(); RA]; RW];
+    let mut accm = [[0f32; RA]; RW];
+    for b in 0..nb {
+        for r in 0..RW {
+            // SAFETY: block b of row r is within the row (caller contract).
+            let blk = w[r].add(b * bsz);
+            let dw = f16(blk);
+            let (q, mw) = match T {
+                Q4_0 => (
+                    _mm256_sub_epi8(nibbles(blk.add(2)), _mm256_set1_epi8(8)),
+                    0.0,
+                ),
+                Q4_1 => (nibbles(blk.add(4)), f16(blk.add(2))),
+                _ => (_mm256_loadu_si256(blk.add(2) as *const __m256i), 0.0),
+            };
+            for c in 0..RA {
+                let ab = &*a[c].add(b);
+                let y = _mm256_loadu_si256(ab.qs.as_ptr() as *const __m256i);
+                let p = if T == Q4_1 {
+                    mul_sum_us8(q, y)
+                } else {
+                    mul_sum_i8(q, y)
+                };
+                acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(dw * ab.d), p, acc[r][c]);
+                if T == Q4_1 {
+                    accm[r][c] += mw * ab.s;
+                }
+            }
+        }
+    }
+    for r in 0..RW {
+        for c in 0..RA {
+            out[r][c] = if T == Q4_1 {
+                hsum(acc[r][c]) + accm[r][c]
+            } else {
+                hsum(acc[r][c])
+            };
+        }
+    }
+}
+
+/// One row pair through [`tile`].
+///
+/// # Safety
+/// As [`tile`], with `w` holding `a.len()` blocks of format `T`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_blocks<const T: u8>(w: &[u8], a: &[BlockQ8]) -> f32 {
+    let mut out = [[0f32; 1]; 1];
+    tile::<T, 1, 1>(&[w.as_ptr()], &[a.as_ptr()], a.len(), &mut out);
+    out[0][0]
+}
+
 /// AVX2 version of [`crate::scalar::dot_q4_0`].
 ///
 /// # Safety
 /// The CPU must support avx2, fma and f16c; `w` holds `a.len()` Q4_0 blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_q4_0(w: &[u8], a: &[BlockQ8]) -> f32 {
-    debug_assert!(w.len() >= a.len() * 18);
-    let mut acc = _mm256_setzero_ps();
-    let wp = w.as_ptr();
-    for (b, ab) in a.iter().enumerate() {
-        // SAFETY: block b lies within w (checked above in debug, guaranteed by the caller).
-        let blk = wp.add(b * 18);
-        let d = _mm256_set1_ps(f16(blk) * ab.d);
-        let q = _mm256_sub_epi8(nibbles(blk.add(2)), _mm256_set1_epi8(8));
-        let y = _mm256_loadu_si256(ab.qs.as_ptr() as *const __m256i);
-        acc = _mm256_fmadd_ps(d, mul_sum_i8(q, y), acc);
-    }
-    hsum(acc)
+    dot_blocks::<Q4_0>(w, a)
 }
 
 /// AVX2 version of [`crate::scalar::dot_q4_1`].
@@ -76,20 +144,7 @@ pub unsafe fn dot_q4_0(w: &[u8], a: &[BlockQ8]) -> f32 {
 /// The CPU must support avx2, fma and f16c; `w` holds `a.len()` Q4_1 blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_q4_1(w: &[u8], a: &[BlockQ8]) -> f32 {
-    debug_assert!(w.len() >= a.len() * 20);
-    let mut acc = _mm256_setzero_ps();
-    let mut acc_m = 0f32;
-    let wp = w.as_ptr();
-    for (b, ab) in a.iter().enumerate() {
-        // SAFETY: block b lies within w.
-        let blk = wp.add(b * 20);
-        let d = _mm256_set1_ps(f16(blk) * ab.d);
-        acc_m += f16(blk.add(2)) * ab.s;
-        let q = nibbles(blk.add(4));
-        let y = _mm256_loadu_si256(ab.qs.as_ptr() as *const __m256i);
-        acc = _mm256_fmadd_ps(d, mul_sum_us8(q, y), acc);
-    }
-    hsum(acc) + acc_m
+    dot_blocks::<Q4_1>(w, a)
 }
 
 /// AVX2 version of [`crate::scalar::dot_q8_0`].
@@ -98,18 +153,7 @@ pub unsafe fn dot_q4_1(w: &[u8], a: &[BlockQ8]) -> f32 {
 /// The CPU must support avx2, fma and f16c; `w` holds `a.len()` Q8_0 blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_q8_0(w: &[u8], a: &[BlockQ8]) -> f32 {
-    debug_assert!(w.len() >= a.len() * 34);
-    let mut acc = _mm256_setzero_ps();
-    let wp = w.as_ptr();
-    for (b, ab) in a.iter().enumerate() {
-        // SAFETY: block b lies within w.
-        let blk = wp.add(b * 34);
-        let d = _mm256_set1_ps(f16(blk) * ab.d);
-        let q = _mm256_loadu_si256(blk.add(2) as *const __m256i);
-        let y = _mm256_loadu_si256(ab.qs.as_ptr() as *const __m256i);
-        acc = _mm256_fmadd_ps(d, mul_sum_i8(q, y), acc);
-    }
-    hsum(acc)
+    dot_blocks::<Q8_0>(w, a)
 }
 
 /// AVX2 version of [`crate::scalar::dot`] (any length).
@@ -230,6 +274,57 @@ pub unsafe fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// exp for softmax arguments (x <= 0), 8 lanes at a time; same algorithm as
+/// [`crate::scalar::exp_neg`].
+///
+/// # Safety
+/// The CPU must support avx2, fma and f16c.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn exp_in_place(xs: &mut [f32]) {
+    let n = xs.len();
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: i + 8 <= n.
+        let x = _mm256_loadu_ps(xs.as_ptr().add(i));
+        _mm256_storeu_ps(xs.as_mut_ptr().add(i), exp8(x));
+        i += 8;
+    }
+    if i < n {
+        let mut tmp = [0f32; 8];
+        tmp[..n - i].copy_from_slice(&xs[i..]);
+        let r = exp8(_mm256_loadu_ps(tmp.as_ptr()));
+        _mm256_storeu_ps(tmp.as_mut_ptr(), r);
+        xs[i..].copy_from_slice(&tmp[..n - i]);
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn exp8(x: __m256) -> __m256 {
+    use crate::scalar::EXP_C;
+    let tiny = _mm256_cmp_ps(x, _mm256_set1_ps(-87.3), _CMP_LT_OQ);
+    let x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3)), _mm256_setzero_ps());
+    let n = _mm256_round_ps(
+        _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
+        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
+    );
+    let r = _mm256_fmadd_ps(n, _mm256_set1_ps(-0.693_145_75), x);
+    let r = _mm256_fmadd_ps(n, _mm256_set1_ps(-1.428_606_8e-6), r);
+    let mut p = _mm256_set1_ps(EXP_C[5]);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_C[4]));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_C[3]));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_C[2]));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_C[1]));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_C[0]));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0));
+    let bits = _mm256_slli_epi32(
+        _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)),
+        23,
+    );
+    let y = _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+    _mm256_andnot_ps(tiny, y)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,6 +391,24 @@ mod tests {
                     close(s, v, mag * 10.0),
                     "q8_0 n_blocks={n_blocks}: {s} vs {v}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn vector_exp_matches_scalar_reference() {
+        if !avx2() {
+            return;
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+        for n in [1usize, 7, 8, 9, 31, 100] {
+            let xs: Vec<f32> = (0..n).map(|_| rng.gen_range(-90.0f32..0.0)).collect();
+            let mut v = xs.clone();
+            // SAFETY: features checked above.
+            unsafe { exp_in_place(&mut v) };
+            for (x, g) in xs.iter().zip(&v) {
+                let s = scalar::exp_neg(*x);
+                assert!((g - s).abs() <= 2e-7 * s + 1e-38, "exp({x}): {g} vs {s}");
             }
         }
     }

@@ -5,7 +5,6 @@
 use crate::engine::batch::Batch;
 use crate::engine::kv_cache::KvStorage;
 use crate::model::config::{ModelConfig, RopeStyle};
-use rayon::prelude::*;
 
 /// x (n_rows, dim) -> RMSNorm(x) * w, in place. Rounds as llama.cpp's `ggml_rms_norm` + `ggml_mul`:
 /// squares in f32 summed in f64, the scale in f32, then (x * scale) * w.
@@ -119,50 +118,46 @@ pub struct AttnParams {
     pub window: Option<usize>,
 }
 
-/// Causal attention of every token over its own sequence's cached positions 0..=pos (or the last
-/// `window` of them), GQA by index (query head h reads kv head h / (n_head / n_kv_head)), reading
-/// K/V in place from the blocks. q: (n_tokens, n_head, head_dim); out: same shape.
-/// Two passes per (token, head): scores, then softmax-weighted sum of V; the order of operations is
-/// fixed per row, so the result does not depend on the rest of the batch.
+/// Block tables of a batch as the kernels take them (plain u32 ids); built once per forward.
+pub fn raw_block_tables(batch: &Batch) -> Vec<Vec<u32>> {
+    batch
+        .block_tables
+        .iter()
+        .map(|t| t.iter().map(|b| b.0).collect())
+        .collect()
+}
+
+/// Causal attention of every token over its own sequence's cached positions (all up to its own,
+/// or the last `window`), GQA by index, reading K/V in place from the blocks, with shared prefix
+/// blocks read once for all sequences that share them (see `ares_kernels::paged`).
+/// q: (n_tokens, n_head, head_dim); out: same shape.
+#[allow(clippy::too_many_arguments)]
 pub fn paged_attention(
     kv: &KvStorage,
     layer: usize,
     batch: &Batch,
+    tables: &[Vec<u32>],
     q: &[f32],
     out: &mut [f32],
     cfg: &ModelConfig,
     params: AttnParams,
 ) {
-    let AttnParams { scale, window } = params;
-    let (n_head, hd) = (cfg.n_head, cfg.head_dim);
-    let group = n_head / cfg.n_kv_head;
     let l = &kv.layers[layer];
-    out.par_chunks_mut(hd).enumerate().for_each(|(row, o)| {
-        let (t, h) = (row / n_head, row % n_head);
-        let kvh = h / group;
-        let qh = &q[row * hd..(row + 1) * hd];
-        let table = &batch.block_tables[batch.seq_index[t] as usize];
-        let pos = batch.positions[t] as usize;
-        let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
-        let mut scores = Vec::with_capacity(pos + 1 - first);
-        let mut max = f32::NEG_INFINITY;
-        for p in first..=pos {
-            let at = kv.slot_of(table, p) + kvh * hd;
-            let s = ares_kernels::dot(qh, &l.k[at..at + hd]) * scale;
-            max = max.max(s);
-            scores.push(s);
-        }
-        let mut sum = 0f32;
-        for s in scores.iter_mut() {
-            *s = (*s - max).exp();
-            sum += *s;
-        }
-        o.fill(0.0);
-        for (p, s) in (first..=pos).zip(&scores) {
-            let at = kv.slot_of(table, p) + kvh * hd;
-            ares_kernels::axpy(*s / sum, &l.v[at..at + hd], o);
-        }
-    });
+    let p = ares_kernels::PagedAttention {
+        q,
+        k: &l.k,
+        v: &l.v,
+        block_size: kv.block_size,
+        n_head: cfg.n_head,
+        n_kv_head: cfg.n_kv_head,
+        head_dim: cfg.head_dim,
+        scale: params.scale,
+        window: params.window,
+        positions: &batch.positions,
+        seq_of_token: &batch.seq_index,
+        block_tables: tables,
+    };
+    ares_kernels::paged_attention(&p, out);
 }
 
 #[cfg(test)]
@@ -180,7 +175,12 @@ mod tests {
 
     #[test]
     fn rope_at_position_zero_is_identity_and_preserves_norm() {
-        let f = RopeFreqs { theta_scale: 0.1, half: 2, linear: 1.0, factors: vec![] };
+        let f = RopeFreqs {
+            theta_scale: 0.1,
+            half: 2,
+            linear: 1.0,
+            factors: vec![],
+        };
         let (c, s) = rope_tables(&[0, 5], &f);
         let mut x = vec![1.0f32, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 4.0];
         apply_rope(&mut x, 1, 4, RopeStyle::Adjacent, &c, &s);

@@ -11,7 +11,6 @@ use crate::model::gguf::{GgufFile, Weight};
 use crate::model::layers;
 use crate::model::Model;
 use ares_kernels::matmul;
-use rayon::prelude::*;
 
 struct Block {
     attn_norm: Vec<f32>,
@@ -85,7 +84,11 @@ impl Llama {
             tok_embd.clone()
         };
         // Llama 3.1-style rope scaling ships per-dimension factors as a tensor.
-        let factors = if g.has_tensor("rope_freqs.weight") { g.weight("rope_freqs.weight")?.to_f32() } else { Vec::new() };
+        let factors = if g.has_tensor("rope_freqs.weight") {
+            g.weight("rope_freqs.weight")?.to_f32()
+        } else {
+            Vec::new()
+        };
         let rope = layers::rope_freqs(&cfg, factors);
         let weight_bytes = g.file_size();
         Ok(Llama {
@@ -122,13 +125,12 @@ impl Model for Llama {
         let (n, h) = (batch.n_tokens(), cfg.hidden);
         // x: (n_tokens, hidden)
         let mut x = vec![0f32; n * h];
-        x.par_chunks_mut(h)
-            .zip(batch.tokens.par_iter())
-            .for_each(|(row, &t)| {
-                self.tok_embd.dequantize_row(t as usize, row);
-            });
+        for (row, &t) in x.chunks_mut(h).zip(&batch.tokens) {
+            self.tok_embd.dequantize_row(t as usize, row);
+        }
         let (cos, sin) = layers::rope_tables(&batch.positions, &self.rope);
         let scale = 1.0 / (cfg.head_dim as f32).sqrt();
+        let tables = layers::raw_block_tables(batch);
         let mut hbuf = vec![0f32; n * h];
         let mut attn = vec![0f32; n * cfg.n_head * cfg.head_dim];
         for (l, b) in self.blocks.iter().enumerate() {
@@ -146,7 +148,19 @@ impl Model for Llama {
                 &sin,
             );
             layers::store_kv(kv, l, batch, &k, &v);
-            layers::paged_attention(kv, l, batch, &q, &mut attn, cfg, layers::AttnParams { scale, window: None });
+            layers::paged_attention(
+                kv,
+                l,
+                batch,
+                &tables,
+                &q,
+                &mut attn,
+                cfg,
+                layers::AttnParams {
+                    scale,
+                    window: None,
+                },
+            );
             let o = linear(&b.wo, &attn);
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
             layers::rms_norm_into(&x, &b.ffn_norm, cfg.rms_eps, &mut hbuf);

@@ -130,7 +130,9 @@ pub fn fetch(entry: &RegistryEntry, home: &Path, progress: ProgressFn<'_>) -> Re
     {
         use std::os::unix::fs::PermissionsExt;
         let perm = std::fs::Permissions::from_mode(0o644);
-        out.as_file().set_permissions(perm).map_err(|e| Error::io(&dest, e))?;
+        out.as_file()
+            .set_permissions(perm)
+            .map_err(|e| Error::io(&dest, e))?;
     }
     out.persist(&dest).map_err(|e| Error::io(&dest, e.error))?;
     verify(&dest, &entry.sha256)?;

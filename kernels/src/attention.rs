@@ -1,0 +1,200 @@
+//! Attention over runs of cached positions with an online (blockwise) softmax, FlashAttention
+//! style: a query keeps a running max `m`, normaliser `l` and unnormalised output `acc`; each run of
+//! up to [`MAX_RUN`] positions (one KV block, contiguous in memory) updates them once, with a
+//! vectorised exp. The caller decides which runs a query sees (its own blocks up to its position;
+//! blocks shared by many sequences can be visited once for all of their queries: the per-query
+//! arithmetic is the same either way, so results do not depend on how queries were grouped).
+//!
+//! Layout: a run's K (and V) rows are `n_pos` rows of `head_dim` floats, `stride` floats apart.
+
+use crate::dispatch::{isa, Isa};
+use crate::scalar;
+
+/// Longest run a call may process (the largest KV block size supported).
+pub const MAX_RUN: usize = 64;
+
+/// Running state of one query head.
+#[derive(Clone, Debug)]
+pub struct OnlineSoftmax {
+    pub m: f32,
+    pub l: f32,
+    /// (head_dim,) Σ exp(s - m) v
+    pub acc: Vec<f32>,
+}
+
+impl OnlineSoftmax {
+    pub fn new(head_dim: usize) -> Self {
+        OnlineSoftmax {
+            m: f32::NEG_INFINITY,
+            l: 0.0,
+            acc: vec![0.0; head_dim],
+        }
+    }
+
+    pub fn reset(&mut self) {
+        self.m = f32::NEG_INFINITY;
+        self.l = 0.0;
+        self.acc.fill(0.0);
+    }
+
+    /// The attention output acc / l into `out` (zeros if nothing was attended).
+    pub fn finish(&self, out: &mut [f32]) {
+        let inv = if self.l > 0.0 { 1.0 / self.l } else { 0.0 };
+        for (o, a) in out.iter_mut().zip(&self.acc) {
+            *o = a * inv;
+        }
+    }
+}
+
+/// Update `st` with positions `k[j*stride..][..hd]`, `v[...]`, j < n_pos, for query `q` (hd,),
+/// scores scaled by `scale`.
+pub fn attend_run(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    stride: usize,
+    n_pos: usize,
+    scale: f32,
+    st: &mut OnlineSoftmax,
+) {
+    debug_assert!(n_pos <= MAX_RUN);
+    if n_pos == 0 {
+        return;
+    }
+    let hd = q.len();
+    let mut s = [0f32; MAX_RUN];
+    let mut run_max = f32::NEG_INFINITY;
+    for (j, sj) in s.iter_mut().enumerate().take(n_pos) {
+        *sj = crate::matmul::dot(q, &k[j * stride..j * stride + hd]) * scale;
+        run_max = run_max.max(*sj);
+    }
+    let m_new = st.m.max(run_max);
+    // exp(-inf) = 0 on the first run.
+    let corr = if st.m == f32::NEG_INFINITY {
+        0.0
+    } else {
+        exp_scalar_like(st.m - m_new)
+    };
+    for sj in s.iter_mut().take(n_pos) {
+        *sj -= m_new;
+    }
+    exp_in_place(&mut s[..n_pos]);
+    let mut sum = 0f32;
+    for sj in s.iter().take(n_pos) {
+        sum += sj;
+    }
+    st.l = st.l * corr + sum;
+    if corr != 1.0 {
+        for a in st.acc.iter_mut() {
+            *a *= corr;
+        }
+    }
+    for (j, w) in s.iter().enumerate().take(n_pos) {
+        crate::matmul::axpy(*w, &v[j * stride..j * stride + hd], &mut st.acc);
+    }
+    st.m = m_new;
+}
+
+/// exp of one value with the same polynomial as the vector path (so a value's exp never depends on
+/// which path or lane computed it).
+#[inline]
+fn exp_scalar_like(x: f32) -> f32 {
+    let mut one = [x];
+    exp_in_place(&mut one);
+    one[0]
+}
+
+/// xs[i] = exp(xs[i]) for xs[i] <= 0 (softmax arguments), ~2 ulp.
+pub fn exp_in_place(xs: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if isa() == Isa::Avx2 {
+        // SAFETY: features detected by isa().
+        return unsafe { crate::x86::exp_in_place(xs) };
+    }
+    for x in xs.iter_mut() {
+        *x = scalar::exp_neg(*x);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn exp_matches_libm_on_softmax_arguments() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let mut xs: Vec<f32> = (0..1000).map(|_| rng.gen_range(-100.0f32..0.0)).collect();
+        xs.extend([
+            0.0,
+            -1e-8,
+            -0.5,
+            -87.0,
+            -88.0,
+            -103.0,
+            -200.0,
+            f32::NEG_INFINITY,
+        ]);
+        let want: Vec<f32> = xs.iter().map(|x| x.exp()).collect();
+        exp_in_place(&mut xs);
+        for (g, w) in xs.iter().zip(&want) {
+            assert!((g - w).abs() <= 4e-7 * w + 1.5e-38, "{g} vs {w}");
+        }
+    }
+
+    /// Online softmax over runs of any size equals softmax(qK)V computed in f64 in one go.
+    #[test]
+    fn runs_equal_full_softmax() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+        let (hd, stride) = (64, 64 * 3);
+        for n in [1usize, 7, 16, 33, 100] {
+            let q: Vec<f32> = (0..hd).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
+            let k: Vec<f32> = (0..n * stride)
+                .map(|_| rng.gen_range(-2.0f32..2.0))
+                .collect();
+            let v: Vec<f32> = (0..n * stride)
+                .map(|_| rng.gen_range(-1.0f32..1.0))
+                .collect();
+            let scale = 0.125;
+            let scores: Vec<f64> = (0..n)
+                .map(|j| {
+                    (0..hd)
+                        .map(|d| q[d] as f64 * k[j * stride + d] as f64)
+                        .sum::<f64>()
+                        * scale
+                })
+                .collect();
+            let mx = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let w: Vec<f64> = scores.iter().map(|s| (s - mx).exp()).collect();
+            let z: f64 = w.iter().sum();
+            for run in [1usize, 5, 16, 64] {
+                let mut st = OnlineSoftmax::new(hd);
+                let mut j = 0;
+                while j < n {
+                    let len = run.min(n - j);
+                    attend_run(
+                        &q,
+                        &k[j * stride..],
+                        &v[j * stride..],
+                        stride,
+                        len,
+                        scale as f32,
+                        &mut st,
+                    );
+                    j += len;
+                }
+                let mut out = vec![0f32; hd];
+                st.finish(&mut out);
+                for d in 0..hd {
+                    let exact: f64 =
+                        (0..n).map(|j| w[j] * v[j * stride + d] as f64).sum::<f64>() / z;
+                    assert!(
+                        (out[d] as f64 - exact).abs() < 1e-5,
+                        "n={n} run={run} d={d}: {} vs {exact}",
+                        out[d]
+                    );
+                }
+            }
+        }
+    }
+}
