@@ -6,7 +6,11 @@ use candle_core::quantized::GgmlDType;
 use std::process::{Command, Output};
 
 fn ares(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ares")).args(args).env("RUST_LOG", "off").output().expect("run ares")
+    Command::new(env!("CARGO_BIN_EXE_ares"))
+        .args(args)
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("run ares")
 }
 
 fn stderr(o: &Output) -> String {
@@ -49,14 +53,26 @@ fn truncated_gguf_is_a_clear_error() {
 
 #[test]
 fn unknown_architecture_is_a_clear_error() {
-    let (_d, p) = tiny_model(&TinySpec { arch: "rwkv9", ..TinySpec::default() }, 1);
+    let (_d, p) = tiny_model(
+        &TinySpec {
+            arch: "rwkv9",
+            ..TinySpec::default()
+        },
+        1,
+    );
     let o = ares(&["generate", "-m", p.to_str().expect("utf8"), "hi"]);
     assert_fatal(&o, &["tiny.gguf", "unsupported architecture `rwkv9`"]);
 }
 
 #[test]
 fn unsupported_quantization_is_a_clear_error() {
-    let (_d, p) = tiny_model(&TinySpec { matrix_type: GgmlDType::Q5_0, ..TinySpec::default() }, 1);
+    let (_d, p) = tiny_model(
+        &TinySpec {
+            matrix_type: GgmlDType::Q5_0,
+            ..TinySpec::default()
+        },
+        1,
+    );
     let o = ares(&["generate", "-m", p.to_str().expect("utf8"), "hi"]);
     assert_fatal(&o, &["tiny.gguf", "unsupported type Q5_0"]);
 }
@@ -65,7 +81,16 @@ fn unsupported_quantization_is_a_clear_error() {
 fn prompt_longer_than_the_context_is_a_clear_error() {
     let model = default_model_path();
     let long = "word ".repeat(200);
-    let o = ares(&["generate", "-m", model.to_str().expect("utf8"), "--ctx", "64", "-n", "8", &long]);
+    let o = ares(&[
+        "generate",
+        "-m",
+        model.to_str().expect("utf8"),
+        "--ctx",
+        "64",
+        "-n",
+        "8",
+        &long,
+    ]);
     assert_fatal(&o, &["request prompt", "exceeds the context of 64"]);
 }
 
@@ -75,7 +100,13 @@ fn empty_prompt_file_is_a_clear_error() {
     let p = d.path().join("empty.jsonl");
     std::fs::write(&p, "\n\n").expect("write");
     let model = default_model_path();
-    let o = ares(&["generate", "-m", model.to_str().expect("utf8"), "--input", p.to_str().expect("utf8")]);
+    let o = ares(&[
+        "generate",
+        "-m",
+        model.to_str().expect("utf8"),
+        "--input",
+        p.to_str().expect("utf8"),
+    ]);
     assert_fatal(&o, &["empty.jsonl", "no prompts"]);
 }
 
@@ -101,7 +132,12 @@ fn malformed_jsonl_line_is_reported_with_its_line_number_and_the_rest_still_run(
         "--output",
         out.to_str().expect("utf8"),
     ]);
-    assert_eq!(o.status.code(), Some(1), "some items failed: {}", stderr(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "some items failed: {}",
+        stderr(&o)
+    );
     let records: Vec<serde_json::Value> = std::fs::read_to_string(&out)
         .expect("output written")
         .lines()
@@ -113,13 +149,24 @@ fn malformed_jsonl_line_is_reported_with_its_line_number_and_the_rest_still_run(
     assert!(e1.contains("prompts.jsonl:2"), "{e1}");
     assert!(records[2]["completion"].is_object(), "line 3 ran");
     let e3 = records[3]["error"].as_str().expect("empty prompt failed");
-    assert!(e3.contains("request d") && e3.contains("empty prompt"), "{e3}");
+    assert!(
+        e3.contains("request d") && e3.contains("empty prompt"),
+        "{e3}"
+    );
 }
 
 #[test]
 fn generate_streams_text_and_reports_speed() {
     let model = default_model_path();
-    let o = ares(&["generate", "-m", model.to_str().expect("utf8"), "--chat", "-n", "8", "What is the capital of France?"]);
+    let o = ares(&[
+        "generate",
+        "-m",
+        model.to_str().expect("utf8"),
+        "--chat",
+        "-n",
+        "8",
+        "What is the capital of France?",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(!String::from_utf8_lossy(&o.stdout).trim().is_empty());
     assert!(stderr(&o).contains("tok/s"));

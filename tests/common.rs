@@ -54,7 +54,12 @@ pub struct TinySpec {
 
 impl Default for TinySpec {
     fn default() -> Self {
-        TinySpec { arch: "llama", matrix_type: GgmlDType::Q4_1, embd_type: GgmlDType::Q8_0, n_layer: 2 }
+        TinySpec {
+            arch: "llama",
+            matrix_type: GgmlDType::Q4_1,
+            embd_type: GgmlDType::Q8_0,
+            n_layer: 2,
+        }
     }
 }
 
@@ -63,34 +68,111 @@ pub const TINY_VOCAB: usize = 320;
 /// A seeded random llama-architecture GGUF: hidden 64, 4 heads / 2 KV heads (GQA), ffn 128,
 /// vocab 320, tied embeddings; a trivial byte-level vocabulary so the tokenizer builds.
 pub fn write_tiny_llama(path: &Path, spec: &TinySpec, seed: u64) {
-    let (h, n_head, n_kv, hd, ffn, vocab) = (64usize, 4usize, 2usize, 16usize, 128usize, TINY_VOCAB);
+    let (h, n_head, n_kv, hd, ffn, vocab) =
+        (64usize, 4usize, 2usize, 16usize, 128usize, TINY_VOCAB);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dev = Device::Cpu;
     let mut tensors: Vec<(String, QTensor)> = Vec::new();
-    let mat = |tensors: &mut Vec<(String, QTensor)>, name: String, n: usize, k: usize, scale: f32, ty: GgmlDType, rng: &mut rand::rngs::StdRng| {
+    let mat = |tensors: &mut Vec<(String, QTensor)>,
+               name: String,
+               n: usize,
+               k: usize,
+               scale: f32,
+               ty: GgmlDType,
+               rng: &mut rand::rngs::StdRng| {
         let data: Vec<f32> = (0..n * k).map(|_| rng.gen_range(-scale..scale)).collect();
         let t = Tensor::from_vec(data, (n, k), &dev).expect("tensor");
         tensors.push((name, QTensor::quantize(&t, ty).expect("quantize")));
     };
-    mat(&mut tensors, "token_embd.weight".into(), vocab, h, 1.0, spec.embd_type, &mut rng);
+    mat(
+        &mut tensors,
+        "token_embd.weight".into(),
+        vocab,
+        h,
+        1.0,
+        spec.embd_type,
+        &mut rng,
+    );
     for l in 0..spec.n_layer {
         let s = 1.0 / (h as f32).sqrt() * 1.7;
-        mat(&mut tensors, format!("blk.{l}.attn_q.weight"), n_head * hd, h, s, spec.matrix_type, &mut rng);
-        mat(&mut tensors, format!("blk.{l}.attn_k.weight"), n_kv * hd, h, s, spec.matrix_type, &mut rng);
-        mat(&mut tensors, format!("blk.{l}.attn_v.weight"), n_kv * hd, h, s, spec.matrix_type, &mut rng);
-        mat(&mut tensors, format!("blk.{l}.attn_output.weight"), h, n_head * hd, s, spec.matrix_type, &mut rng);
-        mat(&mut tensors, format!("blk.{l}.ffn_gate.weight"), ffn, h, s, spec.matrix_type, &mut rng);
-        mat(&mut tensors, format!("blk.{l}.ffn_up.weight"), ffn, h, s, spec.matrix_type, &mut rng);
-        mat(&mut tensors, format!("blk.{l}.ffn_down.weight"), h, ffn, s, spec.matrix_type, &mut rng);
+        mat(
+            &mut tensors,
+            format!("blk.{l}.attn_q.weight"),
+            n_head * hd,
+            h,
+            s,
+            spec.matrix_type,
+            &mut rng,
+        );
+        mat(
+            &mut tensors,
+            format!("blk.{l}.attn_k.weight"),
+            n_kv * hd,
+            h,
+            s,
+            spec.matrix_type,
+            &mut rng,
+        );
+        mat(
+            &mut tensors,
+            format!("blk.{l}.attn_v.weight"),
+            n_kv * hd,
+            h,
+            s,
+            spec.matrix_type,
+            &mut rng,
+        );
+        mat(
+            &mut tensors,
+            format!("blk.{l}.attn_output.weight"),
+            h,
+            n_head * hd,
+            s,
+            spec.matrix_type,
+            &mut rng,
+        );
+        mat(
+            &mut tensors,
+            format!("blk.{l}.ffn_gate.weight"),
+            ffn,
+            h,
+            s,
+            spec.matrix_type,
+            &mut rng,
+        );
+        mat(
+            &mut tensors,
+            format!("blk.{l}.ffn_up.weight"),
+            ffn,
+            h,
+            s,
+            spec.matrix_type,
+            &mut rng,
+        );
+        mat(
+            &mut tensors,
+            format!("blk.{l}.ffn_down.weight"),
+            h,
+            ffn,
+            s,
+            spec.matrix_type,
+            &mut rng,
+        );
         for norm in ["attn_norm", "ffn_norm"] {
             let d: Vec<f32> = (0..h).map(|_| rng.gen_range(0.8f32..1.2)).collect();
             let t = Tensor::from_vec(d, h, &dev).expect("tensor");
-            tensors.push((format!("blk.{l}.{norm}.weight"), QTensor::quantize(&t, GgmlDType::F32).expect("f32")));
+            tensors.push((
+                format!("blk.{l}.{norm}.weight"),
+                QTensor::quantize(&t, GgmlDType::F32).expect("f32"),
+            ));
         }
     }
     let d: Vec<f32> = (0..h).map(|_| rng.gen_range(0.8f32..1.2)).collect();
     let t = Tensor::from_vec(d, h, &dev).expect("tensor");
-    tensors.push(("output_norm.weight".into(), QTensor::quantize(&t, GgmlDType::F32).expect("f32")));
+    tensors.push((
+        "output_norm.weight".into(),
+        QTensor::quantize(&t, GgmlDType::F32).expect("f32"),
+    ));
 
     use gguf_file::Value as V;
     let a = spec.arch;
@@ -104,7 +186,10 @@ pub fn write_tiny_llama(path: &Path, spec: &TinySpec, seed: u64) {
         (format!("{a}.attention.head_count"), V::U32(n_head as u32)),
         (format!("{a}.attention.head_count_kv"), V::U32(n_kv as u32)),
         (format!("{a}.rope.freq_base"), V::F32(10000.0)),
-        (format!("{a}.attention.layer_norm_rms_epsilon"), V::F32(1e-5)),
+        (
+            format!("{a}.attention.layer_norm_rms_epsilon"),
+            V::F32(1e-5),
+        ),
         ("tokenizer.ggml.model".into(), V::String("gpt2".into())),
         ("tokenizer.ggml.tokens".into(), V::Array(tokens)),
         ("tokenizer.ggml.merges".into(), V::Array(vec![])),

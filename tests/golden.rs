@@ -7,7 +7,11 @@ use ares::model::chat_template::Message;
 use std::collections::HashMap;
 
 fn golden(file: &str) -> Vec<serde_json::Value> {
-    read_jsonl(&shared_dir().join("golden/smollm2-135m-instruct-q4_1").join(file))
+    read_jsonl(
+        &shared_dir()
+            .join("golden/smollm2-135m-instruct-q4_1")
+            .join(file),
+    )
 }
 
 #[test]
@@ -23,17 +27,31 @@ fn tokenizer_matches_llama_cpp_on_every_golden_line() {
             bad.push(format!("{text:?}: got {got:?}, want {want:?}"));
         }
     }
-    assert!(bad.is_empty(), "{} of {} lines differ:\n{}", bad.len(), lines.len(), bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "{} of {} lines differ:\n{}",
+        bad.len(),
+        lines.len(),
+        bad.join("\n")
+    );
 }
 
 #[test]
 fn chat_template_matches_llama_cpp_rendering() {
     let m = default_model();
-    let t = m.chat_template.as_ref().expect("SmolLM2 ships a chat template");
+    let t = m
+        .chat_template
+        .as_ref()
+        .expect("SmolLM2 ships a chat template");
     for g in golden("chat_template.jsonl") {
-        let messages: Vec<Message> = serde_json::from_value(g["messages"].clone()).expect("messages");
+        let messages: Vec<Message> =
+            serde_json::from_value(g["messages"].clone()).expect("messages");
         let got = t.render(&messages, true).expect("render");
-        assert_eq!(got, g["rendered"].as_str().expect("rendered"), "messages {messages:?}");
+        assert_eq!(
+            got,
+            g["rendered"].as_str().expect("rendered"),
+            "messages {messages:?}"
+        );
     }
 }
 
@@ -47,7 +65,10 @@ fn greedy_continuations_match_llama_cpp_within_engine_tolerance() {
     // The rendered/raw prompt text tokenizes to llama.cpp's prompt ids.
     for g in &cases {
         let ids: Vec<u32> = serde_json::from_value(g["prompt_ids"].clone()).expect("ids");
-        let ours = m.tokenizer.encode_prompt(g["prompt"].as_str().expect("prompt")).expect("encode");
+        let ours = m
+            .tokenizer
+            .encode_prompt(g["prompt"].as_str().expect("prompt"))
+            .expect("encode");
         assert_eq!(ours, ids, "prompt tokens of {:?}", g["prompt"]);
     }
     let reqs: Vec<Request> = cases
@@ -58,23 +79,31 @@ fn greedy_continuations_match_llama_cpp_within_engine_tolerance() {
             ignore_eos: true,
             logprobs: Some(64),
             sampling: SamplingParams::greedy(),
-            ..Request::new(format!("golden-{i}"), Prompt::Tokens(serde_json::from_value(g["prompt_ids"].clone()).expect("ids")))
+            ..Request::new(
+                format!("golden-{i}"),
+                Prompt::Tokens(serde_json::from_value(g["prompt_ids"].clone()).expect("ids")),
+            )
         })
         .collect();
     let outs = eng.generate_many(reqs);
     let (mut top1_ok, mut full_equal, mut failures) = (0, 0, Vec::new());
     for (i, (g, out)) in cases.iter().zip(outs).enumerate() {
         let out = out.expect("generation succeeds");
-        let want: Vec<u32> = serde_json::from_value(g["completion_ids"].clone()).expect("completion ids");
+        let want: Vec<u32> =
+            serde_json::from_value(g["completion_ids"].clone()).expect("completion ids");
         let steps = g["steps"].as_array().expect("steps");
         let got: Vec<u32> = out.tokens.iter().map(|t| t.id).collect();
         // Step 0: top-1 and the log-probs of llama.cpp's top-10 under our distribution.
-        let ref_top: Vec<(u32, f32)> = serde_json::from_value(steps[0]["top"].clone()).expect("top");
+        let ref_top: Vec<(u32, f32)> =
+            serde_json::from_value(steps[0]["top"].clone()).expect("top");
         let ours: HashMap<u32, f32> = out.tokens[0].top.iter().copied().collect();
         if got[0] == ref_top[0].0 {
             top1_ok += 1;
         }
-        let diffs: Vec<f32> = ref_top.iter().map(|(id, lp)| ours.get(id).map_or(f32::INFINITY, |o| (o - lp).abs())).collect();
+        let diffs: Vec<f32> = ref_top
+            .iter()
+            .map(|(id, lp)| ours.get(id).map_or(f32::INFINITY, |o| (o - lp).abs()))
+            .collect();
         let max = diffs.iter().copied().fold(0f32, f32::max);
         let mean = diffs.iter().sum::<f32>() / diffs.len() as f32;
         // First divergence, and whether it is at a near-tie in llama.cpp's distribution.
@@ -85,10 +114,14 @@ fn greedy_continuations_match_llama_cpp_within_engine_tolerance() {
                 "equal over 32 tokens".to_string()
             }
             Some(d) => {
-                let top: Vec<(u32, f32)> = serde_json::from_value(steps[d]["top"].clone()).expect("top");
+                let top: Vec<(u32, f32)> =
+                    serde_json::from_value(steps[d]["top"].clone()).expect("top");
                 let ours_lp = top.iter().find(|(id, _)| *id == got[d]).map(|(_, lp)| *lp);
                 match ours_lp {
-                    Some(lp) if top[0].1 - lp <= 0.5 => format!("diverges at step {d} at a near-tie ({:.3} nats below llama.cpp's top-1)", top[0].1 - lp),
+                    Some(lp) if top[0].1 - lp <= 0.5 => format!(
+                        "diverges at step {d} at a near-tie ({:.3} nats below llama.cpp's top-1)",
+                        top[0].1 - lp
+                    ),
                     _ => {
                         failures.push(format!("prompt {i}: diverges at step {d}, our token {} is not a near-tie in {top:?}", got[d]));
                         format!("diverges at step {d}: NOT a near-tie")
@@ -96,13 +129,21 @@ fn greedy_continuations_match_llama_cpp_within_engine_tolerance() {
                 }
             }
         };
-        println!("prompt {i:2} ({}): step-0 top-10 |Δlogprob| max {max:.3} mean {mean:.3}; {verdict}", g["kind"]);
+        println!(
+            "prompt {i:2} ({}): step-0 top-10 |Δlogprob| max {max:.3} mean {mean:.3}; {verdict}",
+            g["kind"]
+        );
         if max > 0.5 || mean > 0.25 {
-            failures.push(format!("prompt {i}: step-0 log-prob deviation max {max:.3} mean {mean:.3}"));
+            failures.push(format!(
+                "prompt {i}: step-0 log-prob deviation max {max:.3} mean {mean:.3}"
+            ));
         }
     }
     println!("step-0 top-1 equal {top1_ok}/12; continuations equal in full {full_equal}/12");
     assert!(top1_ok >= 11, "step-0 top-1 equal for only {top1_ok} of 12");
-    assert!(full_equal >= 3, "only {full_equal} of 12 continuations equal in full");
+    assert!(
+        full_equal >= 3,
+        "only {full_equal} of 12 continuations equal in full"
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -3,7 +3,9 @@
 //! finished sequences' blocks are reused with nothing leaked.
 
 use crate::common::{default_model, engine, tiny_model, TinySpec, TINY_VOCAB};
-use ares::engine::{Completion, EngineConfig, EngineHandle, Generator, Prompt, Request, SamplingParams};
+use ares::engine::{
+    Completion, EngineConfig, EngineHandle, Generator, Prompt, Request, SamplingParams,
+};
 use ares::model::{load, LoadedModel};
 use rand::{Rng, SeedableRng};
 
@@ -48,54 +50,109 @@ fn random_prompts(n: usize, seed: u64, vocab: usize) -> Vec<Vec<u32>> {
 fn batched_equals_alone(m: &LoadedModel, prompts: &[Vec<u32>], max_tokens: usize) {
     let together = engine(m, EngineConfig::default());
     let outs: Vec<Completion> = together
-        .generate_many(prompts.iter().enumerate().map(|(i, p)| req(i, p.clone(), max_tokens)).collect())
+        .generate_many(
+            prompts
+                .iter()
+                .enumerate()
+                .map(|(i, p)| req(i, p.clone(), max_tokens))
+                .collect(),
+        )
         .into_iter()
         .map(|r| r.expect("ok"))
         .collect();
-    assert!(together.stats().max_batch_seqs >= prompts.len(), "the prompts really ran in one batch");
+    assert!(
+        together.stats().max_batch_seqs >= prompts.len(),
+        "the prompts really ran in one batch"
+    );
     for (i, p) in prompts.iter().enumerate() {
         let alone = engine(m, EngineConfig::default());
         let one = alone.generate(req(i, p.clone(), max_tokens)).expect("ok");
-        assert_eq!(ids(&one), ids(&outs[i]), "prompt {i}: batched tokens differ from alone");
-        assert_eq!(max_logprob_diff(&one, &outs[i]), 0.0, "prompt {i}: batched log-probs differ from alone");
+        assert_eq!(
+            ids(&one),
+            ids(&outs[i]),
+            "prompt {i}: batched tokens differ from alone"
+        );
+        assert_eq!(
+            max_logprob_diff(&one, &outs[i]),
+            0.0,
+            "prompt {i}: batched log-probs differ from alone"
+        );
     }
 }
 
 fn chunked_equals_one_shot(m: &LoadedModel, prompt: Vec<u32>) {
-    let whole = engine(m, EngineConfig::default()).generate(req(0, prompt.clone(), 4)).expect("ok");
-    let chunked_engine = engine(m, EngineConfig { max_batch_tokens: 5, ..EngineConfig::default() });
+    let whole = engine(m, EngineConfig::default())
+        .generate(req(0, prompt.clone(), 4))
+        .expect("ok");
+    let chunked_engine = engine(
+        m,
+        EngineConfig {
+            max_batch_tokens: 5,
+            ..EngineConfig::default()
+        },
+    );
     let chunked = chunked_engine.generate(req(0, prompt, 4)).expect("ok");
-    assert!(chunked_engine.stats().steps >= 4, "the prompt was prefilled in several chunks");
+    assert!(
+        chunked_engine.stats().steps >= 4,
+        "the prompt was prefilled in several chunks"
+    );
     assert_eq!(ids(&whole), ids(&chunked));
     // Rows are computed independently, so the tolerance could be 0; 1e-5 states the contract.
-    assert!(max_logprob_diff(&whole, &chunked) <= 1e-5, "chunked prefill changed log-probs");
+    assert!(
+        max_logprob_diff(&whole, &chunked) <= 1e-5,
+        "chunked prefill changed log-probs"
+    );
 }
 
 fn prefix_shared_equals_scratch(m: &LoadedModel, prefix: Vec<u32>, tail: Vec<u32>) {
     let mut full = prefix.clone();
     full.extend(&tail);
-    let scratch = engine(m, EngineConfig::default()).generate(req(1, full.clone(), 6)).expect("ok");
+    let scratch = engine(m, EngineConfig::default())
+        .generate(req(1, full.clone(), 6))
+        .expect("ok");
     let shared = engine(m, EngineConfig::default());
     let mut first = prefix.clone();
     first.push(tail[0] ^ 1);
     shared.generate(req(0, first, 2)).expect("ok");
     let reused = shared.generate(req(1, full, 6)).expect("ok");
-    assert!(reused.usage.cached_tokens >= 16, "the prefix came from the cache ({} tokens)", reused.usage.cached_tokens);
+    assert!(
+        reused.usage.cached_tokens >= 16,
+        "the prefix came from the cache ({} tokens)",
+        reused.usage.cached_tokens
+    );
     assert_eq!(ids(&scratch), ids(&reused));
-    assert!(max_logprob_diff(&scratch, &reused) <= 1e-5, "prefix-shared log-probs differ");
+    assert!(
+        max_logprob_diff(&scratch, &reused) <= 1e-5,
+        "prefix-shared log-probs differ"
+    );
 }
 
 fn no_block_leak(m: &LoadedModel, vocab: usize) {
     // Room for about two sequences at once: twenty requests only finish if blocks are reused.
     let per_token = 2 * m.model.config().n_layer * m.model.config().kv_dim() * 4;
-    let eng: EngineHandle = engine(m, EngineConfig { kv_mem_bytes: per_token * 16 * 12, ..EngineConfig::default() });
+    let eng: EngineHandle = engine(
+        m,
+        EngineConfig {
+            kv_mem_bytes: per_token * 16 * 12,
+            ..EngineConfig::default()
+        },
+    );
     let prompts = random_prompts(20, 99, vocab);
-    let outs = eng.generate_many(prompts.into_iter().enumerate().map(|(i, p)| req(i, p[..p.len().min(60)].to_vec(), 20)).collect());
+    let outs = eng.generate_many(
+        prompts
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| req(i, p[..p.len().min(60)].to_vec(), 20))
+            .collect(),
+    );
     for o in outs {
         o.expect("every request completes");
     }
     let st = eng.stats();
-    assert_eq!(st.kv_used_blocks, 0, "blocks still held after every sequence finished");
+    assert_eq!(
+        st.kv_used_blocks, 0,
+        "blocks still held after every sequence finished"
+    );
     assert!(st.kv_cached_blocks * 16 <= st.kv_capacity_tokens);
 }
 
@@ -110,7 +167,15 @@ fn tiny_batched_equals_alone() {
 fn tiny_chunked_prefill_equals_one_shot() {
     let (_d, p) = tiny_model(&TinySpec::default(), 3);
     let m = load(&p).expect("tiny loads");
-    chunked_equals_one_shot(&m, random_prompts(1, 4, TINY_VOCAB)[0].iter().cycle().take(47).copied().collect());
+    chunked_equals_one_shot(
+        &m,
+        random_prompts(1, 4, TINY_VOCAB)[0]
+            .iter()
+            .cycle()
+            .take(47)
+            .copied()
+            .collect(),
+    );
 }
 
 #[test]
@@ -168,7 +233,12 @@ fn real_prefix_shared_equals_scratch() {
         .tokenizer
         .encode("<|im_start|>system\nYou grade answers against a rubric criterion. Reply with Yes or No.<|im_end|>\n<|im_start|>user\nQuestion: What is the boiling point of water at sea level?\nResponse: 100 degrees Celsius.\nCriterion:")
         .expect("encode");
-    let tail = m.tokenizer.encode(" The response states the temperature in Celsius.<|im_end|>\n<|im_start|>assistant\n").expect("encode");
+    let tail = m
+        .tokenizer
+        .encode(
+            " The response states the temperature in Celsius.<|im_end|>\n<|im_start|>assistant\n",
+        )
+        .expect("encode");
     prefix_shared_equals_scratch(m, prefix, tail);
 }
 

@@ -2,15 +2,15 @@
 //! the scheduler (pure logic), the sampler chain and the engine loop behind the `Generator` trait.
 
 pub mod batch;
-pub mod handle;
 pub mod generator;
+pub mod handle;
 pub mod kv_cache;
 pub mod request;
 pub mod sampler;
 pub mod scheduler;
 pub mod sequence;
 
-pub use handle::{EngineConfig, EngineHandle, EngineStats};
 pub use generator::Generator;
+pub use handle::{EngineConfig, EngineHandle, EngineStats};
 pub use request::{Completion, Event, FinishReason, Prompt, Request, TokenOutput, Usage};
 pub use sampler::SamplingParams;
