@@ -61,6 +61,8 @@ pub enum Error {
         needed: usize,
         capacity: usize,
     },
+    #[error("invalid configuration: {0}")]
+    Config(String),
     #[error("engine stopped")]
     EngineStopped,
     #[error("{path}: {source}")]

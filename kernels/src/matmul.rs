@@ -55,41 +55,52 @@ const PANEL: usize = 48;
 ///
 /// Panics if the slice lengths disagree with `w.n`, `w.k` (a caller bug, not bad input).
 pub fn matmul(w: &WeightMatrix<'_>, x: &[f32], y: &mut [f32]) {
-    let (n, k) = (w.n, w.k);
+    matmul_many(&[*w], x, &mut [y]);
+}
+
+/// Several products of the same input in one parallel region: ys[i] = x · ws[i]ᵀ (Q, K and V of
+/// a layer; gate and up). The input is quantized once and all weight rows are split into chunks
+/// together, which halves the synchronisation points of a decode step.
+pub fn matmul_many(ws: &[WeightMatrix<'_>], x: &[f32], ys: &mut [&mut [f32]]) {
+    assert_eq!(ws.len(), ys.len(), "one output per weight");
+    let Some(k) = ws.first().map(|w| w.k) else {
+        return;
+    };
     assert!(
         k > 0 && x.len().is_multiple_of(k),
         "x length {} is not a multiple of k={k}",
         x.len()
     );
     let m = x.len() / k;
-    assert_eq!(y.len(), m * n, "y must be m × n");
-    assert!(
-        w.data.len() >= w.ty.row_bytes(k) * n,
-        "weight data too short"
-    );
-    let threads = crate::pool::pool().n_threads();
-    // Enough chunks to balance load, each a multiple of the tile height.
-    let chunk = (n.div_ceil(threads * 4)).max(8).next_multiple_of(TW);
-    let n_chunks = n.div_ceil(chunk);
-    let out = OutPtr(y.as_mut_ptr());
-    if !w.ty.quantizes_activations() {
-        let dot = fdot_for(w.ty);
-        parallel_for(n_chunks, |c| {
-            for j in c * chunk..((c + 1) * chunk).min(n) {
-                let wr = w.row(j);
-                for i in 0..m {
-                    let v = dot(wr, &x[i * k..(i + 1) * k]);
-                    // SAFETY: (i, j) is within m × n and column j belongs to this task only.
-                    unsafe { *out.at(i * n + j) = v };
-                }
-            }
-        });
-        return;
+    for (w, y) in ws.iter().zip(ys.iter()) {
+        assert_eq!(w.k, k, "all weights of matmul_many share k");
+        assert_eq!(y.len(), m * w.n, "y must be m × n");
+        assert!(
+            w.data.len() >= w.ty.row_bytes(k) * w.n,
+            "weight data too short"
+        );
     }
-    assert!(k.is_multiple_of(QK), "k={k} is not a multiple of {QK}");
+    let threads = crate::pool::pool().n_threads();
+    let total_rows: usize = ws.iter().map(|w| w.n).sum();
+    // Enough chunks to balance load, each a multiple of the tile height.
+    let chunk = (total_rows.div_ceil(threads * 4))
+        .max(8)
+        .next_multiple_of(TW);
+    let mut chunks: Vec<(usize, usize, usize)> = Vec::new();
+    for (wi, w) in ws.iter().enumerate() {
+        let mut j = 0;
+        while j < w.n {
+            let e = (j + chunk).min(w.n);
+            chunks.push((wi, j, e));
+            j = e;
+        }
+    }
+    let outs: Vec<OutPtr> = ys.iter_mut().map(|y| OutPtr(y.as_mut_ptr())).collect();
     let nb = k / QK;
-    let mut a = vec![BlockQ8::default(); m * nb];
-    {
+    let mut a = Vec::new();
+    if ws.iter().any(|w| w.ty.quantizes_activations()) {
+        assert!(k.is_multiple_of(QK), "k={k} is not a multiple of {QK}");
+        a = vec![BlockQ8::default(); m * nb];
         let ap = ActPtr(a.as_mut_ptr());
         let rows_per_task = m.div_ceil(threads * 2).max(1);
         parallel_for(m.div_ceil(rows_per_task), |t| {
@@ -101,10 +112,24 @@ pub fn matmul(w: &WeightMatrix<'_>, x: &[f32], y: &mut [f32]) {
         });
     }
     let a = &a;
-    let rb = w.ty.row_bytes(k);
     let use_avx2 = isa() == Isa::Avx2;
-    parallel_for(n_chunks, |c| {
-        let (j0, j1) = (c * chunk, ((c + 1) * chunk).min(n));
+    parallel_for(chunks.len(), |c| {
+        let (wi, j0, j1) = chunks[c];
+        let w = &ws[wi];
+        let (n, out) = (w.n, outs[wi]);
+        if !w.ty.quantizes_activations() {
+            let dot = fdot_for(w.ty);
+            for j in j0..j1 {
+                let wr = w.row(j);
+                for i in 0..m {
+                    let v = dot(wr, &x[i * k..(i + 1) * k]);
+                    // SAFETY: (i, j) is within m × n and column j belongs to this chunk only.
+                    unsafe { *out.at(i * n + j) = v };
+                }
+            }
+            return;
+        }
+        let rb = w.ty.row_bytes(k);
         for p0 in (0..m).step_by(PANEL) {
             let p1 = (p0 + PANEL).min(m);
             let mut j = j0;
@@ -139,7 +164,7 @@ pub fn matmul(w: &WeightMatrix<'_>, x: &[f32], y: &mut [f32]) {
                     }
                     for (r, trow) in tile.iter().enumerate().take(rw) {
                         for (cc, t) in trow.iter().enumerate().take(ra) {
-                            // SAFETY: (i+cc, j+r) is within m × n; column j+r belongs to this task.
+                            // SAFETY: (i+cc, j+r) is within m × n; column j+r belongs to this chunk.
                             unsafe { *out.at((i + cc) * n + j + r) = *t };
                         }
                     }
@@ -361,6 +386,43 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn matmul_many_equals_separate_matmuls() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+        let k = 96;
+        let d1 = random_matrix(&mut rng, WeightType::Q4_1, 40, k);
+        let d2 = random_matrix(&mut rng, WeightType::Q8_0, 13, k);
+        let d3 = random_matrix(&mut rng, WeightType::F16, 9, k);
+        let ws = [
+            WeightMatrix {
+                ty: WeightType::Q4_1,
+                n: 40,
+                k,
+                data: &d1,
+            },
+            WeightMatrix {
+                ty: WeightType::Q8_0,
+                n: 13,
+                k,
+                data: &d2,
+            },
+            WeightMatrix {
+                ty: WeightType::F16,
+                n: 9,
+                k,
+                data: &d3,
+            },
+        ];
+        let x: Vec<f32> = (0..5 * k).map(|_| rng.gen_range(-2.0f32..2.0)).collect();
+        let (mut y1, mut y2, mut y3) = (vec![0f32; 5 * 40], vec![0f32; 5 * 13], vec![0f32; 5 * 9]);
+        matmul_many(&ws, &x, &mut [&mut y1, &mut y2, &mut y3]);
+        for (w, y) in ws.iter().zip([&y1, &y2, &y3]) {
+            let mut one = vec![0f32; 5 * w.n];
+            matmul(w, &x, &mut one);
+            assert_eq!(&one, y);
         }
     }
 

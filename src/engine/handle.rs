@@ -86,6 +86,13 @@ pub struct EngineHandle {
 impl EngineHandle {
     /// Start an engine thread for `loaded`.
     pub fn start(loaded: &LoadedModel, cfg: EngineConfig) -> Result<Self> {
+        let max_block = ares_kernels::attention::MAX_RUN;
+        if cfg.block_size == 0 || cfg.block_size > max_block {
+            return Err(Error::Config(format!(
+                "KV block size {} is outside 1..={max_block}",
+                cfg.block_size
+            )));
+        }
         let mcfg = loaded.model.config().clone();
         let n_ctx = if cfg.n_ctx == 0 {
             mcfg.n_ctx_train
@@ -249,10 +256,15 @@ impl Engine {
     /// Admit waiting sequences in arrival order while their worst-case blocks fit, so a running
     /// sequence never runs out of KV blocks (no preemption needed).
     fn admit(&mut self) {
+        let mut deferred = VecDeque::new();
         while self.running.len() < self.cfg.max_seqs {
             let Some(mut seq) = self.waiting.pop_front() else {
                 break;
             };
+            if self.prefix_in_flight(&seq) {
+                deferred.push_back(seq);
+                continue;
+            }
             let mut blocks = self.kv.match_prefix(&seq.tokens);
             let n_matched = blocks.len();
             if !self.kv.grow(&mut blocks, seq.max_len()) {
@@ -267,6 +279,32 @@ impl Engine {
             seq.blocks = blocks;
             self.running.push(seq);
         }
+        // Deferred sequences keep their place at the front of the queue.
+        while let Some(s) = deferred.pop_back() {
+            self.waiting.push_front(s);
+        }
+    }
+
+    /// Whether `seq` shares full blocks of its prompt with a running sequence that has not
+    /// computed them yet. Such a sequence waits a step or two and then reuses those blocks from the
+    /// prefix cache instead of computing the same prefix again (32 criteria of one response
+    /// arriving together compute their common prefix once).
+    fn prefix_in_flight(&self, seq: &Sequence) -> bool {
+        let bs = self.kv.block_size();
+        let cached = self.kv.peek_prefix(&seq.tokens);
+        let wanted_limit = (seq.n_prompt - 1) / bs; // match_prefix leaves one token to compute
+        if cached >= wanted_limit {
+            return false;
+        }
+        self.running.iter().any(|r| {
+            let shared = r.tokens[..r.n_prompt]
+                .iter()
+                .zip(&seq.tokens[..seq.n_prompt])
+                .take_while(|(a, b)| a == b)
+                .count();
+            let shared_blocks = (shared / bs).min(wanted_limit);
+            shared_blocks > cached && r.n_computed < shared_blocks * bs
+        })
     }
 
     fn step(&mut self) {

@@ -188,6 +188,23 @@ impl KvCache {
     /// Longest cached run of full blocks at the start of `tokens`, leaving at least one token to
     /// compute (its logits are needed). The returned blocks are now held by the caller.
     pub fn match_prefix(&mut self, tokens: &[TokenId]) -> Vec<BlockId> {
+        let out = self.lookup(tokens);
+        for &b in &out {
+            self.acquire(b);
+        }
+        let bs = self.storage.block_size;
+        self.stats.queried_tokens += tokens.len() as u64;
+        self.stats.hit_tokens += (out.len() * bs) as u64;
+        out
+    }
+
+    /// How many leading full blocks of `tokens` [`match_prefix`](Self::match_prefix) would reuse,
+    /// without holding them or counting a lookup.
+    pub fn peek_prefix(&self, tokens: &[TokenId]) -> usize {
+        self.lookup(tokens).len()
+    }
+
+    fn lookup(&self, tokens: &[TokenId]) -> Vec<BlockId> {
         let bs = self.storage.block_size;
         let mut out = Vec::new();
         let mut parent = ROOT_KEY;
@@ -201,12 +218,9 @@ impl KvCache {
             if self.block_parent[i] != parent || self.block_tokens[i] != chunk {
                 break; // hash collision: treat as a miss
             }
-            self.acquire(b);
             out.push(b);
             parent = key;
         }
-        self.stats.queried_tokens += tokens.len() as u64;
-        self.stats.hit_tokens += (out.len() * bs) as u64;
         out
     }
 

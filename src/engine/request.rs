@@ -30,6 +30,9 @@ pub struct Request {
     pub ignore_eos: bool,
     /// Report the chosen token's log-prob and the top n alternatives.
     pub logprobs: Option<usize>,
+    /// Report the log-probs of exactly these tokens at every step (verdict tokens such as " Yes"
+    /// and " No": one prefill gives P(yes) without decoding).
+    pub logprob_ids: Vec<TokenId>,
 }
 
 impl Request {
@@ -43,6 +46,7 @@ impl Request {
             stop_tokens: Vec::new(),
             ignore_eos: false,
             logprobs: None,
+            logprob_ids: Vec::new(),
         }
     }
 }
@@ -58,6 +62,9 @@ pub struct TokenOutput {
     pub logprob: Option<f32>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub top: Vec<(TokenId, f32)>,
+    /// Log-probs of the request's `logprob_ids`, in that order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub requested: Vec<(TokenId, f32)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -90,16 +90,28 @@ impl Sequence {
         if self.first_token.is_none() {
             self.first_token = Some(Instant::now());
         }
+        let lse = if self.req.logprobs.is_some() || !self.req.logprob_ids.is_empty() {
+            log_sum_exp(logits)
+        } else {
+            0.0
+        };
         let (logprob, top) = match self.req.logprobs {
-            Some(n) => {
-                let lse = log_sum_exp(logits);
-                (
-                    Some((logits[id as usize] as f64 - lse) as f32),
-                    top_logprobs(logits, n, lse),
-                )
-            }
+            Some(n) => (
+                Some((logits[id as usize] as f64 - lse) as f32),
+                top_logprobs(logits, n, lse),
+            ),
             None => (None, Vec::new()),
         };
+        let requested: Vec<(TokenId, f32)> = self
+            .req
+            .logprob_ids
+            .iter()
+            .filter_map(|&t| {
+                logits
+                    .get(t as usize)
+                    .map(|l| (t, (*l as f64 - lse) as f32))
+            })
+            .collect();
         self.tokens.push(id);
         let is_eog =
             !self.req.ignore_eos && tok.eog.contains(&id) || self.req.stop_tokens.contains(&id);
@@ -137,6 +149,7 @@ impl Sequence {
                 text: delta,
                 logprob,
                 top,
+                requested,
             }))
             .is_err()
         {

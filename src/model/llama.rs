@@ -111,6 +111,16 @@ fn linear(w: &Weight, x: &[f32]) -> Vec<f32> {
     y
 }
 
+/// Several projections of the same input in one parallel region.
+fn linear_many<const N: usize>(ws: [&Weight; N], x: &[f32]) -> [Vec<f32>; N] {
+    let m = x.len() / ws[0].k;
+    let mut ys: [Vec<f32>; N] = std::array::from_fn(|i| vec![0f32; m * ws[i].n]);
+    let mats: Vec<_> = ws.iter().map(|w| w.matrix()).collect();
+    let mut outs: Vec<&mut [f32]> = ys.iter_mut().map(|y| y.as_mut_slice()).collect();
+    ares_kernels::matmul_many(&mats, x, &mut outs);
+    ys
+}
+
 impl Model for Llama {
     fn config(&self) -> &ModelConfig {
         &self.cfg
@@ -135,9 +145,8 @@ impl Model for Llama {
         let mut attn = vec![0f32; n * cfg.n_head * cfg.head_dim];
         for (l, b) in self.blocks.iter().enumerate() {
             layers::rms_norm_into(&x, &b.attn_norm, cfg.rms_eps, &mut hbuf);
-            let mut q = linear(&b.wq, &hbuf); // (n, n_head, head_dim)
-            let mut k = linear(&b.wk, &hbuf); // (n, n_kv_head, head_dim)
-            let v = linear(&b.wv, &hbuf);
+            // q: (n, n_head, head_dim); k, v: (n, n_kv_head, head_dim)
+            let [mut q, mut k, v] = linear_many([&b.wq, &b.wk, &b.wv], &hbuf);
             layers::apply_rope(&mut q, cfg.n_head, cfg.head_dim, cfg.rope_style, &cos, &sin);
             layers::apply_rope(
                 &mut k,
@@ -164,8 +173,7 @@ impl Model for Llama {
             let o = linear(&b.wo, &attn);
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
             layers::rms_norm_into(&x, &b.ffn_norm, cfg.rms_eps, &mut hbuf);
-            let mut g = linear(&b.w_gate, &hbuf);
-            let u = linear(&b.w_up, &hbuf);
+            let [mut g, u] = linear_many([&b.w_gate, &b.w_up], &hbuf);
             layers::silu_mul(&mut g, &u);
             let d = linear(&b.w_down, &g);
             x.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
