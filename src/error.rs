@@ -61,6 +61,10 @@ pub enum Error {
         needed: usize,
         capacity: usize,
     },
+    #[error("request {request}: invalid constraint: {reason}")]
+    InvalidConstraint { request: String, reason: String },
+    #[error("request {request}: constrained decoding failed: {reason}")]
+    ConstraintFailed { request: String, reason: String },
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("engine stopped")]

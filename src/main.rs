@@ -4,6 +4,7 @@
 use anyhow::{Context, Result};
 use ares::cli::bench::BenchArgs;
 use ares::cli::generate::{run_file, run_single, GenerateArgs};
+use ares::cli::judge::JudgeArgs;
 use ares::cli::ModelArgs;
 use ares::engine::EngineHandle;
 use ares::model::registry::Registry;
@@ -54,6 +55,14 @@ enum Command {
         model: ModelArgs,
         #[command(flatten)]
         args: Box<BenchArgs>,
+    },
+    /// Score responses against rubrics: one JSONL record per response with the reward, a status
+    /// (ok, judge_unparseable, response_too_long, error) and per-criterion verdicts.
+    Judge {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        args: Box<JudgeArgs>,
     },
 }
 
@@ -139,7 +148,70 @@ fn run(cli: Cli) -> Result<Outcome> {
         }
         Command::Generate { model, args } => generate(cli.verbose, &model, &args),
         Command::Bench { model, args } => bench(&model, &args),
+        Command::Judge { model, args } => judge(&model, &args),
     }
+}
+
+fn judge(margs: &ModelArgs, args: &JudgeArgs) -> Result<Outcome> {
+    if margs.threads > 0 {
+        ares_kernels::set_num_threads(margs.threads);
+    }
+    let path =
+        resolve(&margs.model, &download_bar()).with_context(|| format!("model {}", margs.model))?;
+    let loaded = ares::model::load(&path).with_context(|| format!("loading {}", path.display()))?;
+    let sha = loaded.sha256().context("hashing the model file")?;
+    let engine = EngineHandle::start(&loaded, margs.engine_config())?;
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::new(0)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("judge {bar:30} {pos}/{len} responses, {msg}, ETA {eta}")
+            .expect("static template is valid"),
+    );
+    let progress = |p: &ares::judge::judge::JudgeProgress| {
+        bar.set_length(p.responses_total as u64);
+        bar.set_position(p.responses_done as u64);
+        bar.set_message(format!(
+            "{}/{} criteria, {:.1} criteria/s",
+            p.requests_done,
+            p.requests_total,
+            p.requests_done as f64 / p.seconds.max(1e-9)
+        ));
+    };
+    let report = ares::cli::judge::run(args, &engine, &loaded.tokenizer, &sha, &progress)
+        .context("judge")?;
+    bar.finish_and_clear();
+    for e in &report.rubric_errors {
+        eprintln!("rubric rejected: {e}");
+    }
+    let s = &report.summary;
+    let st = engine.stats();
+    eprintln!(
+        "judge: {} responses: {} ok, {} failed ({} judge_unparseable, {} response_too_long, {} error); {} rubric items ({} rejected); {} criteria in {:.2} s = {:.1} criteria/s; prefix-cache hit rate {:.1}% ({} of {} prompt tokens cached); template {}; output {}",
+        s.responses,
+        s.ok,
+        s.failed(),
+        s.judge_unparseable,
+        s.response_too_long,
+        s.error,
+        report.rubric_items,
+        report.rubric_errors.len(),
+        s.requests,
+        s.seconds,
+        s.requests_per_second(),
+        100.0 * st.prefix.hit_rate(),
+        s.cached_tokens,
+        s.prompt_tokens,
+        report.template_hash,
+        args.out.display(),
+    );
+    Ok(if report.any_failed() {
+        Outcome::SomeFailed
+    } else {
+        Outcome::Ok
+    })
 }
 
 fn bench(margs: &ModelArgs, args: &BenchArgs) -> Result<Outcome> {
@@ -200,7 +272,7 @@ fn generate(verbose: bool, margs: &ModelArgs, args: &GenerateArgs) -> Result<Out
     if verbose {
         let c = engine.model_config();
         eprintln!(
-            "model {} ({}; {} layers, hidden {}, heads {}/{}, vocab {}): {:.1} MB mapped, loaded in {:.3} s; KV cache {} MiB = {} tokens; threads {}; cpu {}",
+            "model {} ({}; {} layers, hidden {}, heads {}/{}, vocab {}): {:.1} MB of weights, loaded in {:.3} s; KV cache {} MiB = {} tokens; threads {}; cpu {}",
             path.display(),
             c.arch,
             c.n_layer,

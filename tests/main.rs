@@ -3,5 +3,7 @@
 
 mod cli;
 mod common;
+mod constrained;
 mod golden;
 mod invariants;
+mod judge;

@@ -13,6 +13,7 @@ pub mod attention;
 pub mod dispatch;
 pub mod formats;
 pub mod matmul;
+pub mod packed;
 pub mod paged;
 pub mod pool;
 pub mod quantize;
@@ -22,7 +23,7 @@ pub mod x86;
 
 pub use dispatch::{cpu_features, Isa};
 pub use formats::{BlockQ8, WeightType};
-pub use matmul::{axpy, dot, matmul, matmul_many, WeightMatrix};
+pub use matmul::{axpy, dot, matmul, matmul_many, Mat, PackedMatrix, WeightMatrix};
 pub use paged::{paged_attention, PagedAttention};
 pub use pool::{parallel_chunks_mut, parallel_for, set_num_threads};
 pub use quantize::quantize_row_q8;

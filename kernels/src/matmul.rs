@@ -30,6 +30,43 @@ impl<'a> WeightMatrix<'a> {
     }
 }
 
+/// A borrowed matrix in the packed 8-row layout (see `crate::packed`), `n` logical rows.
+#[derive(Clone, Copy, Debug)]
+pub struct PackedMatrix<'a> {
+    pub ty: WeightType,
+    pub n: usize,
+    pub k: usize,
+    pub data: &'a [u8],
+}
+
+/// A weight in either layout.
+#[derive(Clone, Copy, Debug)]
+pub enum Mat<'a> {
+    Rows(WeightMatrix<'a>),
+    Packed(PackedMatrix<'a>),
+}
+
+impl Mat<'_> {
+    pub fn ty(&self) -> WeightType {
+        match self {
+            Mat::Rows(w) => w.ty,
+            Mat::Packed(p) => p.ty,
+        }
+    }
+    pub fn n(&self) -> usize {
+        match self {
+            Mat::Rows(w) => w.n,
+            Mat::Packed(p) => p.n,
+        }
+    }
+    pub fn k(&self) -> usize {
+        match self {
+            Mat::Rows(w) => w.k,
+            Mat::Packed(p) => p.k,
+        }
+    }
+}
+
 /// Pointer wrapper so disjoint output elements can be written from several threads.
 #[derive(Clone, Copy)]
 struct OutPtr(*mut f32);
@@ -45,9 +82,8 @@ impl OutPtr {
     }
 }
 
-/// Weight rows per tile and activation rows per tile.
-const TW: usize = 4;
-const TA: usize = 3;
+/// Weight rows per chunk are a multiple of this (the 8×1 kernel's height).
+const TW: usize = 8;
 /// Activation rows per panel (kept hot while a chunk of weight rows streams past).
 const PANEL: usize = 48;
 
@@ -55,15 +91,15 @@ const PANEL: usize = 48;
 ///
 /// Panics if the slice lengths disagree with `w.n`, `w.k` (a caller bug, not bad input).
 pub fn matmul(w: &WeightMatrix<'_>, x: &[f32], y: &mut [f32]) {
-    matmul_many(&[*w], x, &mut [y]);
+    matmul_many(&[Mat::Rows(*w)], x, &mut [y]);
 }
 
 /// Several products of the same input in one parallel region: ys[i] = x · ws[i]ᵀ (Q, K and V of
 /// a layer; gate and up). The input is quantized once and all weight rows are split into chunks
 /// together, which halves the synchronisation points of a decode step.
-pub fn matmul_many(ws: &[WeightMatrix<'_>], x: &[f32], ys: &mut [&mut [f32]]) {
+pub fn matmul_many(ws: &[Mat<'_>], x: &[f32], ys: &mut [&mut [f32]]) {
     assert_eq!(ws.len(), ys.len(), "one output per weight");
-    let Some(k) = ws.first().map(|w| w.k) else {
+    let Some(k) = ws.first().map(|w| w.k()) else {
         return;
     };
     assert!(
@@ -73,24 +109,37 @@ pub fn matmul_many(ws: &[WeightMatrix<'_>], x: &[f32], ys: &mut [&mut [f32]]) {
     );
     let m = x.len() / k;
     for (w, y) in ws.iter().zip(ys.iter()) {
-        assert_eq!(w.k, k, "all weights of matmul_many share k");
-        assert_eq!(y.len(), m * w.n, "y must be m × n");
-        assert!(
-            w.data.len() >= w.ty.row_bytes(k) * w.n,
-            "weight data too short"
-        );
+        assert_eq!(w.k(), k, "all weights of matmul_many share k");
+        assert_eq!(y.len(), m * w.n(), "y must be m × n");
+        match w {
+            Mat::Rows(w) => assert!(
+                w.data.len() >= w.ty.row_bytes(k) * w.n,
+                "weight data too short"
+            ),
+            Mat::Packed(p) => {
+                assert!(
+                    isa() == Isa::Avx2,
+                    "the packed layout needs the avx2 kernels"
+                );
+                assert!(
+                    p.data.len() >= crate::packed::packed_len(p.ty, p.n, k),
+                    "packed data too short"
+                );
+            }
+        }
     }
     let threads = crate::pool::pool().n_threads();
-    let total_rows: usize = ws.iter().map(|w| w.n).sum();
+    let total_rows: usize = ws.iter().map(|w| w.n()).sum();
     // Enough chunks to balance load, each a multiple of the tile height.
-    let chunk = (total_rows.div_ceil(threads * 4))
-        .max(8)
-        .next_multiple_of(TW);
+    // Decode-sized calls are bound by memory bandwidth: one long contiguous stream per thread
+    // reads fastest. Larger calls are compute-bound: more chunks balance the load.
+    let per_thread = if m < 4 { 1 } else { 4 };
+    let chunk = (total_rows.div_ceil(threads * per_thread)).max(8).next_multiple_of(TW);
     let mut chunks: Vec<(usize, usize, usize)> = Vec::new();
     for (wi, w) in ws.iter().enumerate() {
         let mut j = 0;
-        while j < w.n {
-            let e = (j + chunk).min(w.n);
+        while j < w.n() {
+            let e = (j + chunk).min(w.n());
             chunks.push((wi, j, e));
             j = e;
         }
@@ -98,7 +147,7 @@ pub fn matmul_many(ws: &[WeightMatrix<'_>], x: &[f32], ys: &mut [&mut [f32]]) {
     let outs: Vec<OutPtr> = ys.iter_mut().map(|y| OutPtr(y.as_mut_ptr())).collect();
     let nb = k / QK;
     let mut a = Vec::new();
-    if ws.iter().any(|w| w.ty.quantizes_activations()) {
+    if ws.iter().any(|w| w.ty().quantizes_activations()) {
         assert!(k.is_multiple_of(QK), "k={k} is not a multiple of {QK}");
         a = vec![BlockQ8::default(); m * nb];
         let ap = ActPtr(a.as_mut_ptr());
@@ -115,8 +164,23 @@ pub fn matmul_many(ws: &[WeightMatrix<'_>], x: &[f32], ys: &mut [&mut [f32]]) {
     let use_avx2 = isa() == Isa::Avx2;
     parallel_for(chunks.len(), |c| {
         let (wi, j0, j1) = chunks[c];
-        let w = &ws[wi];
-        let (n, out) = (w.n, outs[wi]);
+        let (n, out) = (ws[wi].n(), outs[wi]);
+        let w = match ws[wi] {
+            Mat::Rows(w) => w,
+            Mat::Packed(p) => {
+                for p0 in (0..m).step_by(PANEL) {
+                    let p1 = (p0 + PANEL).min(m);
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: avx2 checked above; groups j0/8.. exist (padded); rows p0..p1 of a exist.
+                    unsafe {
+                        panel_avx2_packed(p.ty, p.data, nb, j0, j1, a, p0, p1, &mut |i, j, v| {
+                            *out.at(i * n + j) = v
+                        })
+                    };
+                }
+                return;
+            }
+        };
         if !w.ty.quantizes_activations() {
             let dot = fdot_for(w.ty);
             for j in j0..j1 {
@@ -132,45 +196,23 @@ pub fn matmul_many(ws: &[WeightMatrix<'_>], x: &[f32], ys: &mut [&mut [f32]]) {
         let rb = w.ty.row_bytes(k);
         for p0 in (0..m).step_by(PANEL) {
             let p1 = (p0 + PANEL).min(m);
-            let mut j = j0;
-            while j < j1 {
-                let rw = TW.min(j1 - j);
-                let mut i = p0;
-                while i < p1 {
-                    let ra = TA.min(p1 - i);
-                    let mut tile = [[0f32; TA]; TW];
-                    if use_avx2 {
-                        #[cfg(target_arch = "x86_64")]
-                        // SAFETY: the avx2 tier was detected; rows j..j+rw and i..i+ra exist.
-                        unsafe {
-                            tile_avx2(
-                                w.ty,
-                                &w.data[j * rb..],
-                                rb,
-                                rw,
-                                &a[i * nb..],
-                                nb,
-                                ra,
-                                &mut tile,
-                            )
-                        };
-                    } else {
-                        let dot = scalar_qdot(w.ty);
-                        for (r, trow) in tile.iter_mut().enumerate().take(rw) {
-                            for (cc, t) in trow.iter_mut().enumerate().take(ra) {
-                                *t = dot(w.row(j + r), &a[(i + cc) * nb..(i + cc + 1) * nb]);
-                            }
-                        }
+            if use_avx2 {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the avx2 tier was detected; rows j0..j1 of w and p0..p1 of a exist.
+                unsafe {
+                    panel_avx2(w.ty, w.data, rb, j0, j1, a, nb, p0, p1, &mut |i, j, v| {
+                        *out.at(i * n + j) = v
+                    })
+                };
+            } else {
+                let dot = scalar_qdot(w.ty);
+                for j in j0..j1 {
+                    for i in p0..p1 {
+                        let v = dot(w.row(j), &a[i * nb..(i + 1) * nb]);
+                        // SAFETY: (i, j) is within m × n; column j belongs to this chunk.
+                        unsafe { *out.at(i * n + j) = v };
                     }
-                    for (r, trow) in tile.iter().enumerate().take(rw) {
-                        for (cc, t) in trow.iter().enumerate().take(ra) {
-                            // SAFETY: (i+cc, j+r) is within m × n; column j+r belongs to this chunk.
-                            unsafe { *out.at((i + cc) * n + j + r) = *t };
-                        }
-                    }
-                    i += ra;
                 }
-                j += rw;
             }
         }
     });
@@ -189,58 +231,131 @@ impl ActPtr {
     }
 }
 
-/// Dispatch one tile of `rw` weight rows (row stride `rb` bytes from `w`) × `ra` activation rows
-/// (stride `nb` blocks from `a`) to the matching const instantiation.
+/// Weight rows j0..j1 × activation rows p0..p1 through the AVX2 kernels: groups of 4 activation
+/// rows take the 2×4 kernel (each weight block unpacked once for 4 rows), the remaining rows the
+/// 8×1 kernel. Both compute a pair with the same arithmetic, so the split is invisible in results.
+/// `put(i, j, v)` stores y[i, j].
 ///
 /// # Safety
-/// avx2, fma and f16c present; the rows exist.
+/// avx2, fma and f16c present; the rows exist; `put` writes only this chunk's columns.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_avx2(
+unsafe fn panel_avx2(
     ty: WeightType,
     w: &[u8],
     rb: usize,
-    rw: usize,
+    j0: usize,
+    j1: usize,
     a: &[BlockQ8],
     nb: usize,
-    ra: usize,
-    out: &mut [[f32; TA]; TW],
+    p0: usize,
+    p1: usize,
+    put: &mut dyn FnMut(usize, usize, f32),
 ) {
-    use crate::x86::{tile, Q4_0, Q4_1, Q8_0};
-    macro_rules! go {
-        ($t:expr, $rw:literal, $ra:literal) => {{
-            let wp: [*const u8; $rw] = std::array::from_fn(|r| w.as_ptr().add(r * rb));
-            let ap: [*const BlockQ8; $ra] = std::array::from_fn(|c| a.as_ptr().add(c * nb));
-            let mut o = [[0f32; $ra]; $rw];
-            tile::<$t, $rw, $ra>(&wp, &ap, nb, &mut o);
-            for r in 0..$rw {
-                out[r][..$ra].copy_from_slice(&o[r]);
+    use crate::x86::{k2x4, k8x1, Q4_0, Q4_1, Q8_0};
+    let row = |j: usize| w.as_ptr().add(j * rb);
+    let act = |i: usize| a.as_ptr().add(i * nb);
+    let full = p0 + (p1 - p0) / 4 * 4;
+    let mut out = [0f32; 8];
+    // 2 weight rows × 4 activation rows.
+    for i in (p0..full).step_by(4) {
+        let acts = [act(i), act(i + 1), act(i + 2), act(i + 3)];
+        let mut j = j0;
+        while j < j1 {
+            let j_second = if j + 1 < j1 { j + 1 } else { j };
+            match ty {
+                WeightType::Q4_0 => k2x4::<Q4_0>(row(j), row(j_second), acts, nb, &mut out),
+                WeightType::Q4_1 => k2x4::<Q4_1>(row(j), row(j_second), acts, nb, &mut out),
+                WeightType::Q8_0 => k2x4::<Q8_0>(row(j), row(j_second), acts, nb, &mut out),
+                WeightType::F32 | WeightType::F16 => {
+                    unreachable!("float weights take the f32 path")
+                }
             }
-        }};
-    }
-    macro_rules! shapes {
-        ($t:expr) => {
-            match (rw, ra) {
-                (4, 3) => go!($t, 4, 3),
-                (4, 2) => go!($t, 4, 2),
-                (4, 1) => go!($t, 4, 1),
-                (3, 3) => go!($t, 3, 3),
-                (3, 2) => go!($t, 3, 2),
-                (3, 1) => go!($t, 3, 1),
-                (2, 3) => go!($t, 2, 3),
-                (2, 2) => go!($t, 2, 2),
-                (2, 1) => go!($t, 2, 1),
-                (1, 3) => go!($t, 1, 3),
-                (1, 2) => go!($t, 1, 2),
-                _ => go!($t, 1, 1),
+            for c in 0..4 {
+                put(i + c, j, out[2 * c]);
+                if j_second != j {
+                    put(i + c, j_second, out[2 * c + 1]);
+                }
             }
-        };
+            j += 2;
+        }
     }
-    match ty {
-        WeightType::Q4_0 => shapes!(Q4_0),
-        WeightType::Q4_1 => shapes!(Q4_1),
-        WeightType::Q8_0 => shapes!(Q8_0),
-        WeightType::F32 | WeightType::F16 => unreachable!("float weights take the f32 path"),
+    // Remaining activation rows: 8 weight rows at a time (lanes past j1 repeat the last row).
+    for i in full..p1 {
+        let mut j = j0;
+        while j < j1 {
+            let rows: [usize; 8] = std::array::from_fn(|r| (r).min(j1 - 1 - j));
+            match ty {
+                WeightType::Q4_0 => k8x1::<Q4_0>(row(j), rb, rows, act(i), nb, &mut out),
+                WeightType::Q4_1 => k8x1::<Q4_1>(row(j), rb, rows, act(i), nb, &mut out),
+                WeightType::Q8_0 => k8x1::<Q8_0>(row(j), rb, rows, act(i), nb, &mut out),
+                WeightType::F32 | WeightType::F16 => {
+                    unreachable!("float weights take the f32 path")
+                }
+            }
+            for (r, v) in out.iter().enumerate().take((j1 - j).min(8)) {
+                put(i, j + r, *v);
+            }
+            j += 8;
+        }
+    }
+}
+
+/// [`panel_avx2`] for the packed layout (`j0` is a multiple of 8).
+///
+/// # Safety
+/// avx2, fma and f16c present; the packed groups covering j0..j1 exist; `put` writes only this
+/// chunk's columns.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn panel_avx2_packed(
+    ty: WeightType,
+    w: &[u8],
+    nb: usize,
+    j0: usize,
+    j1: usize,
+    a: &[BlockQ8],
+    p0: usize,
+    p1: usize,
+    put: &mut dyn FnMut(usize, usize, f32),
+) {
+    use crate::x86::{k2x4_packed, k8x1_packed, Q4_0, Q4_1, Q8_0};
+    debug_assert!(j0.is_multiple_of(8));
+    let gb = crate::packed::packed_len(ty, 8, nb * QK);
+    let group = |j: usize| w.as_ptr().add(j / 8 * gb);
+    let act = |i: usize| a.as_ptr().add(i * nb);
+    let full = p0 + (p1 - p0) / 4 * 4;
+    let mut out = [0f32; 8];
+    for i in (p0..full).step_by(4) {
+        let acts = [act(i), act(i + 1), act(i + 2), act(i + 3)];
+        for j in (j0..j1).step_by(2) {
+            let (g, l) = (group(j), j % 8);
+            match ty {
+                WeightType::Q4_0 => k2x4_packed::<Q4_0>(g, l, acts, nb, &mut out),
+                WeightType::Q4_1 => k2x4_packed::<Q4_1>(g, l, acts, nb, &mut out),
+                WeightType::Q8_0 => k2x4_packed::<Q8_0>(g, l, acts, nb, &mut out),
+                WeightType::F32 | WeightType::F16 => unreachable!("float weights are not packed"),
+            }
+            for c in 0..4 {
+                put(i + c, j, out[2 * c]);
+                if j + 1 < j1 {
+                    put(i + c, j + 1, out[2 * c + 1]);
+                }
+            }
+        }
+    }
+    for i in full..p1 {
+        for j in (j0..j1).step_by(8) {
+            match ty {
+                WeightType::Q4_0 => k8x1_packed::<Q4_0>(group(j), act(i), nb, &mut out),
+                WeightType::Q4_1 => k8x1_packed::<Q4_1>(group(j), act(i), nb, &mut out),
+                WeightType::Q8_0 => k8x1_packed::<Q8_0>(group(j), act(i), nb, &mut out),
+                WeightType::F32 | WeightType::F16 => unreachable!("float weights are not packed"),
+            }
+            for (r, v) in out.iter().enumerate().take((j1 - j).min(8)) {
+                put(i, j + r, *v);
+            }
+        }
     }
 }
 
@@ -390,6 +505,37 @@ mod tests {
     }
 
     #[test]
+    fn packed_layout_gives_bit_identical_results() {
+        if isa() != Isa::Avx2 {
+            return;
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(21);
+        for ty in [WeightType::Q4_0, WeightType::Q4_1, WeightType::Q8_0] {
+            for (m, n, k) in [(1usize, 13usize, 64usize), (6, 40, 96), (9, 19, 576)] {
+                let data = random_matrix(&mut rng, ty, n, k);
+                let w = WeightMatrix {
+                    ty,
+                    n,
+                    k,
+                    data: &data,
+                };
+                let packed = crate::packed::pack(ty, n, k, &data);
+                let p = PackedMatrix {
+                    ty,
+                    n,
+                    k,
+                    data: &packed,
+                };
+                let x: Vec<f32> = (0..m * k).map(|_| rng.gen_range(-2.0f32..2.0)).collect();
+                let (mut y1, mut y2) = (vec![0f32; m * n], vec![0f32; m * n]);
+                matmul(&w, &x, &mut y1);
+                matmul_many(&[Mat::Packed(p)], &x, &mut [&mut y2]);
+                assert_eq!(y1, y2, "{ty:?} m={m} n={n} k={k}");
+            }
+        }
+    }
+
+    #[test]
     fn matmul_many_equals_separate_matmuls() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(8);
         let k = 96;
@@ -418,7 +564,8 @@ mod tests {
         ];
         let x: Vec<f32> = (0..5 * k).map(|_| rng.gen_range(-2.0f32..2.0)).collect();
         let (mut y1, mut y2, mut y3) = (vec![0f32; 5 * 40], vec![0f32; 5 * 13], vec![0f32; 5 * 9]);
-        matmul_many(&ws, &x, &mut [&mut y1, &mut y2, &mut y3]);
+        let mats: Vec<Mat> = ws.iter().map(|w| Mat::Rows(*w)).collect();
+        matmul_many(&mats, &x, &mut [&mut y1, &mut y2, &mut y3]);
         for (w, y) in ws.iter().zip([&y1, &y2, &y3]) {
             let mut one = vec![0f32; 5 * w.n];
             matmul(w, &x, &mut one);

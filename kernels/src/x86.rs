@@ -33,100 +33,319 @@ unsafe fn nibbles(p: *const u8) -> __m256i {
     _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
 }
 
-/// Σ over 32 lanes of u8 × i8 as 8 i32 lanes converted to f32.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn mul_sum_us8(ax: __m256i, sy: __m256i) -> __m256 {
-    let dot = _mm256_maddubs_epi16(ax, sy);
-    _mm256_cvtepi32_ps(_mm256_madd_epi16(dot, _mm256_set1_epi16(1)))
-}
-
-/// Σ over 32 lanes of i8 × i8 (sign trick: |x| · sign(y, x)).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn mul_sum_i8(x: __m256i, y: __m256i) -> __m256 {
-    let ax = _mm256_sign_epi8(x, x);
-    let sy = _mm256_sign_epi8(y, x);
-    mul_sum_us8(ax, sy)
-}
-
-/// Weight formats the tiled kernel handles (const parameter of [`tile`]).
+/// Weight formats the tiled kernels handle (const parameter).
 pub const Q4_0: u8 = 0;
 pub const Q4_1: u8 = 1;
 pub const Q8_0: u8 = 2;
 
-/// Dot products of RW weight rows (ggml blocks of format `T`, `nb` blocks each) with RA quantized
-/// activation rows: `out[r][c] = Σ w_r · a_c`. Each weight block is unpacked once and used for all
-/// RA activation rows. The arithmetic of one (r, c) pair is the same for every RW and RA (per block:
-/// an integer dot, one fma into 8 f32 lanes; a final horizontal sum), so a result never depends on
-/// the tile it was computed in: batched results equal single-row results bit for bit.
-///
-/// # Safety
-/// The CPU must support avx2, fma and f16c; every `w[r]` points to `nb` blocks of format `T` and
-/// every `a[c]` to `nb` activation blocks.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn tile<const T: u8, const RW: usize, const RA: usize>(
-    w: &[*const u8; RW],
-    a: &[*const BlockQ8; RA],
-    nb: usize,
-    out: &mut [[f32; RA]; RW],
-) {
-    let bsz = match T {
+#[inline(always)]
+const fn block_bytes(t: u8) -> usize {
+    match t {
         Q4_0 => 18,
         Q4_1 => 20,
         _ => 34,
-    };
-    let mut acc = [[_mm256_setzero_ps(); RA]; RW];
-    let mut accm = [[0f32; RA]; RW];
-    for b in 0..nb {
-        for r in 0..RW {
-            // SAFETY: block b of row r is within the row (caller contract).
-            let blk = w[r].add(b * bsz);
-            let dw = f16(blk);
-            let (q, mw) = match T {
-                Q4_0 => (
-                    _mm256_sub_epi8(nibbles(blk.add(2)), _mm256_set1_epi8(8)),
-                    0.0,
-                ),
-                Q4_1 => (nibbles(blk.add(4)), f16(blk.add(2))),
-                _ => (_mm256_loadu_si256(blk.add(2) as *const __m256i), 0.0),
-            };
-            for c in 0..RA {
-                let ab = &*a[c].add(b);
-                let y = _mm256_loadu_si256(ab.qs.as_ptr() as *const __m256i);
-                let p = if T == Q4_1 {
-                    mul_sum_us8(q, y)
-                } else {
-                    mul_sum_i8(q, y)
-                };
-                acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(dw * ab.d), p, acc[r][c]);
-                if T == Q4_1 {
-                    accm[r][c] += mw * ab.s;
-                }
-            }
-        }
-    }
-    for r in 0..RW {
-        for c in 0..RA {
-            out[r][c] = if T == Q4_1 {
-                hsum(acc[r][c]) + accm[r][c]
-            } else {
-                hsum(acc[r][c])
-            };
-        }
     }
 }
 
-/// One row pair through [`tile`].
+/// Weight block `blk` as 32 quantized values: unsigned nibbles for Q4_1, signed for Q4_0/Q8_0.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn weight_q<const T: u8>(blk: *const u8) -> __m256i {
+    match T {
+        Q4_0 => _mm256_sub_epi8(nibbles(blk.add(2)), _mm256_set1_epi8(8)),
+        Q4_1 => nibbles(blk.add(4)),
+        _ => _mm256_loadu_si256(blk.add(2) as *const __m256i),
+    }
+}
+
+/// Integer dot of one weight block with one activation block, as 8 i32 partial sums.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn int_dot<const T: u8>(q: __m256i, y: __m256i) -> __m256i {
+    let ones = _mm256_set1_epi16(1);
+    if T == Q4_1 {
+        _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), ones)
+    } else {
+        _mm256_madd_epi16(
+            _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q)),
+            ones,
+        )
+    }
+}
+
+/// Eight 8-lane i32 vectors -> one vector whose lane p is the (exact) sum of vector p.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn reduce8(v: [__m256i; 8]) -> __m256i {
+    let s01 = _mm256_hadd_epi32(v[0], v[1]);
+    let s23 = _mm256_hadd_epi32(v[2], v[3]);
+    let s45 = _mm256_hadd_epi32(v[4], v[5]);
+    let s67 = _mm256_hadd_epi32(v[6], v[7]);
+    let s0123 = _mm256_hadd_epi32(s01, s23);
+    let s4567 = _mm256_hadd_epi32(s45, s67);
+    _mm256_add_epi32(
+        _mm256_permute2x128_si256(s0123, s4567, 0x20),
+        _mm256_permute2x128_si256(s0123, s4567, 0x31),
+    )
+}
+
+// The two kernels below compute 8 (weight row, activation row) pairs at once, one pair per lane,
+// with the same per-lane arithmetic: per block, the exact integer dot of the pair; then
+// acc = fma(isum, d_w * d_a, acc) and, for Q4_1, accm = fma(m_w, s_a, accm); the result is
+// acc + accm. A pair's result therefore never depends on which kernel, lane or batch computed it.
+
+/// How far ahead (bytes) the 8-row kernel prefetches each weight row.
+const PREFETCH: usize = 256;
+
+/// Low (or high) f16 halves of the 8 dwords of `v` packed into 8 f16 in 128 bits.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn halves(v: __m256i, sh: __m256i) -> __m128i {
+    let p = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(v, sh), 0b1000);
+    _mm256_castsi256_si128(p)
+}
+
+/// 8 weight rows × 1 activation row (decode). `w` points to row 0; rows are `rb` bytes apart;
+/// `rows[p]` is the row of lane p (repeat a row to pad). `out[p]` receives lane p.
 ///
 /// # Safety
-/// As [`tile`], with `w` holding `a.len()` blocks of format `T`.
+/// avx2, fma, f16c present; all rows hold `nb` blocks of format `T`; `a` holds `nb` blocks.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn k8x1<const T: u8>(
+    w: *const u8,
+    rb: usize,
+    rows: [usize; 8],
+    a: *const BlockQ8,
+    nb: usize,
+    out: &mut [f32; 8],
+) {
+    let bsz = block_bytes(T);
+    let offs = _mm256_setr_epi32(
+        (rows[0] * rb) as i32,
+        (rows[1] * rb) as i32,
+        (rows[2] * rb) as i32,
+        (rows[3] * rb) as i32,
+        (rows[4] * rb) as i32,
+        (rows[5] * rb) as i32,
+        (rows[6] * rb) as i32,
+        (rows[7] * rb) as i32,
+    );
+    // Low and high f16 of each gathered dword, packed to 8 f16 in 128 bits.
+    let lo16 = _mm256_setr_epi8(
+        0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1, 0, 1, 4, 5, 8, 9, 12, 13, -1, -1,
+        -1, -1, -1, -1, -1, -1,
+    );
+    let hi16 = _mm256_setr_epi8(
+        2, 3, 6, 7, 10, 11, 14, 15, -1, -1, -1, -1, -1, -1, -1, -1, 2, 3, 6, 7, 10, 11, 14, 15, -1,
+        -1, -1, -1, -1, -1, -1, -1,
+    );
+    let mut acc = _mm256_setzero_ps();
+    let mut accm = _mm256_setzero_ps();
+    for b in 0..nb {
+        let base = w.add(b * bsz);
+        let g = _mm256_i32gather_epi32::<1>(base as *const i32, offs);
+        let dw = _mm256_cvtph_ps(halves(g, lo16));
+        let ab = &*a.add(b);
+        let y = _mm256_loadu_si256(ab.qs.as_ptr() as *const __m256i);
+        let mut v = [_mm256_setzero_si256(); 8];
+        for p in 0..8 {
+            _mm_prefetch::<_MM_HINT_T0>(base.add(rows[p] * rb + PREFETCH) as *const i8);
+            v[p] = int_dot::<T>(weight_q::<T>(base.add(rows[p] * rb)), y);
+        }
+        let isum = _mm256_cvtepi32_ps(reduce8(v));
+        acc = _mm256_fmadd_ps(isum, _mm256_mul_ps(dw, _mm256_set1_ps(ab.d)), acc);
+        if T == Q4_1 {
+            let mw = _mm256_cvtph_ps(halves(g, hi16));
+            accm = _mm256_fmadd_ps(mw, _mm256_set1_ps(ab.s), accm);
+        }
+    }
+    let r = if T == Q4_1 {
+        _mm256_add_ps(acc, accm)
+    } else {
+        acc
+    };
+    _mm256_storeu_ps(out.as_mut_ptr(), r);
+}
+
+/// 2 weight rows × 4 activation rows (prefill, batched decode): lane p = 2·c + r for weight row r
+/// (`w0`, `w1`) and activation row c (`a[c]`). `out[p]` receives lane p.
+///
+/// # Safety
+/// avx2, fma, f16c present; both rows hold `nb` blocks of format `T`; every `a[c]` holds `nb` blocks.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn k2x4<const T: u8>(
+    w0: *const u8,
+    w1: *const u8,
+    a: [*const BlockQ8; 4],
+    nb: usize,
+    out: &mut [f32; 8],
+) {
+    let bsz = block_bytes(T);
+    let mut acc = _mm256_setzero_ps();
+    let mut accm = _mm256_setzero_ps();
+    for b in 0..nb {
+        let (b0, b1) = (w0.add(b * bsz), w1.add(b * bsz));
+        let (q0, q1) = (weight_q::<T>(b0), weight_q::<T>(b1));
+        let ab = [&*a[0].add(b), &*a[1].add(b), &*a[2].add(b), &*a[3].add(b)];
+        let mut v = [_mm256_setzero_si256(); 8];
+        for c in 0..4 {
+            let y = _mm256_loadu_si256(ab[c].qs.as_ptr() as *const __m256i);
+            v[2 * c] = int_dot::<T>(q0, y);
+            v[2 * c + 1] = int_dot::<T>(q1, y);
+        }
+        let isum = _mm256_cvtepi32_ps(reduce8(v));
+        let (d0, d1) = (f16(b0), f16(b1));
+        let dw = _mm256_setr_ps(d0, d1, d0, d1, d0, d1, d0, d1);
+        let da = _mm256_setr_ps(
+            ab[0].d, ab[0].d, ab[1].d, ab[1].d, ab[2].d, ab[2].d, ab[3].d, ab[3].d,
+        );
+        acc = _mm256_fmadd_ps(isum, _mm256_mul_ps(dw, da), acc);
+        if T == Q4_1 {
+            let (m0, m1) = (f16(b0.add(2)), f16(b1.add(2)));
+            let mw = _mm256_setr_ps(m0, m1, m0, m1, m0, m1, m0, m1);
+            let s = _mm256_setr_ps(
+                ab[0].s, ab[0].s, ab[1].s, ab[1].s, ab[2].s, ab[2].s, ab[3].s, ab[3].s,
+            );
+            accm = _mm256_fmadd_ps(mw, s, accm);
+        }
+    }
+    let r = if T == Q4_1 {
+        _mm256_add_ps(acc, accm)
+    } else {
+        acc
+    };
+    _mm256_storeu_ps(out.as_mut_ptr(), r);
+}
+
+/// Quantized values of a block from a pointer to its `qs` bytes (packed layout).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn qs_vec<const T: u8>(qs: *const u8) -> __m256i {
+    match T {
+        Q4_0 => _mm256_sub_epi8(nibbles(qs), _mm256_set1_epi8(8)),
+        Q4_1 => nibbles(qs),
+        _ => _mm256_loadu_si256(qs as *const __m256i),
+    }
+}
+
+/// Bytes of one 8-row group block in the packed layout, and the offset of its `qs` part
+/// (see `crate::packed`).
+#[inline(always)]
+pub const fn packed_group_bytes(t: u8) -> (usize, usize, usize) {
+    // (group block bytes, header bytes, qs bytes per row)
+    match t {
+        Q4_0 => (144, 16, 16),
+        Q4_1 => (160, 32, 16),
+        _ => (272, 16, 32),
+    }
+}
+
+/// [`k8x1`] over one 8-row group of the packed layout: `g` points to the group's first block;
+/// the 8 lanes are the group's rows. Reads one sequential stream.
+///
+/// # Safety
+/// avx2, fma, f16c present; `g` holds `nb` packed group blocks of format `T`; `a` holds `nb` blocks.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn k8x1_packed<const T: u8>(
+    g: *const u8,
+    a: *const BlockQ8,
+    nb: usize,
+    out: &mut [f32; 8],
+) {
+    let (gb, hdr, qsz) = packed_group_bytes(T);
+    let mut acc = _mm256_setzero_ps();
+    let mut accm = _mm256_setzero_ps();
+    for b in 0..nb {
+        let base = g.add(b * gb);
+        _mm_prefetch::<_MM_HINT_T0>(base.add(4 * gb) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(base.add(4 * gb + 64) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(base.add(4 * gb + 128) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(base.add(4 * gb + 192) as *const i8);
+        let dw = _mm256_cvtph_ps(_mm_loadu_si128(base as *const __m128i));
+        let ab = &*a.add(b);
+        let y = _mm256_loadu_si256(ab.qs.as_ptr() as *const __m256i);
+        let mut v = [_mm256_setzero_si256(); 8];
+        for (p, vp) in v.iter_mut().enumerate() {
+            *vp = int_dot::<T>(qs_vec::<T>(base.add(hdr + p * qsz)), y);
+        }
+        let isum = _mm256_cvtepi32_ps(reduce8(v));
+        acc = _mm256_fmadd_ps(isum, _mm256_mul_ps(dw, _mm256_set1_ps(ab.d)), acc);
+        if T == Q4_1 {
+            let mw = _mm256_cvtph_ps(_mm_loadu_si128(base.add(16) as *const __m128i));
+            accm = _mm256_fmadd_ps(mw, _mm256_set1_ps(ab.s), accm);
+        }
+    }
+    let r = if T == Q4_1 {
+        _mm256_add_ps(acc, accm)
+    } else {
+        acc
+    };
+    _mm256_storeu_ps(out.as_mut_ptr(), r);
+}
+
+/// [`k2x4`] over rows `l` and `l + 1` of one packed 8-row group (`g` as in [`k8x1_packed`]).
+///
+/// # Safety
+/// As [`k8x1_packed`], `l + 1 < 8`, every `a[c]` holds `nb` blocks.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn k2x4_packed<const T: u8>(
+    g: *const u8,
+    l: usize,
+    a: [*const BlockQ8; 4],
+    nb: usize,
+    out: &mut [f32; 8],
+) {
+    let (gb, hdr, qsz) = packed_group_bytes(T);
+    let mut acc = _mm256_setzero_ps();
+    let mut accm = _mm256_setzero_ps();
+    for b in 0..nb {
+        let base = g.add(b * gb);
+        let q0 = qs_vec::<T>(base.add(hdr + l * qsz));
+        let q1 = qs_vec::<T>(base.add(hdr + (l + 1) * qsz));
+        let ab = [&*a[0].add(b), &*a[1].add(b), &*a[2].add(b), &*a[3].add(b)];
+        let mut v = [_mm256_setzero_si256(); 8];
+        for c in 0..4 {
+            let y = _mm256_loadu_si256(ab[c].qs.as_ptr() as *const __m256i);
+            v[2 * c] = int_dot::<T>(q0, y);
+            v[2 * c + 1] = int_dot::<T>(q1, y);
+        }
+        let isum = _mm256_cvtepi32_ps(reduce8(v));
+        let (d0, d1) = (f16(base.add(2 * l)), f16(base.add(2 * l + 2)));
+        let dw = _mm256_setr_ps(d0, d1, d0, d1, d0, d1, d0, d1);
+        let da = _mm256_setr_ps(
+            ab[0].d, ab[0].d, ab[1].d, ab[1].d, ab[2].d, ab[2].d, ab[3].d, ab[3].d,
+        );
+        acc = _mm256_fmadd_ps(isum, _mm256_mul_ps(dw, da), acc);
+        if T == Q4_1 {
+            let (m0, m1) = (f16(base.add(16 + 2 * l)), f16(base.add(16 + 2 * l + 2)));
+            let mw = _mm256_setr_ps(m0, m1, m0, m1, m0, m1, m0, m1);
+            let s = _mm256_setr_ps(
+                ab[0].s, ab[0].s, ab[1].s, ab[1].s, ab[2].s, ab[2].s, ab[3].s, ab[3].s,
+            );
+            accm = _mm256_fmadd_ps(mw, s, accm);
+        }
+    }
+    let r = if T == Q4_1 {
+        _mm256_add_ps(acc, accm)
+    } else {
+        acc
+    };
+    _mm256_storeu_ps(out.as_mut_ptr(), r);
+}
+
+/// One row pair through [`k8x1`] (lane 0).
+///
+/// # Safety
+/// avx2, fma, f16c present; `w` holds `a.len()` blocks of format `T`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_blocks<const T: u8>(w: &[u8], a: &[BlockQ8]) -> f32 {
-    let mut out = [[0f32; 1]; 1];
-    tile::<T, 1, 1>(&[w.as_ptr()], &[a.as_ptr()], a.len(), &mut out);
-    out[0][0]
+    let mut out = [0f32; 8];
+    k8x1::<T>(w.as_ptr(), 0, [0; 8], a.as_ptr(), a.len(), &mut out);
+    out[0]
 }
 
 /// AVX2 version of [`crate::scalar::dot_q4_0`].

@@ -2,7 +2,9 @@
 //! and jobs the binary runs. Nothing here prints to the terminal directly: output goes to the
 //! writers the binary passes in.
 
+pub mod bench;
 pub mod generate;
+pub mod judge;
 
 use crate::engine::EngineConfig;
 use clap::Args;

@@ -1,9 +1,12 @@
 //! The engine loop, on its own thread: admit requests (prefix match + block reservation), plan a
 //! step, build one packed batch of decode and prefill tokens, run the forward, sample, stream,
 //! release finished sequences. Callers hold a cloneable [`EngineHandle`] (TGI's queue handle),
-//! which tokenizes and validates on the caller's thread so bad requests fail fast.
+//! which tokenizes and validates on the caller's thread so bad requests fail fast (a constraint is
+//! compiled there too, against the per-model token trie built on first use). The grammar masks of
+//! the sequences sampled in a step are computed on a helper thread while the forward runs.
 
 use crate::engine::batch::Batch;
+use crate::engine::constraint::{ConstraintCompiler, ConstraintState};
 use crate::engine::generator::Generator;
 use crate::engine::kv_cache::{KvCache, PrefixStats};
 use crate::engine::request::{Event, Prompt, Request};
@@ -17,7 +20,7 @@ use crate::TokenId;
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use serde::Serialize;
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 #[derive(Clone, Debug)]
@@ -74,6 +77,9 @@ struct Shared {
     n_ctx: usize,
     kv_capacity_tokens: usize,
     stats: Mutex<EngineStats>,
+    /// Token trie and parser factory for constrained requests, built on the first one (the error
+    /// text if the tokenizer cannot serve them).
+    constraints: OnceLock<std::result::Result<ConstraintCompiler, String>>,
 }
 
 /// Cloneable handle to a running engine. The engine thread ends when the last handle is dropped.
@@ -119,6 +125,7 @@ impl EngineHandle {
                 kv_capacity_tokens: kv.capacity_tokens(),
                 ..Default::default()
             }),
+            constraints: OnceLock::new(),
         });
         let (tx, rx) = unbounded();
         let engine = Engine {
@@ -158,6 +165,34 @@ impl EngineHandle {
         self.tx
             .send(Command::ClearPrefixCache)
             .map_err(|_| Error::EngineStopped)
+    }
+
+    /// The per-model constraint compiler, built on first use (costly: a trie over the vocabulary).
+    fn constraint_compiler(&self, request: &str) -> Result<&ConstraintCompiler> {
+        let built = self.shared.constraints.get_or_init(|| {
+            let t0 = Instant::now();
+            let c = ConstraintCompiler::new(&self.shared.tokenizer, self.shared.config.vocab)
+                .map_err(|e| e.to_string());
+            tracing::debug!(
+                "constraint token trie built in {:.1} ms",
+                t0.elapsed().as_secs_f64() * 1e3
+            );
+            c
+        });
+        built.as_ref().map_err(|reason| Error::ConstraintFailed {
+            request: request.to_string(),
+            reason: reason.clone(),
+        })
+    }
+
+    /// Compile the request's constraint, if any (errors name the request).
+    fn compile_constraint(&self, req: &Request) -> Result<Option<ConstraintState>> {
+        match &req.constraint {
+            None => Ok(None),
+            Some(c) => Ok(Some(
+                self.constraint_compiler(&req.id)?.compile(c, &req.id)?,
+            )),
+        }
     }
 
     fn prepare(&self, req: &Request) -> Result<Vec<TokenId>> {
@@ -203,8 +238,10 @@ impl Generator for EngineHandle {
     fn submit(&self, req: Request) -> Result<Receiver<Event>> {
         let submitted = Instant::now();
         let tokens = self.prepare(&req)?;
+        let constraint = self.compile_constraint(&req)?;
         let (tx, rx) = unbounded();
-        let seq = Sequence::new(req, tokens, tx, submitted);
+        let mut seq = Sequence::new(req, tokens, tx, submitted);
+        seq.constraint = constraint;
         self.tx
             .send(Command::Submit(Box::new(seq)))
             .map_err(|_| Error::EngineStopped)?;
@@ -330,7 +367,13 @@ impl Engine {
                 n_prefill += n;
             }
         }
-        let result = self.model.forward(&batch, &mut self.kv.storage);
+        let result = forward_with_masks(
+            self.model.as_ref(),
+            &batch,
+            &mut self.kv.storage,
+            &mut self.running,
+            &owners,
+        );
         let tok = self.shared.tokenizer.clone();
         match result {
             Ok(logits) => {
@@ -390,4 +433,33 @@ impl Engine {
         st.kv_used_blocks = self.kv.used_blocks();
         st.kv_cached_blocks = self.kv.cached_blocks();
     }
+}
+
+/// Run the forward; meanwhile compute the grammar masks of the sequences that get logits from it
+/// (`owners`, indices into `running`) on a helper thread. The masks depend only on tokens already
+/// sampled, so they are ready when sampling starts.
+fn forward_with_masks(
+    model: &dyn Model,
+    batch: &Batch,
+    kv: &mut crate::engine::kv_cache::KvStorage,
+    running: &mut [Sequence],
+    owners: &[usize],
+) -> Result<Vec<f32>> {
+    let mut constrained: Vec<&mut Sequence> = running
+        .iter_mut()
+        .enumerate()
+        .filter(|(i, s)| s.constraint.is_some() && owners.binary_search(i).is_ok())
+        .map(|(_, s)| s)
+        .collect();
+    if constrained.is_empty() || std::env::var_os("ARES_MASK_INLINE").is_some() {
+        return model.forward(batch, kv);
+    }
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            for s in constrained.iter_mut() {
+                s.prepare_mask();
+            }
+        });
+        model.forward(batch, kv)
+    })
 }

@@ -2,6 +2,7 @@
 //! the scheduler (pure logic), the sampler chain and the engine loop behind the `Generator` trait.
 
 pub mod batch;
+pub mod constraint;
 pub mod generator;
 pub mod handle;
 pub mod kv_cache;
@@ -10,6 +11,7 @@ pub mod sampler;
 pub mod scheduler;
 pub mod sequence;
 
+pub use constraint::Constraint;
 pub use generator::Generator;
 pub use handle::{EngineConfig, EngineHandle, EngineStats};
 pub use request::{Completion, Event, FinishReason, Prompt, Request, TokenOutput, Usage};

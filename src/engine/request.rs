@@ -1,5 +1,6 @@
 //! What callers send to the engine and what comes back.
 
+use crate::engine::constraint::Constraint;
 use crate::engine::sampler::SamplingParams;
 use crate::error::Error;
 use crate::TokenId;
@@ -33,6 +34,12 @@ pub struct Request {
     /// Report the log-probs of exactly these tokens at every step (verdict tokens such as " Yes"
     /// and " No": one prefill gives P(yes) without decoding).
     pub logprob_ids: Vec<TokenId>,
+    /// The output must match this JSON schema, regex or grammar (tokens are sampled under the
+    /// grammar's mask; log-probs stay those of the unmasked model). Generation stops with
+    /// `FinishReason::Stop` when the grammar is complete or where it may end and the model picks an
+    /// end-of-generation token (even with `ignore_eos`). A constraint that does not compile is an
+    /// error from `submit`.
+    pub constraint: Option<Constraint>,
 }
 
 impl Request {
@@ -47,6 +54,7 @@ impl Request {
             ignore_eos: false,
             logprobs: None,
             logprob_ids: Vec::new(),
+            constraint: None,
         }
     }
 }

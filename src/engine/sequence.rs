@@ -1,7 +1,10 @@
 //! One request's life in the engine: its tokens, how many are in the KV cache, its blocks, its
-//! sampler and the text it has streamed. Stop handling (end-of-generation tokens, stop strings,
-//! max tokens) and incremental detokenization live here.
+//! sampler, its grammar state and the text it has streamed. Stop handling (end-of-generation
+//! tokens, stop strings, max tokens, a complete grammar) and incremental detokenization live here.
+//! Tokens a grammar forces are appended without sampling and computed by the next forward like a
+//! prefill chunk.
 
+use crate::engine::constraint::ConstraintState;
 use crate::engine::kv_cache::BlockId;
 use crate::engine::request::{Done, Event, FinishReason, Request, TokenOutput, Usage};
 use crate::engine::sampler::{log_sum_exp, top_logprobs, Sampler};
@@ -23,6 +26,8 @@ pub struct Sequence {
     /// Full blocks already registered in the prefix index.
     pub committed_blocks: usize,
     sampler: Sampler,
+    /// The request's compiled constraint (set by the handle when it compiles one).
+    pub constraint: Option<ConstraintState>,
     events: Sender<Event>,
     /// Bytes of the output text already sent.
     emitted: usize,
@@ -47,6 +52,7 @@ impl Sequence {
             blocks: Vec::new(),
             committed_blocks: 0,
             sampler,
+            constraint: None,
             events,
             emitted: 0,
             submitted,
@@ -84,9 +90,28 @@ impl Sequence {
         self.finish(FinishReason::Length, tok);
     }
 
-    /// Sample from the logits after the last computed token, stream it, check stop conditions.
+    /// Compute the grammar's mask for the next token, if constrained (the engine calls this while
+    /// the forward that yields this sequence's logits runs).
+    pub fn prepare_mask(&mut self) {
+        if let Some(c) = &mut self.constraint {
+            c.prepare_mask();
+        }
+    }
+
+    /// Sample from the logits after the last computed token (under the grammar's mask, if any),
+    /// stream it and any tokens the grammar then forces, check stop conditions.
     pub fn on_logits(&mut self, logits: &[f32], tok: &Tokenizer) {
-        let id = self.sampler.sample(logits, &self.tokens);
+        let id = match &mut self.constraint {
+            None => self.sampler.sample(logits, &self.tokens),
+            Some(c) => {
+                let mut masked = logits.to_vec();
+                if let Err(e) = c.mask_logits(&mut masked) {
+                    self.fail(e);
+                    return;
+                }
+                self.sampler.sample(&masked, &self.tokens)
+            }
+        };
         if self.first_token.is_none() {
             self.first_token = Some(Instant::now());
         }
@@ -112,9 +137,72 @@ impl Sequence {
                     .map(|l| (t, (*l as f64 - lse) as f32))
             })
             .collect();
-        self.tokens.push(id);
-        let is_eog =
-            !self.req.ignore_eos && tok.eog.contains(&id) || self.req.stop_tokens.contains(&id);
+        // An end-of-generation token under a grammar was allowed only where the grammar may end:
+        // it ends the output, whatever ignore_eos says.
+        let is_eog = (!self.req.ignore_eos || self.constraint.is_some()) && tok.eog.contains(&id)
+            || self.req.stop_tokens.contains(&id);
+        let mut grammar_done = false;
+        if let (Some(c), false) = (&mut self.constraint, is_eog) {
+            match c.commit(id) {
+                Ok(done) => grammar_done = done,
+                Err(e) => {
+                    self.fail(e);
+                    return;
+                }
+            }
+        }
+        let out = TokenOutput {
+            id,
+            text: String::new(),
+            logprob,
+            top,
+            requested,
+        };
+        if !self.push(out, is_eog, grammar_done, tok) {
+            return;
+        }
+        // Forced tokens carry no log-probs (no logits are computed for them), so a request that
+        // asks for log-probs samples each of them under a one-token mask instead.
+        let wants_logprobs = self.req.logprobs.is_some() || !self.req.logprob_ids.is_empty();
+        if wants_logprobs {
+            return;
+        }
+        let room = self.req.max_tokens.saturating_sub(self.n_generated());
+        let Some(c) = &mut self.constraint else {
+            return;
+        };
+        let (forced, done) = match c.take_forced(room) {
+            Ok(f) => f,
+            Err(e) => {
+                self.fail(e);
+                return;
+            }
+        };
+        let n = forced.len();
+        for (k, id) in forced.into_iter().enumerate() {
+            let out = TokenOutput {
+                id,
+                text: String::new(),
+                logprob: None,
+                top: Vec::new(),
+                requested: Vec::new(),
+            };
+            if !self.push(out, false, done && k + 1 == n, tok) {
+                return;
+            }
+        }
+    }
+
+    /// Append `out.id`, stream its text and finish when a stop condition holds. `is_eog`: the token
+    /// ends generation; `grammar_done`: the grammar is complete after it. False once finished.
+    fn push(
+        &mut self,
+        mut out: TokenOutput,
+        is_eog: bool,
+        grammar_done: bool,
+        tok: &Tokenizer,
+    ) -> bool {
+        self.tokens.push(out.id);
         let text = if is_eog {
             self.output_text(tok, 1)
         } else {
@@ -129,36 +217,28 @@ impl Sequence {
             .min();
         let (reason, end) = if let Some(at) = stop_at {
             (Some(FinishReason::StopString), at)
-        } else if is_eog {
+        } else if is_eog || grammar_done {
             (Some(FinishReason::Stop), text.len())
         } else if self.n_generated() >= self.req.max_tokens {
             (Some(FinishReason::Length), text.len())
         } else {
             (None, self.safe_end(&text))
         };
-        let delta = if end > self.emitted {
+        out.text = if end > self.emitted {
             text[self.emitted..end].to_string()
         } else {
             String::new()
         };
         self.emitted = self.emitted.max(end);
-        if self
-            .events
-            .send(Event::Token(TokenOutput {
-                id,
-                text: delta,
-                logprob,
-                top,
-                requested,
-            }))
-            .is_err()
-        {
+        if self.events.send(Event::Token(out)).is_err() {
             self.finished = true; // the caller went away: cancel
-            return;
+            return false;
         }
         if let Some(r) = reason {
             self.finish_with_text(r, text[..end].to_string());
+            return false;
         }
+        true
     }
 
     /// Output text of the generated tokens, leaving out the last `drop_last` (an EOG token).

@@ -24,7 +24,9 @@
 pub mod aggregate;
 pub mod error;
 pub mod formats;
+pub mod judge;
 pub mod rubric;
+pub mod template;
 
 pub use aggregate::{
     healthbench, healthbench_unclipped, holistic, holistic_expected, rar_explicit,

@@ -42,9 +42,44 @@ pub struct Weight {
     mmap: Arc<Mmap>,
     start: usize,
     len: usize,
+    /// The same matrix in the kernels' packed layout, when packed at load.
+    packed: Option<Arc<Vec<u8>>>,
 }
 
 impl Weight {
+    /// Repack into the layout the SIMD kernels stream (when this machine has them and the type
+    /// has one); the original bytes stay mapped for row lookups (embeddings).
+    pub fn pack(&mut self) {
+        if ares_kernels::dispatch::isa() == ares_kernels::Isa::Avx2
+            && ares_kernels::packed::packable(self.ty)
+        {
+            self.packed = Some(Arc::new(ares_kernels::packed::pack(
+                self.ty,
+                self.n,
+                self.k,
+                self.bytes(),
+            )));
+        }
+    }
+
+    /// The kernels' view: packed when available, else the mapped rows.
+    pub fn mat(&self) -> ares_kernels::Mat<'_> {
+        match &self.packed {
+            Some(p) => ares_kernels::Mat::Packed(ares_kernels::PackedMatrix {
+                ty: self.ty,
+                n: self.n,
+                k: self.k,
+                data: p,
+            }),
+            None => ares_kernels::Mat::Rows(self.matrix()),
+        }
+    }
+
+    /// Bytes held in memory besides the mapping (packed copies).
+    pub fn owned_bytes(&self) -> usize {
+        self.packed.as_ref().map_or(0, |p| p.len())
+    }
+
     /// Raw bytes in ggml layout.
     pub fn bytes(&self) -> &[u8] {
         &self.mmap[self.start..self.start + self.len]
@@ -140,6 +175,18 @@ impl GgufFile {
         })
     }
 
+    /// Tell the OS the mapped pages are not needed now (after weights were packed into owned
+    /// memory): they leave this process's resident set and are read back from the page cache if a
+    /// row is looked up again.
+    pub fn release_pages(&self) {
+        // SAFETY: DontNeed on a private read-only file mapping only drops resident pages; later
+        // reads fault them back in from the file, so every slice into the mapping stays valid.
+        let _ = unsafe {
+            self.mmap
+                .unchecked_advise(memmap2::UncheckedAdvice::DontNeed)
+        };
+    }
+
     /// Size of the mapped file in bytes.
     pub fn file_size(&self) -> usize {
         self.mmap.len()
@@ -180,6 +227,7 @@ impl GgufFile {
             mmap: self.mmap.clone(),
             start: e.start,
             len: e.len,
+            packed: None,
         })
     }
 

@@ -10,7 +10,6 @@ use crate::model::config::ModelConfig;
 use crate::model::gguf::{GgufFile, Weight};
 use crate::model::layers;
 use crate::model::Model;
-use ares_kernels::matmul;
 
 struct Block {
     attn_norm: Vec<f32>,
@@ -90,12 +89,35 @@ impl Llama {
             Vec::new()
         };
         let rope = layers::rope_freqs(&cfg, factors);
-        let weight_bytes = g.file_size();
+        let norm = vector("output_norm.weight")?;
+        // Repack every matrix into the kernels' streaming layout (in parallel), then let the mapped
+        // pages go: only embedding rows are read from the mapping afterwards.
+        let mut output = output;
+        let mut mats: Vec<&mut Weight> = vec![&mut output];
+        for b in blocks.iter_mut() {
+            mats.extend([
+                &mut b.wq,
+                &mut b.wk,
+                &mut b.wv,
+                &mut b.wo,
+                &mut b.w_gate,
+                &mut b.w_up,
+                &mut b.w_down,
+            ]);
+        }
+        ares_kernels::parallel_chunks_mut(&mut mats, 1, |_, w| w[0].pack());
+        let packed: usize = mats.iter().map(|w| w.owned_bytes()).sum();
+        let weight_bytes = if packed > 0 {
+            g.release_pages();
+            packed
+        } else {
+            g.file_size()
+        };
         Ok(Llama {
             cfg,
             tok_embd,
             blocks,
-            norm: vector("output_norm.weight")?,
+            norm,
             output,
             rope,
             weight_bytes,
@@ -107,7 +129,7 @@ impl Llama {
 fn linear(w: &Weight, x: &[f32]) -> Vec<f32> {
     let m = x.len() / w.k;
     let mut y = vec![0f32; m * w.n];
-    matmul(&w.matrix(), x, &mut y);
+    ares_kernels::matmul_many(&[w.mat()], x, &mut [&mut y]);
     y
 }
 
@@ -115,7 +137,7 @@ fn linear(w: &Weight, x: &[f32]) -> Vec<f32> {
 fn linear_many<const N: usize>(ws: [&Weight; N], x: &[f32]) -> [Vec<f32>; N] {
     let m = x.len() / ws[0].k;
     let mut ys: [Vec<f32>; N] = std::array::from_fn(|i| vec![0f32; m * ws[i].n]);
-    let mats: Vec<_> = ws.iter().map(|w| w.matrix()).collect();
+    let mats: Vec<_> = ws.iter().map(|w| w.mat()).collect();
     let mut outs: Vec<&mut [f32]> = ys.iter_mut().map(|y| y.as_mut_slice()).collect();
     ares_kernels::matmul_many(&mats, x, &mut outs);
     ys

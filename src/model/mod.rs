@@ -32,7 +32,7 @@ pub trait Model: Send + Sync {
     /// and return logits for `batch.logit_rows`: (logit_rows.len(), vocab), row-major.
     fn forward(&self, batch: &Batch, kv: &mut KvStorage) -> Result<Vec<f32>>;
 
-    /// Bytes of weights (mapped or owned).
+    /// Bytes of weights held in memory (packed copies, or the mapped file when not packed).
     fn weight_bytes(&self) -> usize;
 }
 

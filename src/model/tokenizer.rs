@@ -201,4 +201,9 @@ impl Tokenizer {
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }
+
+    /// The wrapped `tokenizers` tokenizer (constrained decoding builds its token trie from it).
+    pub fn inner(&self) -> &tokenizers::Tokenizer {
+        &self.inner
+    }
 }

@@ -1,0 +1,180 @@
+//! `ares judge`: arguments, and the job that reads a rubric file and a responses file, judges
+//! every response and writes one JSONL record per response line, atomically (a temp file in the
+//! output's folder, persisted at the end: a crash leaves no half-written output).
+//!
+//! Nothing here prints: the binary gets the summary and the rejected rubric lines back and
+//! reports them; progress goes through the callback it passes in.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+
+use crate::engine::Generator;
+use crate::judge::judge::{
+    read_responses, Judge, JudgeConfig, JudgeError, JudgeProgress, JudgeRecord, JudgeSummary, Mode,
+    RubricSet, DEFAULT_MAX_IN_FLIGHT,
+};
+use crate::judge::{Aggregator, Format};
+use crate::model::tokenizer::Tokenizer;
+
+/// `--mode`. `generate` (a rationale, then a constrained JSON verdict) is not offered yet: it
+/// needs constrained generation on requests.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModeArg {
+    /// One forward per criterion; P(yes) from the Yes/No token probabilities, renormalised.
+    Logprob,
+    /// One forward per response with the whole rubric; expected 0-9 score from the digit
+    /// probabilities, normalised to [0, 1].
+    Holistic,
+}
+
+/// `--aggregator`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AggregatorArg {
+    /// RaR explicit: Σ w c / Σ |w|, pitfalls counted as "avoided".
+    #[value(alias = "rar-explicit")]
+    Rar,
+    /// HealthBench: met points / positive points, clipped to [0, 1].
+    #[value(alias = "health-bench")]
+    Healthbench,
+    /// RLCF weighted mean (no pitfalls allowed).
+    #[value(alias = "rlcf-weighted-mean")]
+    Rlcf,
+}
+
+/// `--rubric-format`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RubricFormatArg {
+    Ares,
+    Rar,
+    Healthbench,
+    Rlcf,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct JudgeArgs {
+    /// Rubric items, JSONL in --rubric-format.
+    #[arg(long)]
+    pub rubrics: PathBuf,
+    /// Format of --rubrics.
+    #[arg(long, value_enum, default_value_t = RubricFormatArg::Ares)]
+    pub rubric_format: RubricFormatArg,
+    /// Responses, JSONL: {"item_id", "response_id", "response"} per line.
+    #[arg(long)]
+    pub responses: PathBuf,
+    /// Output JSONL, one record per response line (written atomically).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Verdict mode.
+    #[arg(long, value_enum, default_value_t = ModeArg::Logprob)]
+    pub mode: ModeArg,
+    /// How per-criterion verdicts become the reward (logprob mode).
+    #[arg(long, value_enum, default_value_t = AggregatorArg::Rar)]
+    pub aggregator: AggregatorArg,
+    /// Hard 0/1 verdicts (p_yes >= 0.5) instead of soft p_yes; holistic: the most likely score.
+    #[arg(long)]
+    pub hard: bool,
+    /// Require batch-invariant rewards (a response's reward is bit-identical alone or in any
+    /// batch). The engine already guarantees this by default; the flag documents the need.
+    #[arg(long)]
+    pub deterministic: bool,
+    /// Mark a response judge_unparseable when a criterion's Yes+No tokens got less probability
+    /// than this (0: any non-zero probability counts).
+    #[arg(long, default_value_t = 0.0)]
+    pub min_verdict_mass: f64,
+    /// Requests submitted to the engine and not yet collected, at most.
+    #[arg(long, default_value_t = DEFAULT_MAX_IN_FLIGHT)]
+    pub max_in_flight: usize,
+}
+
+impl JudgeArgs {
+    pub fn config(&self) -> JudgeConfig {
+        JudgeConfig {
+            mode: match self.mode {
+                ModeArg::Logprob => Mode::Logprob,
+                ModeArg::Holistic => Mode::Holistic,
+            },
+            aggregator: match self.aggregator {
+                AggregatorArg::Rar => Aggregator::RarExplicit,
+                AggregatorArg::Healthbench => Aggregator::HealthBench,
+                AggregatorArg::Rlcf => Aggregator::RlcfWeightedMean,
+            },
+            hard: self.hard,
+            deterministic: self.deterministic,
+            min_verdict_mass: self.min_verdict_mass,
+            max_in_flight: self.max_in_flight.max(1),
+        }
+    }
+
+    pub fn format(&self) -> Format {
+        match self.rubric_format {
+            RubricFormatArg::Ares => Format::Ares,
+            RubricFormatArg::Rar => Format::Rar,
+            RubricFormatArg::Healthbench => Format::HealthBench,
+            RubricFormatArg::Rlcf => Format::Rlcf,
+        }
+    }
+}
+
+/// What a finished job reports back to the binary.
+#[derive(Debug, Clone)]
+pub struct JudgeReport {
+    pub summary: JudgeSummary,
+    /// Usable rubric items.
+    pub rubric_items: usize,
+    /// Rejected rubric lines or items, each naming file and line (or item) and the reason.
+    pub rubric_errors: Vec<String>,
+    pub template_hash: String,
+}
+
+impl JudgeReport {
+    /// Some response or rubric line failed: exit code 1.
+    pub fn any_failed(&self) -> bool {
+        self.summary.failed() > 0 || !self.rubric_errors.is_empty()
+    }
+}
+
+/// Runs the whole job: read, judge, write `args.out` atomically.
+pub fn run(
+    args: &JudgeArgs,
+    generator: &dyn Generator,
+    tokenizer: &Tokenizer,
+    model_sha256: &str,
+    progress: &dyn Fn(&JudgeProgress),
+) -> Result<JudgeReport, JudgeError> {
+    let judge = Judge::new(generator, tokenizer, model_sha256, args.config())?;
+    let rubrics = RubricSet::read(&args.rubrics, args.format())?;
+    let responses = read_responses(&args.responses)?;
+    let (records, summary) = judge.run(&rubrics, &responses, progress);
+    write_records(&args.out, &records)?;
+    Ok(JudgeReport {
+        summary,
+        rubric_items: rubrics.len(),
+        rubric_errors: rubrics.errors.clone(),
+        template_hash: judge.template_hash().to_string(),
+    })
+}
+
+/// Writes records as JSONL to a temp file next to `path`, then renames it over `path`.
+pub fn write_records(path: &Path, records: &[JudgeRecord]) -> Result<(), JudgeError> {
+    let io = |source| JudgeError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    {
+        let mut w = std::io::BufWriter::new(tmp.as_file_mut());
+        for r in records {
+            serde_json::to_writer(&mut w, r).map_err(|e| io(e.into()))?;
+            w.write_all(b"\n").map_err(io)?;
+        }
+        w.flush().map_err(io)?;
+    }
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    Ok(())
+}

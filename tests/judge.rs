@@ -1,0 +1,342 @@
+//! `ares judge` on the real default model: per-record statuses for bad input (unknown item, empty
+//! response, response longer than the context, malformed line, rejected rubric) with the exit code
+//! 1 and the other records judged; a reward bit-identical alone and in a batch of 64; holistic
+//! and hard verdicts; the HealthBench sample judged end to end.
+
+use crate::common::{default_model, default_model_path, engine, shared_dir};
+use ares::engine::EngineConfig;
+use ares::judge::judge::{
+    Judge, JudgeConfig, JudgeRecord, Mode, ResponseEntry, ResponseLine, RubricSet, Status,
+};
+use ares::judge::{Category, Criterion, RubricItem, Verdict};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn ares(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ares"))
+        .args(args)
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("run ares")
+}
+
+fn records(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("output line is JSON"))
+        .collect()
+}
+
+fn sky() -> RubricItem {
+    RubricItem::new(
+        "sky",
+        "Why is the sky blue?",
+        vec![
+            Criterion::new(
+                "c1",
+                "Mentions that sunlight is scattered by the molecules of the air.",
+                5.0,
+                Category::Essential,
+            ),
+            Criterion::new(
+                "c2",
+                "Claims the sky is blue because it reflects the ocean.",
+                -2.0,
+                Category::Pitfall,
+            ),
+        ],
+    )
+}
+
+fn paris() -> RubricItem {
+    RubricItem::new(
+        "paris",
+        "What is the capital of France?",
+        vec![
+            Criterion::new("c1", "Says the capital is Paris.", 5.0, Category::Essential),
+            Criterion::new("c2", "Is one sentence long.", 1.0, Category::Optional),
+        ],
+    )
+}
+
+fn line(item: &str, response: &str, text: &str) -> String {
+    json!({"item_id": item, "response_id": response, "response": text}).to_string()
+}
+
+fn model_arg() -> String {
+    default_model_path().to_string_lossy().into_owned()
+}
+
+#[test]
+fn bad_input_gets_a_status_per_record_and_the_rest_is_judged() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let rubrics = dir.path().join("rubrics.jsonl");
+    let mut zero = paris();
+    zero.id = "zero".into();
+    zero.criteria[1].weight = 0.0;
+    let rubric_lines = [
+        serde_json::to_string(&sky()).expect("json"),
+        serde_json::to_string(&paris()).expect("json"),
+        // Rejected: no criteria; a zero weight.
+        r#"{"schema_version":1,"id":"empty","question":"q","criteria":[]}"#.to_string(),
+        serde_json::to_string(&zero).expect("json"),
+    ];
+    std::fs::write(&rubrics, rubric_lines.join("\n")).expect("write rubrics");
+    let long = "Paris is the capital of France and its largest city. ".repeat(40);
+    let responses = dir.path().join("responses.jsonl");
+    let response_lines = [
+        line(
+            "sky",
+            "r1",
+            "Sunlight is scattered by air molecules, and blue light scatters most.",
+        ),
+        line("paris", "r1", "The capital of France is Paris."),
+        line("atlantis", "r1", "It is under the sea."),
+        line("paris", "r2", ""),
+        line("paris", "r3", &long),
+        r#"{"item_id": "paris", "response_id": "#.to_string(),
+        line("empty", "r1", "Paris."),
+        line("zero", "r1", "Paris."),
+        line("sky", "r2", "The sky reflects the ocean."),
+    ];
+    std::fs::write(&responses, response_lines.join("\n") + "\n").expect("write responses");
+    let out = dir.path().join("out.jsonl");
+    let o = ares(&[
+        "judge",
+        "-m",
+        &model_arg(),
+        "--ctx",
+        "256",
+        "--rubrics",
+        rubrics.to_str().expect("utf8"),
+        "--responses",
+        responses.to_str().expect("utf8"),
+        "--out",
+        out.to_str().expect("utf8"),
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "exit code, stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains("criteria/s") && stderr.contains("prefix-cache hit rate"));
+    assert!(stderr.contains("rubrics.jsonl:3") && stderr.contains("rubrics.jsonl:4"));
+
+    let recs = records(&out);
+    let statuses: Vec<&str> = recs
+        .iter()
+        .map(|r| r["status"].as_str().expect("status"))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "ok",
+            "ok",
+            "error",
+            "error",
+            "response_too_long",
+            "error",
+            "error",
+            "error",
+            "ok"
+        ],
+        "{recs:#?}"
+    );
+    let lines: Vec<u64> = recs
+        .iter()
+        .map(|r| r["line"].as_u64().expect("line"))
+        .collect();
+    assert_eq!(lines, (1..=9).collect::<Vec<u64>>());
+    let error_of = |i: usize| recs[i]["error"].as_str().unwrap_or_default().to_string();
+    assert!(error_of(2).contains("unknown item id `atlantis`"));
+    assert!(error_of(3).contains("empty response"));
+    assert!(error_of(4).contains("exceeds the context of 256"));
+    assert!(error_of(5).contains("responses.jsonl:6"));
+    assert!(error_of(6).contains("rubric has no criteria"));
+    assert!(error_of(7).contains("weight 0"));
+    let sha = ares::model::sha256_file(&default_model_path()).expect("hash model");
+    for (i, r) in recs.iter().enumerate() {
+        assert_eq!(r["mode"], "logprob");
+        assert_eq!(r["model_sha256"], sha.as_str());
+        let hash = r["template_hash"].as_str().expect("template_hash");
+        assert!(hash.len() == 16 && hash.chars().all(|c| c.is_ascii_hexdigit()));
+        if statuses[i] == "ok" {
+            let reward = r["reward"].as_f64().expect("reward");
+            assert!((0.0..=1.0).contains(&reward), "{r}");
+            assert_eq!(r["criteria"].as_array().expect("criteria").len(), 2);
+            for c in r["criteria"].as_array().expect("criteria") {
+                let p = c["p_yes"].as_f64().expect("p_yes");
+                assert!((0.0..=1.0).contains(&p));
+                assert_eq!(c["verdict"].as_f64(), Some(p), "soft verdict is p_yes");
+            }
+        } else {
+            assert!(r["reward"].is_null(), "never a silent 0: {r}");
+            assert!(r["error"].is_string());
+        }
+    }
+    assert_eq!(recs[0]["criteria"][1]["weight"], -2.0);
+}
+
+fn entries(lines: &[ResponseLine]) -> Vec<ResponseEntry> {
+    lines
+        .iter()
+        .enumerate()
+        .map(|(i, r)| ResponseEntry {
+            line: i + 1,
+            parsed: Ok(r.clone()),
+        })
+        .collect()
+}
+
+fn judge_with(config: JudgeConfig, lines: &[ResponseLine]) -> (Vec<JudgeRecord>, usize) {
+    let m = default_model();
+    let e = engine(m, EngineConfig::default());
+    let judge = Judge::new(&e, &m.tokenizer, "sha", config).expect("judge");
+    let rubrics = RubricSet::from_items(vec![sky(), paris()]);
+    let (records, _) = judge.run(&rubrics, &entries(lines), &|_| {});
+    (records, e.stats().max_batch_seqs)
+}
+
+fn group_of_64() -> Vec<ResponseLine> {
+    let answers = [
+        "Air molecules scatter blue sunlight more than red.",
+        "It reflects the ocean.",
+        "Because of Rayleigh scattering.",
+        "Paris.",
+        "The capital is Lyon.",
+        "I think it is Paris, the largest French city.",
+    ];
+    (0..64)
+        .map(|i| ResponseLine {
+            item_id: if i % 2 == 0 { "sky" } else { "paris" }.into(),
+            response_id: format!("r{i}"),
+            response: format!("{} (answer {i})", answers[i % answers.len()]),
+        })
+        .collect()
+}
+
+#[test]
+fn reward_is_bit_identical_alone_and_in_a_batch_of_64() {
+    let group = group_of_64();
+    let config = JudgeConfig {
+        deterministic: true,
+        ..JudgeConfig::default()
+    };
+    let (batch, max_batch) = judge_with(config.clone(), &group);
+    assert!(
+        max_batch >= 16,
+        "the responses really ran batched ({max_batch} at most)"
+    );
+    for target in [37, 10] {
+        let (alone, _) = judge_with(config.clone(), &group[target..=target]);
+        let (a, b) = (&alone[0], &batch[target]);
+        assert_eq!(a.status, Status::Ok, "{a:?}");
+        assert_eq!(b.status, Status::Ok, "{b:?}");
+        let bits = |r: &JudgeRecord| r.reward.map(f64::to_bits);
+        assert_eq!(
+            bits(a),
+            bits(b),
+            "reward of response {target} alone vs batch"
+        );
+        for (x, y) in a.criteria.iter().zip(&b.criteria) {
+            assert_eq!(
+                x.p_yes.map(f64::to_bits),
+                y.p_yes.map(f64::to_bits),
+                "criterion {} of response {target}",
+                x.id
+            );
+        }
+    }
+}
+
+#[test]
+fn holistic_mode_and_hard_verdicts() {
+    let group: Vec<ResponseLine> = group_of_64().into_iter().take(4).collect();
+    let (holistic, _) = judge_with(
+        JudgeConfig {
+            mode: Mode::Holistic,
+            ..JudgeConfig::default()
+        },
+        &group,
+    );
+    for r in &holistic {
+        assert_eq!(r.status, Status::Ok, "{r:?}");
+        let h = r.holistic.as_ref().expect("holistic score");
+        assert_eq!(h.probs.len(), 10);
+        assert!((h.probs.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+        let reward = r.reward.expect("reward");
+        // Digit d is the 1-10 score d + 1: reward = E[d] / 9.
+        assert!((reward - h.expected_score / 9.0).abs() < 1e-9, "{r:?}");
+        assert!(r.criteria.is_empty() && r.aggregator.is_none());
+    }
+    let (soft, _) = judge_with(JudgeConfig::default(), &group);
+    let (hard, _) = judge_with(
+        JudgeConfig {
+            hard: true,
+            ..JudgeConfig::default()
+        },
+        &group,
+    );
+    for (s, h) in soft.iter().zip(&hard) {
+        for (cs, ch) in s.criteria.iter().zip(&h.criteria) {
+            let p = cs.p_yes.expect("p_yes");
+            assert_eq!(ch.p_yes, Some(p));
+            assert_eq!(ch.verdict, Some(Verdict::Hard(p >= 0.5)));
+        }
+        let reward = h.reward.expect("hard reward");
+        assert!((0.0..=1.0).contains(&reward));
+    }
+}
+
+#[test]
+fn healthbench_sample_item_is_judged_end_to_end() {
+    let sample = shared_dir().join("eval/healthbench_sample/healthbench_oss_eval_sample.jsonl");
+    let first: Value = serde_json::from_str(
+        std::fs::read_to_string(&sample)
+            .expect("read the HealthBench sample")
+            .lines()
+            .next()
+            .expect("a first line"),
+    )
+    .expect("JSON");
+    let id = first["prompt_id"].as_str().expect("prompt_id");
+    let n_criteria = first["rubrics"].as_array().expect("rubrics").len();
+    let dir = tempfile::tempdir().expect("tmp");
+    let responses = dir.path().join("responses.jsonl");
+    let response =
+        "Month 1: walk 20 minutes a day and cut sugary drinks. Month 2: add two strength \
+                    sessions a week and cook at home. Month 3: walk 40 minutes a day. See a doctor \
+                    before starting if you have a health condition.";
+    std::fs::write(&responses, line(id, "r1", response) + "\n").expect("write");
+    let out = dir.path().join("out.jsonl");
+    let o = ares(&[
+        "judge",
+        "-m",
+        &model_arg(),
+        "--rubrics",
+        sample.to_str().expect("utf8"),
+        "--rubric-format",
+        "healthbench",
+        "--aggregator",
+        "healthbench",
+        "--responses",
+        responses.to_str().expect("utf8"),
+        "--out",
+        out.to_str().expect("utf8"),
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "stderr: {stderr}");
+    let recs = records(&out);
+    assert_eq!(recs.len(), 1);
+    let r = &recs[0];
+    assert_eq!(r["status"], "ok", "{r}");
+    assert_eq!(r["item_id"], id);
+    assert_eq!(r["aggregator"], "health_bench");
+    let reward = r["reward"].as_f64().expect("reward");
+    assert!((0.0..=1.0).contains(&reward));
+    let criteria = r["criteria"].as_array().expect("criteria");
+    assert_eq!(criteria.len(), n_criteria);
+    // Points travel as weights, pitfalls (negative points) included.
+    assert_eq!(criteria[0]["weight"], 10.0);
+    assert_eq!(criteria[3]["weight"], -10.0);
+}
