@@ -69,10 +69,11 @@ pub enum Error {
     Config(String),
     #[error("engine stopped")]
     EngineStopped,
-    #[error("{path}: {source}")]
+    /// The io error is part of the message (not a `source`), so a printed chain says it once.
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}:{line}: {reason}")]
     Jsonl {
@@ -88,7 +89,7 @@ impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 }

@@ -335,12 +335,14 @@ fn constrained_decoding_cost() {
                 .min_by(|a, b| a.decode_seconds.total_cmp(&b.decode_seconds))
                 .expect("three runs")
         };
+        let steps0 = e.stats().steps;
         let c = run(true, 1200);
+        let steps = (e.stats().steps - steps0) / 3;
         let n = c.tokens.len();
         let free = run(false, n);
         eprintln!("{label}: {}", c.text);
         eprintln!(
-            "  constrained {n} tokens in {:.3} s = {:.2} ms/token; free {:.2} ms/token",
+            "  constrained {n} tokens ({steps} forwards) in {:.3} s = {:.2} ms/token; free {:.2} ms/token",
             c.decode_seconds,
             c.decode_seconds * 1e3 / (n - 1) as f64,
             free.decode_seconds * 1e3 / (n - 1) as f64
@@ -361,37 +363,5 @@ fn constrained_decoding_cost() {
             "  mask + commit alone: {:.3} ms/token",
             t.elapsed().as_secs_f64() * 1e3 / n as f64
         );
-    }
-}
-
-#[test]
-#[ignore]
-fn tmp_ab_overlap() {
-    let e = eng();
-    let schema = rubric_schema();
-    let prompts: Vec<Prompt> = (0..16)
-        .map(|i| chat(&e, &format!("Write a grading rubric number {i} for answers to: How do vaccines work? Give 5 criteria as JSON.")))
-        .collect();
-    for batch in [1usize, 16] {
-        let mut res = std::collections::BTreeMap::<&str, Vec<f64>>::new();
-        for rep in 0..6 {
-            for (label, inline) in [("overlap", false), ("inline", true), ("free", false)] {
-                if inline { std::env::set_var("ARES_MASK_INLINE", "1") } else { std::env::remove_var("ARES_MASK_INLINE") }
-                let reqs: Vec<Request> = prompts[..batch].iter().enumerate().map(|(i, p)| Request {
-                    max_tokens: 76,
-                    logprobs: Some(1),
-                    ignore_eos: label == "free",
-                    sampling: SamplingParams { temperature: 1.0, seed: i as u64, ..Default::default() },
-                    constraint: (label != "free").then(|| Constraint::JsonSchema(schema.clone())),
-                    ..Request::new(format!("ab{rep}-{i}"), p.clone())
-                }).collect();
-                let t = Instant::now();
-                let outs = e.generate_many(reqs);
-                let toks: usize = outs.iter().map(|o| o.as_ref().unwrap().tokens.len()).sum();
-                let dt = t.elapsed().as_secs_f64();
-                if rep > 0 { res.entry(label).or_default().push(dt * 1e3 / toks as f64 * batch as f64); }
-            }
-        }
-        for (k, v) in res { let mut v = v; v.sort_by(|a,b| a.total_cmp(b)); eprintln!("batch {batch} {k}: ms/step min {:.3} median {:.3}", v[0], v[v.len()/2]); }
     }
 }

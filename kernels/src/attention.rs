@@ -63,6 +63,7 @@ pub fn attend_run(
     }
     let hd = q.len();
     let mut s = [0f32; MAX_RUN];
+    let s = &mut s[..(n_pos + 1).min(MAX_RUN)];
     let mut run_max = f32::NEG_INFINITY;
     for (j, sj) in s.iter_mut().enumerate().take(n_pos) {
         *sj = crate::matmul::dot(q, &k[j * stride..j * stride + hd]) * scale;
@@ -93,6 +94,28 @@ pub fn attend_run(
         crate::matmul::axpy(*w, &v[j * stride..j * stride + hd], &mut st.acc);
     }
     st.m = m_new;
+}
+
+/// gate[i] = SiLU(gate[i]) · up[i] (SwiGLU), with the vector exp: x·σ(x) where σ uses e^{-|x|},
+/// always a softmax-range argument.
+pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    const CHUNK: usize = 64;
+    let mut e = [0f32; CHUNK];
+    for (g, u) in gate.chunks_mut(CHUNK).zip(up.chunks(CHUNK)) {
+        let n = g.len();
+        for (ei, x) in e.iter_mut().zip(g.iter()) {
+            *ei = -x.abs();
+        }
+        exp_in_place(&mut e[..n]);
+        for ((x, ei), ui) in g.iter_mut().zip(&e[..n]).zip(u) {
+            let sig = if *x >= 0.0 {
+                1.0 / (1.0 + ei)
+            } else {
+                ei / (1.0 + ei)
+            };
+            *x = *x * sig * ui;
+        }
+    }
 }
 
 /// exp of one value with the same polynomial as the vector path (so a value's exp never depends on

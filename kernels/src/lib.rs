@@ -21,6 +21,7 @@ pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
 
+pub use attention::silu_mul;
 pub use dispatch::{cpu_features, Isa};
 pub use formats::{BlockQ8, WeightType};
 pub use matmul::{axpy, dot, matmul, matmul_many, Mat, PackedMatrix, WeightMatrix};

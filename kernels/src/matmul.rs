@@ -134,7 +134,9 @@ pub fn matmul_many(ws: &[Mat<'_>], x: &[f32], ys: &mut [&mut [f32]]) {
     // Decode-sized calls are bound by memory bandwidth: one long contiguous stream per thread
     // reads fastest. Larger calls are compute-bound: more chunks balance the load.
     let per_thread = if m < 4 { 1 } else { 4 };
-    let chunk = (total_rows.div_ceil(threads * per_thread)).max(8).next_multiple_of(TW);
+    let chunk = (total_rows.div_ceil(threads * per_thread))
+        .max(8)
+        .next_multiple_of(TW);
     let mut chunks: Vec<(usize, usize, usize)> = Vec::new();
     for (wi, w) in ws.iter().enumerate() {
         let mut j = 0;
@@ -319,21 +321,25 @@ unsafe fn panel_avx2_packed(
     p1: usize,
     put: &mut dyn FnMut(usize, usize, f32),
 ) {
-    use crate::x86::{k2x4_packed, k8x1_packed, Q4_0, Q4_1, Q8_0};
+    use crate::x86::{act_scales4, k2x4_packed, k8x1_packed, Q4_0, Q4_1, Q8_0};
     debug_assert!(j0.is_multiple_of(8));
     let gb = crate::packed::packed_len(ty, 8, nb * QK);
     let group = |j: usize| w.as_ptr().add(j / 8 * gb);
     let act = |i: usize| a.as_ptr().add(i * nb);
     let full = p0 + (p1 - p0) / 4 * 4;
     let mut out = [0f32; 8];
+    let mut sc = Vec::with_capacity(nb);
     for i in (p0..full).step_by(4) {
         let acts = [act(i), act(i + 1), act(i + 2), act(i + 3)];
+        let rows = |c: usize| &a[(i + c) * nb..(i + c + 1) * nb];
+        act_scales4([rows(0), rows(1), rows(2), rows(3)], &mut sc);
+        let scp = sc.as_ptr();
         for j in (j0..j1).step_by(2) {
             let (g, l) = (group(j), j % 8);
             match ty {
-                WeightType::Q4_0 => k2x4_packed::<Q4_0>(g, l, acts, nb, &mut out),
-                WeightType::Q4_1 => k2x4_packed::<Q4_1>(g, l, acts, nb, &mut out),
-                WeightType::Q8_0 => k2x4_packed::<Q8_0>(g, l, acts, nb, &mut out),
+                WeightType::Q4_0 => k2x4_packed::<Q4_0>(g, l, acts, scp, nb, &mut out),
+                WeightType::Q4_1 => k2x4_packed::<Q4_1>(g, l, acts, scp, nb, &mut out),
+                WeightType::Q8_0 => k2x4_packed::<Q8_0>(g, l, acts, scp, nb, &mut out),
                 WeightType::F32 | WeightType::F16 => unreachable!("float weights are not packed"),
             }
             for c in 0..4 {

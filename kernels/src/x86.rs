@@ -286,16 +286,44 @@ pub unsafe fn k8x1_packed<const T: u8>(
     _mm256_storeu_ps(out.as_mut_ptr(), r);
 }
 
-/// [`k2x4`] over rows `l` and `l + 1` of one packed 8-row group (`g` as in [`k8x1_packed`]).
+/// Per-block activation scales of 4 activation rows in the lane order of [`k2x4_packed`]
+/// (lane 2·c + r): `[d_a × 8][s_a × 8]`, computed once per activation group and reused for every
+/// weight row pair.
+pub fn act_scales4(a: [&[BlockQ8]; 4], out: &mut Vec<[f32; 16]>) {
+    out.clear();
+    for b in 0..a[0].len() {
+        let mut v = [0f32; 16];
+        for (c, row) in a.iter().enumerate() {
+            v[2 * c] = row[b].d;
+            v[2 * c + 1] = row[b].d;
+            v[8 + 2 * c] = row[b].s;
+            v[8 + 2 * c + 1] = row[b].s;
+        }
+        out.push(v);
+    }
+}
+
+/// Two f16 at `p` as the f32 pattern [x0, x1, x0, x1, ...] over 8 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn pair_f16(p: *const u8) -> __m256 {
+    let h = _mm_cvtsi32_si128(std::ptr::read_unaligned(p as *const i32));
+    let f = _mm_cvtph_ps(h);
+    _mm256_castpd_ps(_mm256_broadcastsd_pd(_mm_castps_pd(f)))
+}
+
+/// [`k2x4`] over rows `l` and `l + 1` of one packed 8-row group (`g` as in [`k8x1_packed`]);
+/// `sc` holds the activation rows' scales from [`act_scales4`].
 ///
 /// # Safety
-/// As [`k8x1_packed`], `l + 1 < 8`, every `a[c]` holds `nb` blocks.
+/// As [`k8x1_packed`], `l + 1 < 8`, every `a[c]` and `sc` hold `nb` blocks.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn k2x4_packed<const T: u8>(
     g: *const u8,
     l: usize,
     a: [*const BlockQ8; 4],
+    sc: *const [f32; 16],
     nb: usize,
     out: &mut [f32; 8],
 ) {
@@ -306,27 +334,19 @@ pub unsafe fn k2x4_packed<const T: u8>(
         let base = g.add(b * gb);
         let q0 = qs_vec::<T>(base.add(hdr + l * qsz));
         let q1 = qs_vec::<T>(base.add(hdr + (l + 1) * qsz));
-        let ab = [&*a[0].add(b), &*a[1].add(b), &*a[2].add(b), &*a[3].add(b)];
         let mut v = [_mm256_setzero_si256(); 8];
         for c in 0..4 {
-            let y = _mm256_loadu_si256(ab[c].qs.as_ptr() as *const __m256i);
+            let y = _mm256_loadu_si256((*a[c].add(b)).qs.as_ptr() as *const __m256i);
             v[2 * c] = int_dot::<T>(q0, y);
             v[2 * c + 1] = int_dot::<T>(q1, y);
         }
         let isum = _mm256_cvtepi32_ps(reduce8(v));
-        let (d0, d1) = (f16(base.add(2 * l)), f16(base.add(2 * l + 2)));
-        let dw = _mm256_setr_ps(d0, d1, d0, d1, d0, d1, d0, d1);
-        let da = _mm256_setr_ps(
-            ab[0].d, ab[0].d, ab[1].d, ab[1].d, ab[2].d, ab[2].d, ab[3].d, ab[3].d,
-        );
-        acc = _mm256_fmadd_ps(isum, _mm256_mul_ps(dw, da), acc);
+        let scb = (*sc.add(b)).as_ptr();
+        let dw = pair_f16(base.add(2 * l));
+        acc = _mm256_fmadd_ps(isum, _mm256_mul_ps(dw, _mm256_loadu_ps(scb)), acc);
         if T == Q4_1 {
-            let (m0, m1) = (f16(base.add(16 + 2 * l)), f16(base.add(16 + 2 * l + 2)));
-            let mw = _mm256_setr_ps(m0, m1, m0, m1, m0, m1, m0, m1);
-            let s = _mm256_setr_ps(
-                ab[0].s, ab[0].s, ab[1].s, ab[1].s, ab[2].s, ab[2].s, ab[3].s, ab[3].s,
-            );
-            accm = _mm256_fmadd_ps(mw, s, accm);
+            let mw = pair_f16(base.add(16 + 2 * l));
+            accm = _mm256_fmadd_ps(mw, _mm256_loadu_ps(scb.add(8)), accm);
         }
     }
     let r = if T == Q4_1 {

@@ -5,14 +5,14 @@
 //! Three layers:
 //! - [`Constraint`]: what a request asks for (serde-friendly, part of [`Request`](super::Request)).
 //! - [`ConstraintCompiler`]: per model, built once and shared (the token trie over the whole
-//!   vocabulary and llguidance's `ParserFactory`; building it costs tens of milliseconds). Its
+//!   vocabulary and llguidance's `ParserFactory`; about 120 ms for the default model). Its
 //!   token environment ([`TokenEnv`]) tokenizes with our own `tokenizers` 0.23 tokenizer, so forced
 //!   tokens are canonical (toktrie_hf_tokenizers pins tokenizers 0.21 and cannot take it).
 //! - [`ConstraintState`]: per sequence, one llguidance `Matcher`. The engine asks it for the mask
-//!   (ideally while the forward runs, [`ConstraintState::prepare_mask`]), applies the mask to a copy
-//!   of the logits ([`ConstraintState::mask_logits`]), and commits the sampled token
-//!   ([`ConstraintState::commit`]); forced tokens (`":"`, key names) are fast-forwarded
-//!   ([`ConstraintState::take_forced`]).
+//!   ([`ConstraintState::prepare_mask`], on a helper thread during the forward when masks are
+//!   costly), applies the mask to a copy of the logits ([`ConstraintState::mask_logits`]), commits
+//!   the sampled token ([`ConstraintState::commit`]) and fast-forwards the tokens the grammar then
+//!   forces (`":"`, key names: [`ConstraintState::take_forced`]).
 //!
 //! Invariants: the trie is padded to the logits width, so a mask covers every logit and padding
 //! ids are never allowed; end-of-generation tokens are special in the trie (never produced as text)
@@ -29,6 +29,7 @@ use llguidance::{Matcher, ParserFactory};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 use tokenizers::DecoderWrapper;
 
 /// What the output must match. Serialized externally tagged: `{"json_schema": {...}}`,
@@ -110,6 +111,7 @@ impl ConstraintCompiler {
         let mut state = ConstraintState {
             matcher,
             mask: None,
+            last_mask_seconds: 0.0,
             request: request.to_string(),
         };
         state.prepare_mask();
@@ -126,6 +128,9 @@ pub struct ConstraintState {
     matcher: Matcher,
     /// Mask for the next sampled token; `None` until computed, cleared by every commit.
     mask: Option<std::result::Result<SimpleVob, String>>,
+    /// Time the last mask took (the engine decides from it whether to overlap masks with the
+    /// forward).
+    last_mask_seconds: f64,
     request: String,
 }
 
@@ -138,11 +143,18 @@ impl ConstraintState {
     }
 
     /// Compute the mask for the next token unless it is already there. Runs on any thread (the
-    /// engine calls it while the forward that produces this sequence's logits runs).
+    /// engine may call it on a helper thread while the forward that yields the logits runs).
     pub fn prepare_mask(&mut self) {
         if self.mask.is_none() {
+            let t0 = Instant::now();
             self.mask = Some(self.matcher.compute_mask().map_err(|e| e.to_string()));
+            self.last_mask_seconds = t0.elapsed().as_secs_f64();
         }
+    }
+
+    /// How long the last mask took to compute.
+    pub fn last_mask_seconds(&self) -> f64 {
+        self.last_mask_seconds
     }
 
     /// Set the logits of disallowed tokens to -inf. `logits`: (vocab,), a copy of the model's row.
@@ -184,11 +196,6 @@ impl ConstraintState {
             .consume_tokens(&ff)
             .map_err(|e| self.failed(e.to_string()))?;
         Ok((ff, self.matcher.is_stopped()))
-    }
-
-    /// Whether the grammar may end here (EOS is in the mask).
-    pub fn is_accepting(&mut self) -> bool {
-        self.matcher.is_accepting().unwrap_or(false)
     }
 }
 

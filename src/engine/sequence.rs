@@ -90,8 +90,8 @@ impl Sequence {
         self.finish(FinishReason::Length, tok);
     }
 
-    /// Compute the grammar's mask for the next token, if constrained (the engine calls this while
-    /// the forward that yields this sequence's logits runs).
+    /// Compute the grammar's mask for the next token, if constrained (the engine may call this on a
+    /// helper thread while the forward that yields this sequence's logits runs).
     pub fn prepare_mask(&mut self) {
         if let Some(c) = &mut self.constraint {
             c.prepare_mask();

@@ -655,6 +655,13 @@ impl<'g> Judge<'g> {
             ),
             Mode::Holistic => (PromptTemplate::holistic()?, AnswerTokens::digits(encode)?),
         };
+        tracing::info!(
+            "judge: {} mode, template {} ({}), answer tokens {:?}",
+            config.mode,
+            template.name(),
+            template.hash(),
+            tokens.answers
+        );
         Ok(Judge {
             generator,
             config,

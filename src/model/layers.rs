@@ -94,8 +94,14 @@ pub fn apply_rope(
 
 /// SiLU(gate) * up, in place in `gate`.
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
-    for (g, u) in gate.iter_mut().zip(up) {
-        *g = *g / (1.0 + (-*g).exp()) * u;
+    // Rows are independent; split them over the pool for long prefills.
+    let chunk = 16 * 1024;
+    if gate.len() <= chunk {
+        ares_kernels::silu_mul(gate, up);
+    } else {
+        ares_kernels::parallel_chunks_mut(gate, chunk, |i, g| {
+            ares_kernels::silu_mul(g, &up[i * chunk..i * chunk + g.len()]);
+        });
     }
 }
 
