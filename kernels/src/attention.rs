@@ -62,6 +62,38 @@ pub fn attend_run(
         return;
     }
     let hd = q.len();
+    #[cfg(target_arch = "x86_64")]
+    if isa() == Isa::Avx2 && hd.is_multiple_of(8) {
+        debug_assert!(k.len() >= (n_pos - 1) * stride + hd && v.len() >= (n_pos - 1) * stride + hd);
+        let (qp, kp, vp, ap) = (q.as_ptr(), k.as_ptr(), v.as_ptr(), st.acc.as_mut_ptr());
+        // SAFETY: avx2 detected; q and acc hold hd floats, k and v n_pos rows of hd floats
+        // `stride` apart (checked above in debug builds; the caller's contract).
+        unsafe {
+            match hd / 8 {
+                4 => {
+                    return crate::x86::attend_run::<4>(
+                        qp, kp, vp, stride, n_pos, scale, &mut st.m, &mut st.l, ap,
+                    )
+                }
+                8 => {
+                    return crate::x86::attend_run::<8>(
+                        qp, kp, vp, stride, n_pos, scale, &mut st.m, &mut st.l, ap,
+                    )
+                }
+                16 => {
+                    return crate::x86::attend_run::<16>(
+                        qp, kp, vp, stride, n_pos, scale, &mut st.m, &mut st.l, ap,
+                    )
+                }
+                32 => {
+                    return crate::x86::attend_run::<32>(
+                        qp, kp, vp, stride, n_pos, scale, &mut st.m, &mut st.l, ap,
+                    )
+                }
+                _ => {}
+            }
+        }
+    }
     let mut s = [0f32; MAX_RUN];
     let s = &mut s[..(n_pos + 1).min(MAX_RUN)];
     let mut run_max = f32::NEG_INFINITY;

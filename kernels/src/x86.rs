@@ -564,6 +564,80 @@ unsafe fn exp8(x: __m256) -> __m256 {
     _mm256_andnot_ps(tiny, y)
 }
 
+/// One run of the online softmax for a query of `NV * 8` dims (see `crate::attention`): the
+/// query and the output accumulator live in registers for the whole run; scores, their exp (the
+/// correction factor rides in a spare lane) and the weighted V sum are computed in place.
+///
+/// # Safety
+/// avx2, fma, f16c present; `q` and `acc` hold NV·8 floats; `k` and `v` hold `n_pos` rows of
+/// NV·8 floats `stride` apart; `n_pos <= 64`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn attend_run<const NV: usize>(
+    q: *const f32,
+    k: *const f32,
+    v: *const f32,
+    stride: usize,
+    n_pos: usize,
+    scale: f32,
+    m: &mut f32,
+    l: &mut f32,
+    acc: *mut f32,
+) {
+    let mut qv = [_mm256_setzero_ps(); NV];
+    for (i, r) in qv.iter_mut().enumerate() {
+        *r = _mm256_loadu_ps(q.add(8 * i));
+    }
+    let mut s = [0f32; 72];
+    let mut run_max = f32::NEG_INFINITY;
+    for (j, sj_out) in s.iter_mut().enumerate().take(n_pos) {
+        let kj = k.add(j * stride);
+        let mut a0 = _mm256_setzero_ps();
+        let mut a1 = _mm256_setzero_ps();
+        let mut i = 0;
+        while i + 1 < NV {
+            a0 = _mm256_fmadd_ps(qv[i], _mm256_loadu_ps(kj.add(8 * i)), a0);
+            a1 = _mm256_fmadd_ps(qv[i + 1], _mm256_loadu_ps(kj.add(8 * i + 8)), a1);
+            i += 2;
+        }
+        if i < NV {
+            a0 = _mm256_fmadd_ps(qv[i], _mm256_loadu_ps(kj.add(8 * i)), a0);
+        }
+        let sj = hsum(_mm256_add_ps(a0, a1)) * scale;
+        *sj_out = sj;
+        run_max = run_max.max(sj);
+    }
+    let first = *m == f32::NEG_INFINITY;
+    let m_new = m.max(run_max);
+    for sj in s.iter_mut().take(n_pos) {
+        *sj -= m_new;
+    }
+    s[n_pos] = if first { 0.0 } else { *m - m_new };
+    exp_in_place(&mut s[..n_pos + 1]);
+    let corr = if first { 0.0 } else { s[n_pos] };
+    let mut sum = 0f32;
+    for sj in s.iter().take(n_pos) {
+        sum += sj;
+    }
+    *l = *l * corr + sum;
+    let c = _mm256_set1_ps(corr);
+    let mut av = [_mm256_setzero_ps(); NV];
+    for (i, r) in av.iter_mut().enumerate() {
+        *r = _mm256_mul_ps(_mm256_loadu_ps(acc.add(8 * i)), c);
+    }
+    for (j, sj) in s.iter().enumerate().take(n_pos) {
+        let w = _mm256_set1_ps(*sj);
+        let vj = v.add(j * stride);
+        for (i, r) in av.iter_mut().enumerate() {
+            *r = _mm256_fmadd_ps(w, _mm256_loadu_ps(vj.add(8 * i)), *r);
+        }
+    }
+    for (i, r) in av.iter().enumerate() {
+        _mm256_storeu_ps(acc.add(8 * i), *r);
+    }
+    *m = m_new;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
