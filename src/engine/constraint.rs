@@ -24,13 +24,13 @@ use crate::error::{Error, Result};
 use crate::model::tokenizer::Tokenizer;
 use crate::TokenId;
 use llguidance::api::TopLevelGrammar;
-use llguidance::toktrie::{SimpleVob, TokEnv, TokRxInfo, TokTrie, TokenizerEnv};
 use llguidance::{Matcher, ParserFactory};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 use tokenizers::DecoderWrapper;
+use toktrie::{SimpleVob, TokEnv, TokRxInfo, TokTrie, TokenizerEnv};
 
 /// What the output must match. Serialized externally tagged: `{"json_schema": {...}}`,
 /// `{"regex": "(Yes|No)"}`, `{"lark": "start: ..."}`.
