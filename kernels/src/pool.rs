@@ -2,7 +2,15 @@
 //! counter (a decode step issues hundreds of short parallel regions, where waking parked threads
 //! would dominate), then sleep on a condition variable when idle. One parallel region at a time
 //! (a call lock serialises concurrent callers); a region started from inside a task runs inline.
-//! Tasks are handed out by an atomic counter, so faster threads take more of them.
+//! Tasks are handed out by an atomic counter, and the caller returns as soon as every task is
+//! done: it never waits for a worker that has not started (on a busy machine a descheduled worker
+//! simply takes no tasks), which keeps the pool fast when other processes compete for the cores.
+//!
+//! Protocol: `generation` is a seqlock (odd while the caller publishes a job). A worker registers
+//! in `active` and then re-checks the generation before it reads the job; the caller waits for
+//! `active == 0` after making the generation odd and before touching the job, so no worker can
+//! hold a job pointer across a publish. A worker that registers late, after the caller returned,
+//! finds no task left to claim and never calls the (then dangling) job.
 
 use std::cell::{Cell, UnsafeCell};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -12,18 +20,20 @@ type Job = *const (dyn Fn(usize) + Sync);
 
 struct Shared {
     generation: AtomicUsize,
+    active: AtomicUsize,
     next: AtomicUsize,
     n_tasks: AtomicUsize,
-    done: AtomicUsize,
+    finished: AtomicUsize,
     job: UnsafeCell<Option<Job>>,
     sleep: Mutex<usize>,
     wake: Condvar,
     stop: AtomicBool,
 }
 
-// SAFETY: `job` is written only by the caller holding `call` before the generation bump (Release)
-// and read by workers after observing it (Acquire); the pointee outlives the region because `run`
-// waits for every worker to finish before returning.
+// SAFETY: `job`, `n_tasks` and `next` are reset only by the caller holding `call`, between an odd
+// generation and the next even one, while no worker is active (see the module protocol); workers
+// read the job only while registered in `active` under an even, unchanged generation, and call it
+// only for a task index they claimed, which exists only while the caller waits in `run`.
 unsafe impl Sync for Shared {}
 unsafe impl Send for Shared {}
 
@@ -59,9 +69,10 @@ impl Pool {
         let n_threads = n_threads.max(1);
         let shared = Arc::new(Shared {
             generation: AtomicUsize::new(0),
+            active: AtomicUsize::new(0),
             next: AtomicUsize::new(0),
             n_tasks: AtomicUsize::new(0),
-            done: AtomicUsize::new(0),
+            finished: AtomicUsize::new(0),
             job: UnsafeCell::new(None),
             sleep: Mutex::new(0),
             wake: Condvar::new(),
@@ -96,16 +107,23 @@ impl Pool {
         }
         let _guard = self.call.lock().unwrap_or_else(|e| e.into_inner());
         let s = &*self.shared;
-        // SAFETY: see `Shared`; the transmute only erases the lifetime of `f`, which outlives the
-        // region (we wait for all workers below).
+        // Odd generation: publishing. Wait until no worker still holds the previous job.
+        s.generation.fetch_add(1, Ordering::SeqCst);
+        let mut spins = 0u32;
+        while s.active.load(Ordering::SeqCst) != 0 {
+            backoff(&mut spins);
+        }
+        // SAFETY: no worker is active and none can become active until the generation is even
+        // again; the transmute only erases the lifetime of `f`, which outlives every call of it
+        // (calls happen only for claimed tasks, all finished before `run` returns).
         unsafe {
             let job: Job = std::mem::transmute::<&(dyn Fn(usize) + Sync), Job>(f);
             *s.job.get() = Some(job);
         }
-        s.next.store(0, Ordering::Relaxed);
         s.n_tasks.store(n_tasks, Ordering::Relaxed);
-        s.done.store(0, Ordering::Relaxed);
-        s.generation.fetch_add(1, Ordering::Release);
+        s.finished.store(0, Ordering::Relaxed);
+        s.next.store(0, Ordering::Relaxed);
+        s.generation.fetch_add(1, Ordering::SeqCst);
         {
             let sleepers = s.sleep.lock().unwrap_or_else(|e| e.into_inner());
             if *sleepers > 0 {
@@ -115,14 +133,14 @@ impl Pool {
         IN_POOL.with(|p| p.set(true));
         work(s, f);
         IN_POOL.with(|p| p.set(false));
-        let workers = self.n_threads - 1;
         let mut spins = 0u32;
-        while s.done.load(Ordering::Acquire) < workers {
+        while s.finished.load(Ordering::Acquire) < n_tasks {
             backoff(&mut spins);
         }
     }
 }
 
+/// Claim and run tasks until none is left.
 fn work(s: &Shared, f: &(dyn Fn(usize) + Sync)) {
     let n = s.n_tasks.load(Ordering::Relaxed);
     loop {
@@ -131,6 +149,7 @@ fn work(s: &Shared, f: &(dyn Fn(usize) + Sync)) {
             break;
         }
         f(i);
+        s.finished.fetch_add(1, Ordering::Release);
     }
 }
 
@@ -139,32 +158,41 @@ fn worker(s: Arc<Shared>) {
     let mut seen = 0usize;
     loop {
         let mut spins = 0u32;
-        let mut gen = s.generation.load(Ordering::Acquire);
-        while gen == seen {
+        let gen = loop {
+            let g = s.generation.load(Ordering::Acquire);
+            if g != seen && g % 2 == 0 {
+                break g;
+            }
             if spins < SPIN {
                 backoff(&mut spins);
-            } else {
-                let mut sleepers = s.sleep.lock().unwrap_or_else(|e| e.into_inner());
-                gen = s.generation.load(Ordering::Acquire);
-                if gen != seen {
-                    break;
-                }
-                *sleepers += 1;
-                sleepers = s.wake.wait(sleepers).unwrap_or_else(|e| e.into_inner());
-                *sleepers -= 1;
+                continue;
             }
-            gen = s.generation.load(Ordering::Acquire);
-        }
-        seen = gen;
+            let mut sleepers = s.sleep.lock().unwrap_or_else(|e| e.into_inner());
+            let g = s.generation.load(Ordering::Acquire);
+            if (g != seen && g % 2 == 0) || s.stop.load(Ordering::Acquire) {
+                continue;
+            }
+            *sleepers += 1;
+            sleepers = s.wake.wait(sleepers).unwrap_or_else(|e| e.into_inner());
+            *sleepers -= 1;
+            drop(sleepers);
+            spins = 0;
+        };
         if s.stop.load(Ordering::Acquire) {
             return;
         }
-        // SAFETY: the generation bump (Acquire above) publishes `job`; it stays valid until `done`
-        // reaches the worker count, which happens only after this call returns.
-        let job = unsafe { (*s.job.get()).expect("job set before generation bump") };
-        let f: &(dyn Fn(usize) + Sync) = unsafe { &*job };
-        work(&s, f);
-        s.done.fetch_add(1, Ordering::Release);
+        s.active.fetch_add(1, Ordering::SeqCst);
+        if s.generation.load(Ordering::SeqCst) == gen {
+            // SAFETY: registered as active under an even, unchanged generation: the job and task
+            // counters belong to this generation and stay until we deregister (module protocol).
+            let job = unsafe { *s.job.get() };
+            if let Some(job) = job {
+                let f: &(dyn Fn(usize) + Sync) = unsafe { &*job };
+                work(&s, f);
+            }
+            seen = gen;
+        }
+        s.active.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -172,7 +200,7 @@ impl Drop for Pool {
     fn drop(&mut self) {
         let s = &*self.shared;
         s.stop.store(true, Ordering::Release);
-        s.generation.fetch_add(1, Ordering::Release);
+        s.generation.fetch_add(2, Ordering::SeqCst);
         let _sleepers = s.sleep.lock().unwrap_or_else(|e| e.into_inner());
         s.wake.notify_all();
     }
