@@ -160,7 +160,7 @@ fn worker(s: Arc<Shared>) {
         let mut spins = 0u32;
         let gen = loop {
             let g = s.generation.load(Ordering::Acquire);
-            if g != seen && g % 2 == 0 {
+            if g != seen && g.is_multiple_of(2) {
                 break g;
             }
             if spins < SPIN {
@@ -169,7 +169,7 @@ fn worker(s: Arc<Shared>) {
             }
             let mut sleepers = s.sleep.lock().unwrap_or_else(|e| e.into_inner());
             let g = s.generation.load(Ordering::Acquire);
-            if (g != seen && g % 2 == 0) || s.stop.load(Ordering::Acquire) {
+            if (g != seen && g.is_multiple_of(2)) || s.stop.load(Ordering::Acquire) {
                 continue;
             }
             *sleepers += 1;
