@@ -106,30 +106,12 @@ pub fn run_single(
         prompt
     };
     let rx = g.submit(args.request("prompt".into(), Prompt::Text(text)))?;
-    let mut tokens = Vec::new();
-    for ev in rx.iter() {
-        match ev {
-            Event::Token(t) => {
-                let _ = out.write_all(t.text.as_bytes());
-                let _ = out.flush();
-                tokens.push(t);
-            }
-            Event::Error(e) => return Err(e),
-            Event::Done(d) => {
-                let _ = writeln!(out);
-                return Ok(Completion {
-                    id: "prompt".into(),
-                    text: d.text,
-                    tokens,
-                    finish_reason: d.finish_reason,
-                    usage: d.usage,
-                    prompt_seconds: d.prompt_seconds,
-                    decode_seconds: d.decode_seconds,
-                });
-            }
-        }
-    }
-    Err(Error::EngineStopped)
+    let done = crate::engine::generator::collect_streaming("prompt".into(), rx, |t| {
+        let _ = out.write_all(t.text.as_bytes());
+        let _ = out.flush();
+    });
+    let _ = writeln!(out);
+    done
 }
 
 /// One line of an --input file.

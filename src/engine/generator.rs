@@ -34,10 +34,22 @@ pub trait Generator: Send + Sync {
 
 /// Drain a request's events into a [`Completion`].
 pub fn collect(id: String, rx: Receiver<Event>) -> Result<Completion> {
+    collect_streaming(id, rx, |_| {})
+}
+
+/// Like [`collect`], calling `on_token` for every token as it arrives (streaming output).
+pub fn collect_streaming(
+    id: String,
+    rx: Receiver<Event>,
+    mut on_token: impl FnMut(&TokenOutput),
+) -> Result<Completion> {
     let mut tokens: Vec<TokenOutput> = Vec::new();
     for ev in rx.iter() {
         match ev {
-            Event::Token(t) => tokens.push(t),
+            Event::Token(t) => {
+                on_token(&t);
+                tokens.push(t);
+            }
             Event::Error(e) => return Err(e),
             Event::Done(d) => {
                 return Ok(Completion {
