@@ -49,7 +49,10 @@ impl fmt::Display for Case {
         let ty = match self.ty {
             WeightType::Q4_0 => "q4_0",
             WeightType::Q4_1 => "q4_1",
+            WeightType::Q5_0 => "q5_0",
             WeightType::Q8_0 => "q8_0",
+            WeightType::Q4_K => "q4_k",
+            WeightType::Q6_K => "q6_k",
             WeightType::F16 => "f16",
             WeightType::F32 => "f32",
         };
@@ -89,7 +92,10 @@ fn ggml_dtype(ty: WeightType) -> GgmlDType {
     match ty {
         WeightType::Q4_0 => GgmlDType::Q4_0,
         WeightType::Q4_1 => GgmlDType::Q4_1,
+        WeightType::Q5_0 => GgmlDType::Q5_0,
         WeightType::Q8_0 => GgmlDType::Q8_0,
+        WeightType::Q4_K => GgmlDType::Q4K,
+        WeightType::Q6_K => GgmlDType::Q6K,
         WeightType::F16 => GgmlDType::F16,
         WeightType::F32 => GgmlDType::F32,
     }

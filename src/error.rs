@@ -15,7 +15,7 @@ pub enum Error {
         arch: String,
         supported: String,
     },
-    #[error("{path}: tensor {name} has unsupported type {dtype} (supported: F32, F16, Q4_0, Q4_1, Q8_0)")]
+    #[error("{path}: tensor {name} has unsupported type {dtype} (supported: F32, F16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K)")]
     UnsupportedQuantization {
         path: PathBuf,
         name: String,

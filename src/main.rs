@@ -5,6 +5,7 @@ use anyhow::{Context, Result};
 use ares::cli::bench::BenchArgs;
 use ares::cli::generate::{run_file, run_single, GenerateArgs};
 use ares::cli::judge::JudgeArgs;
+use ares::cli::rubric::RubricArgs;
 use ares::cli::ModelArgs;
 use ares::engine::EngineHandle;
 use ares::model::registry::Registry;
@@ -63,6 +64,14 @@ enum Command {
         model: ModelArgs,
         #[command(flatten)]
         args: Box<JudgeArgs>,
+    },
+    /// Write a weighted rubric (3-12 criteria) for each question of a JSONL file, in one
+    /// constrained generation per question; one status record per input line.
+    Rubric {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        args: Box<RubricArgs>,
     },
 }
 
@@ -149,7 +158,46 @@ fn run(cli: Cli) -> Result<Outcome> {
         Command::Generate { model, args } => generate(cli.verbose, &model, &args),
         Command::Bench { model, args } => bench(&model, &args),
         Command::Judge { model, args } => judge(&model, &args),
+        Command::Rubric { model, args } => rubric(&model, &args),
     }
+}
+
+fn rubric(margs: &ModelArgs, args: &RubricArgs) -> Result<Outcome> {
+    if margs.threads > 0 {
+        ares_kernels::set_num_threads(margs.threads);
+    }
+    let path =
+        resolve(&margs.model, &download_bar()).with_context(|| format!("model {}", margs.model))?;
+    let loaded = ares::model::load(&path).with_context(|| format!("loading {}", path.display()))?;
+    let sha = loaded.sha256().context("hashing the model file")?;
+    let engine = EngineHandle::start(&loaded, margs.engine_config())?;
+    let report = ares::cli::rubric::run(args, &engine, &sha).context("rubric")?;
+    for r in &report.failed {
+        eprintln!(
+            "line {} ({}): {:?}: {}",
+            r.line,
+            r.id.as_deref().unwrap_or("-"),
+            r.status,
+            r.error.as_deref().unwrap_or("")
+        );
+    }
+    eprintln!(
+        "rubric: {} questions: {} ok, {} failed; {} generated tokens in {:.2} s ({:.2} s per question); template {}; output {}, status {}",
+        report.lines,
+        report.ok,
+        report.failed.len(),
+        report.completion_tokens,
+        report.seconds,
+        report.seconds / report.lines.max(1) as f64,
+        report.template_hash,
+        args.out.display(),
+        report.status_path.display(),
+    );
+    Ok(if report.failed.is_empty() {
+        Outcome::Ok
+    } else {
+        Outcome::SomeFailed
+    })
 }
 
 fn judge(margs: &ModelArgs, args: &JudgeArgs) -> Result<Outcome> {

@@ -68,13 +68,13 @@ fn unknown_architecture_is_a_clear_error() {
 fn unsupported_quantization_is_a_clear_error() {
     let (_d, p) = tiny_model(
         &TinySpec {
-            matrix_type: GgmlDType::Q5_0,
+            matrix_type: GgmlDType::Q5_1,
             ..TinySpec::default()
         },
         1,
     );
     let o = ares(&["generate", "-m", p.to_str().expect("utf8"), "hi"]);
-    assert_fatal(&o, &["tiny.gguf", "unsupported type Q5_0"]);
+    assert_fatal(&o, &["tiny.gguf", "unsupported type Q5_1"]);
 }
 
 #[test]

@@ -4,6 +4,8 @@
 mod cli;
 mod common;
 mod constrained;
+mod gemma;
 mod golden;
 mod invariants;
 mod judge;
+mod rubric;

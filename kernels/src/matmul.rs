@@ -110,6 +110,11 @@ pub fn matmul_many(ws: &[Mat<'_>], x: &[f32], ys: &mut [&mut [f32]]) {
     let m = x.len() / k;
     for (w, y) in ws.iter().zip(ys.iter()) {
         assert_eq!(w.k(), k, "all weights of matmul_many share k");
+        assert!(
+            k.is_multiple_of(w.ty().block_size()),
+            "k={k} is not a multiple of {:?}'s block size",
+            w.ty()
+        );
         assert_eq!(y.len(), m * w.n(), "y must be m × n");
         match w {
             Mat::Rows(w) => assert!(
@@ -255,6 +260,16 @@ unsafe fn panel_avx2(
     put: &mut dyn FnMut(usize, usize, f32),
 ) {
     use crate::x86::{k2x4, k8x1, Q4_0, Q4_1, Q8_0};
+    if let Some(dot) = avx2_pair_dot(ty) {
+        // Formats without a tiled kernel: one per-pair dot for every (i, j), whatever the batch.
+        for j in j0..j1 {
+            let wr = &w[j * rb..(j + 1) * rb];
+            for i in p0..p1 {
+                put(i, j, dot(wr, &a[i * nb..(i + 1) * nb]));
+            }
+        }
+        return;
+    }
     let row = |j: usize| w.as_ptr().add(j * rb);
     let act = |i: usize| a.as_ptr().add(i * nb);
     let full = p0 + (p1 - p0) / 4 * 4;
@@ -271,6 +286,9 @@ unsafe fn panel_avx2(
                 WeightType::Q8_0 => k2x4::<Q8_0>(row(j), row(j_second), acts, nb, &mut out),
                 WeightType::F32 | WeightType::F16 => {
                     unreachable!("float weights take the f32 path")
+                }
+                WeightType::Q5_0 | WeightType::Q4_K | WeightType::Q6_K => {
+                    unreachable!("formats without a tiled kernel take avx2_pair_dot")
                 }
             }
             for c in 0..4 {
@@ -293,6 +311,9 @@ unsafe fn panel_avx2(
                 WeightType::Q8_0 => k8x1::<Q8_0>(row(j), rb, rows, act(i), nb, &mut out),
                 WeightType::F32 | WeightType::F16 => {
                     unreachable!("float weights take the f32 path")
+                }
+                WeightType::Q5_0 | WeightType::Q4_K | WeightType::Q6_K => {
+                    unreachable!("formats without a tiled kernel take avx2_pair_dot")
                 }
             }
             for (r, v) in out.iter().enumerate().take((j1 - j).min(8)) {
@@ -340,7 +361,11 @@ unsafe fn panel_avx2_packed(
                 WeightType::Q4_0 => k2x4_packed::<Q4_0>(g, l, acts, scp, nb, &mut out),
                 WeightType::Q4_1 => k2x4_packed::<Q4_1>(g, l, acts, scp, nb, &mut out),
                 WeightType::Q8_0 => k2x4_packed::<Q8_0>(g, l, acts, scp, nb, &mut out),
-                WeightType::F32 | WeightType::F16 => unreachable!("float weights are not packed"),
+                WeightType::F32
+                | WeightType::F16
+                | WeightType::Q5_0
+                | WeightType::Q4_K
+                | WeightType::Q6_K => unreachable!("only Q4_0, Q4_1 and Q8_0 are packable"),
             }
             for c in 0..4 {
                 put(i + c, j, out[2 * c]);
@@ -356,7 +381,11 @@ unsafe fn panel_avx2_packed(
                 WeightType::Q4_0 => k8x1_packed::<Q4_0>(group(j), act(i), nb, &mut out),
                 WeightType::Q4_1 => k8x1_packed::<Q4_1>(group(j), act(i), nb, &mut out),
                 WeightType::Q8_0 => k8x1_packed::<Q8_0>(group(j), act(i), nb, &mut out),
-                WeightType::F32 | WeightType::F16 => unreachable!("float weights are not packed"),
+                WeightType::F32
+                | WeightType::F16
+                | WeightType::Q5_0
+                | WeightType::Q4_K
+                | WeightType::Q6_K => unreachable!("only Q4_0, Q4_1 and Q8_0 are packable"),
             }
             for (r, v) in out.iter().enumerate().take((j1 - j).min(8)) {
                 put(i, j + r, *v);
@@ -368,11 +397,27 @@ unsafe fn panel_avx2_packed(
 type QDot = fn(&[u8], &[BlockQ8]) -> f32;
 type FDot = fn(&[u8], &[f32]) -> f32;
 
+/// The AVX2 per-pair dot of the formats that have no tiled kernel (`None` for those that do).
+#[cfg(target_arch = "x86_64")]
+fn avx2_pair_dot(ty: WeightType) -> Option<QDot> {
+    match ty {
+        // SAFETY (all three): only called from panel_avx2, whose caller detected the features;
+        // the row holds the blocks of `a` (checked by the functions' asserts).
+        WeightType::Q5_0 => Some(|w, a| unsafe { crate::x86::dot_q5_0(w, a) }),
+        WeightType::Q4_K => Some(|w, a| unsafe { crate::x86::dot_q4_k(w, a) }),
+        WeightType::Q6_K => Some(|w, a| unsafe { crate::x86::dot_q6_k(w, a) }),
+        _ => None,
+    }
+}
+
 fn scalar_qdot(ty: WeightType) -> QDot {
     match ty {
         WeightType::Q4_0 => scalar::dot_q4_0,
         WeightType::Q4_1 => scalar::dot_q4_1,
+        WeightType::Q5_0 => scalar::dot_q5_0,
         WeightType::Q8_0 => scalar::dot_q8_0,
+        WeightType::Q4_K => scalar::dot_q4_k,
+        WeightType::Q6_K => scalar::dot_q6_k,
         WeightType::F32 | WeightType::F16 => unreachable!("float weights use fdot_for"),
     }
 }
@@ -416,7 +461,7 @@ pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::formats::dequantize_row;
+    use crate::formats::{dequantize_row, QK_K};
     use rand::{Rng, SeedableRng};
 
     fn random_matrix(rng: &mut rand::rngs::StdRng, ty: WeightType, n: usize, k: usize) -> Vec<u8> {
@@ -425,7 +470,9 @@ mod tests {
         let bs = ty.type_size();
         let scales: &[usize] = match ty {
             WeightType::Q4_1 => &[0, 2],
-            WeightType::Q4_0 | WeightType::Q8_0 => &[0],
+            WeightType::Q4_0 | WeightType::Q5_0 | WeightType::Q8_0 => &[0],
+            WeightType::Q4_K => &[0, 2],
+            WeightType::Q6_K => &[208],
             WeightType::F16 => &[],
             WeightType::F32 => &[],
         };
@@ -468,15 +515,18 @@ mod tests {
             WeightType::Q4_0,
             WeightType::Q4_1,
             WeightType::Q8_0,
+            WeightType::Q5_0,
+            WeightType::Q4_K,
+            WeightType::Q6_K,
             WeightType::F16,
             WeightType::F32,
         ] {
-            for (m, n, k) in [
-                (1usize, 1usize, 32usize),
-                (3, 17, 64),
-                (5, 33, 576),
-                (1, 70, 1536),
-            ] {
+            let shapes: &[(usize, usize, usize)] = if ty.block_size() == QK_K {
+                &[(1, 1, 256), (3, 17, 512), (5, 33, 768), (1, 70, 2048)]
+            } else {
+                &[(1, 1, 32), (3, 17, 64), (5, 33, 576), (1, 70, 1536)]
+            };
+            for &(m, n, k) in shapes {
                 let data = random_matrix(&mut rng, ty, n, k);
                 let w = WeightMatrix {
                     ty,
@@ -582,21 +632,27 @@ mod tests {
     #[test]
     fn matmul_rows_do_not_depend_on_batch() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
-        let (n, k) = (40, 96);
-        let data = random_matrix(&mut rng, WeightType::Q4_1, n, k);
-        let w = WeightMatrix {
-            ty: WeightType::Q4_1,
-            n,
-            k,
-            data: &data,
-        };
-        let x: Vec<f32> = (0..7 * k).map(|_| rng.gen_range(-2.0f32..2.0)).collect();
-        let mut all = vec![0f32; 7 * n];
-        matmul(&w, &x, &mut all);
-        for i in 0..7 {
-            let mut one = vec![0f32; n];
-            matmul(&w, &x[i * k..(i + 1) * k], &mut one);
-            assert_eq!(&all[i * n..(i + 1) * n], &one[..], "row {i}");
+        for (ty, n, k) in [
+            (WeightType::Q4_1, 40, 96),
+            (WeightType::Q5_0, 40, 96),
+            (WeightType::Q4_K, 37, 512),
+            (WeightType::Q6_K, 37, 512),
+        ] {
+            let data = random_matrix(&mut rng, ty, n, k);
+            let w = WeightMatrix {
+                ty,
+                n,
+                k,
+                data: &data,
+            };
+            let x: Vec<f32> = (0..7 * k).map(|_| rng.gen_range(-2.0f32..2.0)).collect();
+            let mut all = vec![0f32; 7 * n];
+            matmul(&w, &x, &mut all);
+            for i in 0..7 {
+                let mut one = vec![0f32; n];
+                matmul(&w, &x[i * k..(i + 1) * k], &mut one);
+                assert_eq!(&all[i * n..(i + 1) * n], &one[..], "{ty:?} row {i}");
+            }
         }
     }
 }

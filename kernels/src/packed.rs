@@ -18,7 +18,11 @@ fn geometry(ty: WeightType) -> (usize, usize, usize, usize) {
         WeightType::Q4_0 => (144, 16, 16, 1),
         WeightType::Q4_1 => (160, 32, 16, 2),
         WeightType::Q8_0 => (272, 16, 32, 1),
-        WeightType::F32 | WeightType::F16 => unreachable!("float weights are not packed"),
+        WeightType::F32
+        | WeightType::F16
+        | WeightType::Q5_0
+        | WeightType::Q4_K
+        | WeightType::Q6_K => unreachable!("only Q4_0, Q4_1 and Q8_0 are packable"),
     }
 }
 

@@ -395,6 +395,158 @@ pub unsafe fn dot_q8_0(w: &[u8], a: &[BlockQ8]) -> f32 {
     dot_blocks::<Q8_0>(w, a)
 }
 
+/// Exact i32 partial sums of Σ q·y for signed weights `q` (|q| < 128) and activations `y`:
+/// maddubs needs an unsigned operand, so it takes |q| and moves q's sign onto y.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn signed_dot(q: __m256i, y: __m256i) -> __m256i {
+    _mm256_madd_epi16(
+        _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q)),
+        _mm256_set1_epi16(1),
+    )
+}
+
+/// Bit e of the 4 bytes at `p` as byte e of the result: 0xFF where set, 0 where clear
+/// (ggml's `bytes_from_bits_32`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn bytes_from_bits_32(p: *const u8) -> __m256i {
+    // SAFETY: caller guarantees 4 readable bytes at p.
+    let x = std::ptr::read_unaligned(p as *const i32);
+    let shuf = _mm256_set_epi64x(
+        0x0303_0303_0303_0303,
+        0x0202_0202_0202_0202,
+        0x0101_0101_0101_0101,
+        0,
+    );
+    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x), shuf);
+    let bit_mask = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe);
+    _mm256_cmpeq_epi8(_mm256_or_si256(bytes, bit_mask), _mm256_set1_epi64x(-1))
+}
+
+/// AVX2 version of [`crate::scalar::dot_q5_0`]: per block the exact integer dot as 8 lanes,
+/// accumulated with one fma by d·d_a.
+///
+/// # Safety
+/// The CPU must support avx2, fma and f16c; `w` holds `a.len()` Q5_0 blocks (22 bytes).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q5_0(w: &[u8], a: &[BlockQ8]) -> f32 {
+    assert!(w.len() >= a.len() * 22, "Q5_0 row too short");
+    let mut acc = _mm256_setzero_ps();
+    for (b, ab) in a.iter().enumerate() {
+        // SAFETY: block b (22 bytes) is within w (asserted above).
+        let blk = w.as_ptr().add(b * 22);
+        let hb = _mm256_and_si256(bytes_from_bits_32(blk.add(2)), _mm256_set1_epi8(0x10));
+        let q = _mm256_sub_epi8(
+            _mm256_or_si256(nibbles(blk.add(6)), hb),
+            _mm256_set1_epi8(16),
+        );
+        let y = _mm256_loadu_si256(ab.qs.as_ptr() as *const __m256i);
+        let p = _mm256_cvtepi32_ps(signed_dot(q, y));
+        acc = _mm256_fmadd_ps(p, _mm256_set1_ps(f16(blk) * ab.d), acc);
+    }
+    hsum(acc)
+}
+
+/// AVX2 version of [`crate::scalar::dot_q4_k`]: per 32-element sub-block j the exact integer
+/// dot of its unsigned nibbles with activation block j, accumulated with one fma by
+/// d·sc_j·d_a; the mins term Σ_j (dmin·m_j)·s_a,j is summed in scalar.
+///
+/// # Safety
+/// The CPU must support avx2, fma and f16c; `a.len()` is a multiple of 8 and `w` holds
+/// `a.len() / 8` Q4_K super-blocks (144 bytes).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q4_k(w: &[u8], a: &[BlockQ8]) -> f32 {
+    assert!(
+        a.len().is_multiple_of(8) && w.len() >= a.len() / 8 * 144,
+        "Q4_K row too short"
+    );
+    let ones = _mm256_set1_epi16(1);
+    let low = _mm256_set1_epi8(0x0F);
+    let mut acc = _mm256_setzero_ps();
+    let mut mins = 0f32;
+    for (sb, acts) in a.chunks_exact(8).enumerate() {
+        let bytes = &w[sb * 144..(sb + 1) * 144];
+        let blk = bytes.as_ptr();
+        let (d, dmin) = (f16(blk), f16(blk.add(2)));
+        for c in 0..4 {
+            // SAFETY: bytes 16 + 32c .. 48 + 32c are within the 144-byte super-block.
+            let raw = _mm256_loadu_si256(blk.add(16 + 32 * c) as *const __m256i);
+            let halves = [
+                _mm256_and_si256(raw, low),
+                _mm256_and_si256(_mm256_srli_epi16(raw, 4), low),
+            ];
+            for (h, q) in halves.into_iter().enumerate() {
+                let j = 2 * c + h;
+                let ab = &acts[j];
+                let (sc, m) = crate::formats::scale_min_k4(j, &bytes[4..16]);
+                let y = _mm256_loadu_si256(ab.qs.as_ptr() as *const __m256i);
+                let p = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(q, y), ones));
+                acc = _mm256_fmadd_ps(p, _mm256_set1_ps(d * sc as f32 * ab.d), acc);
+                mins += dmin * m as f32 * ab.s;
+            }
+        }
+    }
+    hsum(acc) - mins
+}
+
+/// AVX2 version of [`crate::scalar::dot_q6_k`]: per activation block the signed 6-bit values
+/// (q − 32) are multiplied exactly, the 16-bit pair sums of each half weighted by that half's
+/// i8 scale in the same madd, then accumulated with one fma by d·d_a.
+///
+/// # Safety
+/// The CPU must support avx2, fma and f16c; `a.len()` is a multiple of 8 and `w` holds
+/// `a.len() / 8` Q6_K super-blocks (210 bytes).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q6_k(w: &[u8], a: &[BlockQ8]) -> f32 {
+    assert!(
+        a.len().is_multiple_of(8) && w.len() >= a.len() / 8 * 210,
+        "Q6_K row too short"
+    );
+    let low = _mm256_set1_epi8(0x0F);
+    let two = _mm256_set1_epi8(3);
+    let mut acc = _mm256_setzero_ps();
+    for (sb, acts) in a.chunks_exact(8).enumerate() {
+        let bytes = &w[sb * 210..(sb + 1) * 210];
+        let blk = bytes.as_ptr();
+        let d = f16(blk.add(208));
+        for h in 0..2 {
+            // SAFETY: ql (0..128), qh (128..192) and the scales (192..208) are in the block.
+            let ql0 = _mm256_loadu_si256(blk.add(64 * h) as *const __m256i);
+            let ql1 = _mm256_loadu_si256(blk.add(64 * h + 32) as *const __m256i);
+            let qh = _mm256_loadu_si256(blk.add(128 + 32 * h) as *const __m256i);
+            // Quarter p: low nibbles of ql0, ql1, then high nibbles; bits 2p..2p+2 of qh.
+            let lo = [
+                _mm256_and_si256(ql0, low),
+                _mm256_and_si256(ql1, low),
+                _mm256_and_si256(_mm256_srli_epi16(ql0, 4), low),
+                _mm256_and_si256(_mm256_srli_epi16(ql1, 4), low),
+            ];
+            let hi = [
+                qh,
+                _mm256_srli_epi16(qh, 2),
+                _mm256_srli_epi16(qh, 4),
+                _mm256_srli_epi16(qh, 6),
+            ];
+            for p in 0..4 {
+                let b = 4 * h + p;
+                let ab = &acts[b];
+                let hb = _mm256_slli_epi16(_mm256_and_si256(hi[p], two), 4);
+                let q = _mm256_sub_epi8(_mm256_or_si256(lo[p], hb), _mm256_set1_epi8(32));
+                let y = _mm256_loadu_si256(ab.qs.as_ptr() as *const __m256i);
+                let prod = _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q));
+                let sc = _mm256_set_m128i(
+                    _mm_set1_epi16(bytes[192 + 2 * b + 1] as i8 as i16),
+                    _mm_set1_epi16(bytes[192 + 2 * b] as i8 as i16),
+                );
+                let p32 = _mm256_cvtepi32_ps(_mm256_madd_epi16(prod, sc));
+                acc = _mm256_fmadd_ps(p32, _mm256_set1_ps(d * ab.d), acc);
+            }
+        }
+    }
+    hsum(acc)
+}
+
 /// AVX2 version of [`crate::scalar::dot`] (any length).
 ///
 /// # Safety
@@ -704,6 +856,44 @@ mod tests {
                     close(s, v, mag * 10.0),
                     "q8_0 n_blocks={n_blocks}: {s} vs {v}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn k_quant_and_q5_0_dots_match_scalar_on_awkward_sizes() {
+        if !avx2() {
+            return;
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+        // Super-blocks for the k-quants (8 activation blocks each), plain blocks for Q5_0.
+        for n_sb in [1usize, 2, 3, 5, 8, 11] {
+            let n_blocks = 8 * n_sb;
+            let x: Vec<f32> = (0..n_blocks * QK)
+                .map(|_| rng.gen_range(-3.0f32..3.0))
+                .collect();
+            let mut a = vec![BlockQ8::default(); n_blocks];
+            quantize_row_q8(&x, &mut a);
+            let mag: f32 = x.iter().map(|v| v.abs()).sum::<f32>();
+            let w50 = random_blocks(&mut rng, n_blocks, 22, &[0]);
+            let w4k = random_blocks(&mut rng, n_sb, 144, &[0, 2]);
+            let w6k = random_blocks(&mut rng, n_sb, 210, &[208]);
+            // SAFETY: features checked above; each row holds the blocks of `a`.
+            unsafe {
+                let (s, v) = (scalar::dot_q5_0(&w50, &a), dot_q5_0(&w50, &a));
+                assert!(close(s, v, mag), "q5_0 n_blocks={n_blocks}: {s} vs {v}");
+                // Scales up to 63 (Q4_K: sc and m) and 128 (Q6_K) multiply the magnitude.
+                let (s, v) = (scalar::dot_q4_k(&w4k, &a), dot_q4_k(&w4k, &a));
+                assert!(close(s, v, mag * 63.0), "q4_k n_sb={n_sb}: {s} vs {v}");
+                let (s, v) = (scalar::dot_q6_k(&w6k, &a), dot_q6_k(&w6k, &a));
+                assert!(close(s, v, mag * 128.0), "q6_k n_sb={n_sb}: {s} vs {v}");
+            }
+            // Q5_0 on an odd number of blocks too.
+            let odd = n_blocks - 3;
+            // SAFETY: as above.
+            unsafe {
+                let (s, v) = (scalar::dot_q5_0(&w50, &a[..odd]), dot_q5_0(&w50, &a[..odd]));
+                assert!(close(s, v, mag), "q5_0 n_blocks={odd}: {s} vs {v}");
             }
         }
     }

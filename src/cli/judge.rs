@@ -18,8 +18,7 @@ use crate::judge::judge::{
 use crate::judge::{Aggregator, Format};
 use crate::model::tokenizer::Tokenizer;
 
-/// `--mode`. `generate` (a rationale, then a constrained JSON verdict) is not offered yet: it
-/// needs constrained generation on requests.
+/// `--mode`.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ModeArg {
     /// One forward per criterion; P(yes) from the Yes/No token probabilities, renormalised.
@@ -27,6 +26,9 @@ pub enum ModeArg {
     /// One forward per response with the whole rubric; expected 0-9 score from the digit
     /// probabilities, normalised to [0, 1].
     Holistic,
+    /// One constrained generation per criterion: a short reason, then a JSON yes/no verdict
+    /// (hard verdicts; one retry when the output does not parse).
+    Generate,
 }
 
 /// `--aggregator`.
@@ -69,7 +71,7 @@ pub struct JudgeArgs {
     /// Verdict mode.
     #[arg(long, value_enum, default_value_t = ModeArg::Logprob)]
     pub mode: ModeArg,
-    /// How per-criterion verdicts become the reward (logprob mode).
+    /// How per-criterion verdicts become the reward (logprob and generate modes).
     #[arg(long, value_enum, default_value_t = AggregatorArg::Rar)]
     pub aggregator: AggregatorArg,
     /// Hard 0/1 verdicts (p_yes >= 0.5) instead of soft p_yes; holistic: the most likely score.
@@ -94,6 +96,7 @@ impl JudgeArgs {
             mode: match self.mode {
                 ModeArg::Logprob => Mode::Logprob,
                 ModeArg::Holistic => Mode::Holistic,
+                ModeArg::Generate => Mode::Generate,
             },
             aggregator: match self.aggregator {
                 AggregatorArg::Rar => Aggregator::RarExplicit,

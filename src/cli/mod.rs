@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod generate;
 pub mod judge;
+pub mod rubric;
 
 use crate::engine::EngineConfig;
 use clap::Args;

@@ -235,7 +235,9 @@ pub struct TokenEnv {
 impl TokenEnv {
     pub fn new(tok: &Tokenizer, n_logits: usize) -> Result<Self> {
         let err = |reason: String| Error::Tokenizer(format!("constrained decoding: {reason}"));
-        let inner = tok.inner();
+        let inner = tok
+            .inner()
+            .ok_or_else(|| err("constrained generation needs a byte-level BPE tokenizer".into()))?;
         let kind = decoder_kind(inner.get_decoder()).ok_or_else(|| {
             err("the tokenizer's decoder is neither ByteLevel nor ByteFallback".into())
         })?;

@@ -11,8 +11,12 @@
 //!   next-token distribution over the digits 0-9 (see the template for why not 1-10); the digit d
 //!   is the 1-10 score d + 1, and the reward is its expectation normalised by
 //!   [`holistic_expected`] (with `hard`, the most likely digit through [`holistic`]).
-//! - `generate` (rationale, then a constrained JSON verdict) is not here yet: it needs
-//!   constrained generation on `Request`, which is being added separately.
+//! - `generate`: one prompt per criterion (`templates/judge_generate.txt`), decoded under the JSON
+//!   schema [`verdict_schema`] (`{"reason": string of at most 200 characters, "verdict": "yes" |
+//!   "no"}`, reason first so the verdict follows the rationale). The verdict is hard. The output
+//!   matches the schema by construction; if it still does not parse (cut off at the token limit),
+//!   the criterion is tried once more with twice the token budget and is otherwise
+//!   `judge_unparseable`, never a silent 0.
 //!
 //! Verdict tokens: "Yes", " Yes", "yes", " yes" and the same for "No" (digits "0".."9" and " 0"..
 //! " 9" in holistic mode), each kept only if the tokenizer encodes it as exactly one token; the
@@ -42,6 +46,7 @@ use crossbeam_channel::Receiver;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::engine::constraint::Constraint;
 use crate::engine::generator::collect;
 use crate::engine::{Event, Generator, Prompt, Request};
 use crate::error::Error as EngineError;
@@ -62,6 +67,48 @@ pub const NO_SPELLINGS: [&str; 4] = ["No", " No", "no", " no"];
 
 /// Default bound on requests submitted and not yet collected.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
+
+/// Generate mode: the longest `reason` the schema allows, in characters.
+pub const REASON_MAX_CHARS: usize = 200;
+
+/// Generate mode: token budget of one verdict. The JSON is at most about 240 characters, and
+/// a token is at least one character, so the constrained output always fits.
+pub const GENERATE_MAX_TOKENS: usize = 256;
+
+/// Generate mode: retries of a criterion whose output did not parse (with twice the budget).
+pub const GENERATE_RETRIES: usize = 1;
+
+/// The JSON schema of a generate-mode verdict: `{"reason": string, "verdict": "yes" | "no"}`,
+/// reason first.
+pub fn verdict_schema() -> Value {
+    serde_json::json!({
+        "type": "object",
+        "properties": {
+            "reason": {"type": "string", "maxLength": REASON_MAX_CHARS},
+            "verdict": {"type": "string", "enum": ["yes", "no"]}
+        },
+        "required": ["reason", "verdict"],
+        "additionalProperties": false
+    })
+}
+
+/// A parsed generate-mode verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+struct GeneratedVerdict {
+    reason: String,
+    verdict: String,
+}
+
+/// The verdict and reason of a generate-mode output, or why it is unusable.
+pub fn parse_generated_verdict(text: &str) -> Result<(bool, String), String> {
+    let v: GeneratedVerdict = serde_json::from_str(text.trim())
+        .map_err(|e| format!("verdict JSON does not parse ({e}): {text:?}"))?;
+    match v.verdict.trim().to_ascii_lowercase().as_str() {
+        "yes" => Ok((true, v.reason)),
+        "no" => Ok((false, v.reason)),
+        other => Err(format!("verdict {other:?} is neither yes nor no")),
+    }
+}
 
 /// Errors that stop a whole judge job (per-response problems are record statuses instead).
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +145,7 @@ pub enum JudgeError {
 pub enum Mode {
     Logprob,
     Holistic,
+    Generate,
 }
 
 impl Mode {
@@ -105,6 +153,7 @@ impl Mode {
         match self {
             Mode::Logprob => "logprob",
             Mode::Holistic => "holistic",
+            Mode::Generate => "generate",
         }
     }
 }
@@ -122,7 +171,8 @@ pub enum Status {
     /// Judged; `reward` is set.
     Ok,
     /// The judge's output could not be turned into a verdict (no probability on the verdict
-    /// tokens, or less than `min_verdict_mass`).
+    /// tokens, or less than `min_verdict_mass`; generate mode: JSON that did not parse after the
+    /// retry).
     JudgeUnparseable,
     /// The prompt with this response does not fit the model's context (`--ctx`).
     ResponseTooLong,
@@ -533,6 +583,9 @@ pub struct CriterionVerdict {
     /// P(yes tokens) + P(no tokens) before renormalising: how much the judge wanted to answer
     /// with a verdict at all.
     pub verdict_mass: Option<f64>,
+    /// Generate mode: the judge's rationale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Holistic mode's score distribution in a record.
@@ -636,6 +689,10 @@ struct Slot<'a> {
     item: Option<&'a RubricItem>,
     /// Requested log-probs per request (criteria in rubric order, or the one holistic prompt).
     results: Vec<Option<Vec<(TokenId, f32)>>>,
+    /// Generate mode: per criterion, the parsed verdict and reason, or why there is none.
+    generated: Vec<Option<Result<(bool, String), String>>>,
+    /// Generate mode: the prompt of each criterion, kept for the retry.
+    prompts: Vec<String>,
     remaining: usize,
 }
 
@@ -654,6 +711,9 @@ impl<'g> Judge<'g> {
                 AnswerTokens::verdicts(encode)?,
             ),
             Mode::Holistic => (PromptTemplate::holistic()?, AnswerTokens::digits(encode)?),
+            // The verdict tokens are not read in generate mode; they are kept so that
+            // `answer_tokens` means the same in both per-criterion modes.
+            Mode::Generate => (PromptTemplate::generate()?, AnswerTokens::verdicts(encode)?),
         };
         tracing::info!(
             "judge: {} mode, template {} ({}), answer tokens {:?}",
@@ -679,7 +739,8 @@ impl<'g> Judge<'g> {
         &self.tokens
     }
 
-    /// The chat prompts for one response: one per criterion (logprob) or one (holistic).
+    /// The chat prompts for one response: one per criterion (logprob, generate) or one
+    /// (holistic).
     pub fn prompts(&self, item: &RubricItem, response: &str) -> Result<Vec<String>, EngineError> {
         let render = |values: &[(&str, &str)]| -> Result<String, EngineError> {
             let messages = self
@@ -689,7 +750,7 @@ impl<'g> Judge<'g> {
             self.generator.chat_prompt(&messages)
         };
         match self.config.mode {
-            Mode::Logprob => item
+            Mode::Logprob | Mode::Generate => item
                 .criteria
                 .iter()
                 .map(|c| {
@@ -727,7 +788,7 @@ impl<'g> Judge<'g> {
             model_sha256: self.model_sha256.clone(),
             template_hash: self.template.hash().to_string(),
             aggregator: match self.config.mode {
-                Mode::Logprob => Some(self.config.aggregator),
+                Mode::Logprob | Mode::Generate => Some(self.config.aggregator),
                 Mode::Holistic => None,
             },
             holistic: None,
@@ -759,6 +820,8 @@ impl<'g> Judge<'g> {
                         record,
                         item: None,
                         results: Vec::new(),
+                        generated: Vec::new(),
+                        prompts: Vec::new(),
                         remaining: 0,
                     }
                 }
@@ -796,13 +859,15 @@ impl<'g> Judge<'g> {
                     match (problem, item) {
                         (None, Some(item)) => {
                             let n = match self.config.mode {
-                                Mode::Logprob => item.criteria.len(),
+                                Mode::Logprob | Mode::Generate => item.criteria.len(),
                                 Mode::Holistic => 1,
                             };
                             Slot {
                                 record,
                                 item: Some(item),
                                 results: vec![None; n],
+                                generated: vec![None; n],
+                                prompts: Vec::new(),
                                 remaining: n,
                             }
                         }
@@ -812,6 +877,8 @@ impl<'g> Judge<'g> {
                                 record,
                                 item: None,
                                 results: Vec::new(),
+                                generated: Vec::new(),
+                                prompts: Vec::new(),
                                 remaining: 0,
                             }
                         }
@@ -852,6 +919,9 @@ impl<'g> Judge<'g> {
                     continue;
                 }
             };
+            if self.config.mode == Mode::Generate {
+                slots[s].prompts = prompts.clone();
+            }
             for (k, prompt) in prompts.into_iter().enumerate() {
                 while pending.len() >= window {
                     if let Some((ps, pk, rx)) = pending.pop_front() {
@@ -859,14 +929,12 @@ impl<'g> Judge<'g> {
                     }
                 }
                 let id = match self.config.mode {
-                    Mode::Logprob => format!("{item_id}/{response_id}/{}", item.criteria[k].id),
+                    Mode::Logprob | Mode::Generate => {
+                        format!("{item_id}/{response_id}/{}", item.criteria[k].id)
+                    }
                     Mode::Holistic => format!("{item_id}/{response_id}"),
                 };
-                let request = Request {
-                    max_tokens: 1,
-                    logprob_ids: self.tokens.ids(),
-                    ..Request::new(id, Prompt::Text(prompt))
-                };
+                let request = self.request(id, prompt, GENERATE_MAX_TOKENS);
                 match self.generator.submit(request) {
                     Ok(rx) => pending.push_back((s, k, rx)),
                     Err(e) => {
@@ -889,6 +957,62 @@ impl<'g> Judge<'g> {
         }
         summary.seconds = t0.elapsed().as_secs_f64();
         (records, summary)
+    }
+
+    /// The verdict request for one prompt; `generate_tokens` is the budget in generate mode.
+    fn request(&self, id: String, prompt: String, generate_tokens: usize) -> Request {
+        match self.config.mode {
+            Mode::Logprob | Mode::Holistic => Request {
+                max_tokens: 1,
+                logprob_ids: self.tokens.ids(),
+                ..Request::new(id, Prompt::Text(prompt))
+            },
+            Mode::Generate => Request {
+                max_tokens: generate_tokens,
+                constraint: Some(Constraint::JsonSchema(verdict_schema())),
+                ..Request::new(id, Prompt::Text(prompt))
+            },
+        }
+    }
+
+    /// Generate mode: the verdict of one completion, retried (synchronously, with twice the
+    /// token budget) up to [`GENERATE_RETRIES`] times while it does not parse.
+    fn generated_verdict(
+        &self,
+        slot: &Slot<'_>,
+        k: usize,
+        text: &str,
+        summary: &mut JudgeSummary,
+    ) -> Result<(bool, String), String> {
+        let mut parsed = parse_generated_verdict(text);
+        let mut budget = GENERATE_MAX_TOKENS;
+        for attempt in 0..GENERATE_RETRIES {
+            if parsed.is_ok() {
+                break;
+            }
+            let Some(prompt) = slot.prompts.get(k) else {
+                break;
+            };
+            budget *= 2;
+            let id = format!(
+                "{}/retry{}",
+                slot.record.response_id.as_deref().unwrap_or_default(),
+                attempt + 1
+            );
+            tracing::warn!("judge: criterion #{k} of {id}: {:?}; retrying", parsed);
+            parsed = match self
+                .generator
+                .generate(self.request(id, prompt.clone(), budget))
+            {
+                Ok(c) => {
+                    summary.prompt_tokens += c.usage.prompt_tokens;
+                    summary.cached_tokens += c.usage.cached_tokens;
+                    parse_generated_verdict(&c.text)
+                }
+                Err(e) => Err(format!("retry failed: {e}")),
+            };
+        }
+        parsed.map_err(|e| format!("{e} (after {GENERATE_RETRIES} retry)"))
     }
 
     /// Marks `slot` failed with `e` and forgets `unsent` requests that will never come back.
@@ -921,7 +1045,11 @@ impl<'g> Judge<'g> {
                 summary.prompt_tokens += c.usage.prompt_tokens;
                 summary.cached_tokens += c.usage.cached_tokens;
                 summary.requests += 1;
-                slot.results[k] = c.tokens.into_iter().next().map(|t| t.requested);
+                if self.config.mode == Mode::Generate {
+                    slot.generated[k] = Some(self.generated_verdict(slot, k, &c.text, summary));
+                } else {
+                    slot.results[k] = c.tokens.into_iter().next().map(|t| t.requested);
+                }
             }
             Err(e) => {
                 if slot.record.error.is_none() {
@@ -949,6 +1077,7 @@ impl<'g> Judge<'g> {
             match self.config.mode {
                 Mode::Logprob => self.finish_logprob(item, slot),
                 Mode::Holistic => self.finish_holistic(slot),
+                Mode::Generate => self.finish_generate(item, slot),
             }
         }
         if slot.record.status != Status::Ok {
@@ -981,6 +1110,7 @@ impl<'g> Judge<'g> {
                         p_yes: Some(p_yes),
                         weight: c.weight,
                         verdict_mass: Some(d.mass),
+                        reason: None,
                     }
                 }
                 None => {
@@ -991,6 +1121,7 @@ impl<'g> Judge<'g> {
                         p_yes: None,
                         weight: c.weight,
                         verdict_mass: None,
+                        reason: None,
                     }
                 }
             };
@@ -1002,6 +1133,62 @@ impl<'g> Judge<'g> {
                 "no usable verdict for criteria {} (min verdict mass {})",
                 unusable.join(", "),
                 self.config.min_verdict_mass
+            ));
+            return;
+        }
+        match self.config.aggregator.aggregate(&scored) {
+            Ok(r) => {
+                record.status = Status::Ok;
+                record.reward = Some(r);
+            }
+            Err(e) => {
+                record.status = Status::Error;
+                record.error = Some(format!("{} aggregation: {e}", self.config.aggregator));
+            }
+        }
+    }
+
+    fn finish_generate(&self, item: &RubricItem, slot: &mut Slot<'_>) {
+        let record = &mut slot.record;
+        let mut unusable: Vec<String> = Vec::new();
+        let mut scored = Vec::with_capacity(item.criteria.len());
+        for (c, result) in item.criteria.iter().zip(&slot.generated) {
+            let entry = match result {
+                Some(Ok((yes, reason))) => {
+                    let verdict = Verdict::Hard(*yes);
+                    scored.push(Scored::new(c.weight, verdict));
+                    CriterionVerdict {
+                        id: c.id.clone(),
+                        verdict: Some(verdict),
+                        p_yes: Some(if *yes { 1.0 } else { 0.0 }),
+                        weight: c.weight,
+                        verdict_mass: None,
+                        reason: Some(reason.clone()),
+                    }
+                }
+                other => {
+                    let why = match other {
+                        Some(Err(e)) => e.clone(),
+                        _ => "no output".to_string(),
+                    };
+                    unusable.push(format!("`{}` ({why})", c.id));
+                    CriterionVerdict {
+                        id: c.id.clone(),
+                        verdict: None,
+                        p_yes: None,
+                        weight: c.weight,
+                        verdict_mass: None,
+                        reason: None,
+                    }
+                }
+            };
+            record.criteria.push(entry);
+        }
+        if !unusable.is_empty() {
+            record.status = Status::JudgeUnparseable;
+            record.error = Some(format!(
+                "no usable verdict for criteria {}",
+                unusable.join(", ")
             ));
             return;
         }
@@ -1188,6 +1375,41 @@ mod tests {
     }
 
     #[test]
+    fn generated_verdicts_parse_or_say_why() {
+        assert_eq!(
+            parse_generated_verdict(r#"{"reason":"It says Paris.","verdict":"yes"}"#),
+            Ok((true, "It says Paris.".to_string()))
+        );
+        assert_eq!(
+            parse_generated_verdict(r#" {"reason":"","verdict":"No"} "#),
+            Ok((false, String::new()))
+        );
+        // Cut off at the token limit: unparseable, not a silent "no".
+        let cut = parse_generated_verdict(r#"{"reason":"It says Par"#);
+        assert!(
+            matches!(&cut, Err(e) if e.contains("does not parse")),
+            "{cut:?}"
+        );
+        let odd = parse_generated_verdict(r#"{"reason":"x","verdict":"maybe"}"#);
+        assert!(odd.is_err());
+    }
+
+    #[test]
+    fn verdict_schema_puts_reason_first_and_bounds_it() {
+        let s = verdict_schema();
+        let keys: Vec<&String> = s["properties"]
+            .as_object()
+            .map(|m| m.keys().collect())
+            .unwrap_or_default();
+        assert_eq!(keys, ["reason", "verdict"]);
+        assert_eq!(s["properties"]["reason"]["maxLength"], REASON_MAX_CHARS);
+        assert_eq!(
+            s["properties"]["verdict"]["enum"],
+            serde_json::json!(["yes", "no"])
+        );
+    }
+
+    #[test]
     fn rubric_renders_signed_weights() {
         let item = RubricItem::new(
             "q",
@@ -1296,6 +1518,7 @@ mod tests {
                 p_yes: Some(0.25),
                 weight: 5.0,
                 verdict_mass: Some(0.9),
+                reason: None,
             }],
             mode: Mode::Logprob,
             model_sha256: "abc".into(),

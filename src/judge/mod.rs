@@ -8,6 +8,7 @@
 //!   own JSONL, with per-line error reporting when reading files;
 //! - `aggregate`: pure aggregators from per-criterion verdicts to one reward (RaR explicit,
 //!   HealthBench, RLCF weighted mean, holistic);
+//! - `rubric_gen`: question -> weighted criteria in one constrained generation (`ares rubric`);
 //! - `error`: the module's error enums.
 //!
 //! Invariants:
@@ -26,6 +27,7 @@ pub mod error;
 pub mod formats;
 pub mod judge;
 pub mod rubric;
+pub mod rubric_gen;
 pub mod template;
 
 pub use aggregate::{

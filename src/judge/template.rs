@@ -25,6 +25,10 @@ use crate::model::chat_template::Message;
 pub const CRITERION_SOURCE: &str = include_str!("../../templates/judge_criterion.txt");
 /// Source of the holistic-mode template (one prompt per response).
 pub const HOLISTIC_SOURCE: &str = include_str!("../../templates/judge_holistic.txt");
+/// Source of the generate-mode template (one prompt per criterion, constrained JSON verdict).
+pub const GENERATE_SOURCE: &str = include_str!("../../templates/judge_generate.txt");
+/// Source of the `ares rubric` template (one prompt per question, constrained JSON criteria).
+pub const RUBRIC_SOURCE: &str = include_str!("../../templates/rubric.txt");
 
 /// A template that cannot be parsed or rendered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -111,6 +115,22 @@ impl PromptTemplate {
             &["question", "rubric"],
             "response",
         )
+    }
+
+    /// The generate-mode template: placeholders question, response, criterion (last).
+    pub fn generate() -> Result<Self, TemplateError> {
+        Self::parse(
+            "judge_generate.txt",
+            GENERATE_SOURCE,
+            &["question", "response"],
+            "criterion",
+        )
+    }
+
+    /// The `ares rubric` template: placeholders question, reference (last; empty or the
+    /// reference answer with its label).
+    pub fn rubric() -> Result<Self, TemplateError> {
+        Self::parse("rubric.txt", RUBRIC_SOURCE, &["question"], "reference")
     }
 
     /// Parses `source` (see the module docs for the format). `shared` are the placeholders that
@@ -263,6 +283,13 @@ mod tests {
         assert_eq!(c.hash().len(), 16);
         assert!(c.hash().chars().all(|ch| ch.is_ascii_hexdigit()));
         assert_ne!(c.hash(), h.hash());
+        let g = PromptTemplate::generate()?;
+        let r = PromptTemplate::rubric()?;
+        assert_eq!(r.hash(), template_hash(RUBRIC_SOURCE));
+        let hashes = [c.hash(), h.hash(), g.hash(), r.hash()];
+        for (i, a) in hashes.iter().enumerate() {
+            assert!(hashes[i + 1..].iter().all(|b| b != a), "{hashes:?}");
+        }
         assert_eq!(c.hash(), template_hash(CRITERION_SOURCE));
         // Comments are not sent to the model.
         let m = c.render(&[("question", "q"), ("response", "r"), ("criterion", "c")])?;

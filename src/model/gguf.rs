@@ -117,7 +117,10 @@ fn weight_type(dtype: GgmlDType) -> Option<WeightType> {
         GgmlDType::F16 => WeightType::F16,
         GgmlDType::Q4_0 => WeightType::Q4_0,
         GgmlDType::Q4_1 => WeightType::Q4_1,
+        GgmlDType::Q5_0 => WeightType::Q5_0,
         GgmlDType::Q8_0 => WeightType::Q8_0,
+        GgmlDType::Q4K => WeightType::Q4_K,
+        GgmlDType::Q6K => WeightType::Q6_K,
         _ => return None,
     })
 }
@@ -320,6 +323,21 @@ impl GgufFile {
                 .iter()
                 .map(|v| match v {
                     Value::String(s) => Ok(s.as_str()),
+                    _ => Err(self.missing(key)),
+                })
+                .collect(),
+            _ => Err(self.missing(key)),
+        }
+    }
+
+    /// An array of floats (`tokenizer.ggml.scores`).
+    pub fn f32_array(&self, key: &str) -> Result<Vec<f32>> {
+        match self.get(key) {
+            Some(Value::Array(vs)) => vs
+                .iter()
+                .map(|v| match v {
+                    Value::F32(x) => Ok(*x),
+                    Value::F64(x) => Ok(*x as f32),
                     _ => Err(self.missing(key)),
                 })
                 .collect(),

@@ -9,6 +9,7 @@ pub mod layers;
 pub mod llama;
 pub mod registry;
 pub mod source;
+pub mod spm;
 pub mod tokenizer;
 
 use crate::engine::batch::Batch;

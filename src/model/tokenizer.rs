@@ -1,10 +1,15 @@
 //! Tokenizer: a `tokenizers::Tokenizer` built from GGUF metadata (byte-level BPE,
 //! `tokenizer.ggml.model = gpt2`, pre-tokenizer chosen by `tokenizer.ggml.pre` as llama.cpp's
-//! `llama_vocab` does) or loaded from a `tokenizer.json` next to the model; plus the special-token
-//! facts the engine needs (BOS, end-of-generation tokens).
+//! `llama_vocab` does) or loaded from a `tokenizer.json` next to the model, or our own
+//! SentencePiece tokenizer ([`Spm`], `tokenizer.ggml.model = llama`, e.g. Gemma); plus the
+//! special-token facts the engine needs (BOS, end-of-generation tokens).
+//!
+//! Callers see one type whatever the backend; only [`Tokenizer::inner`] exposes the
+//! `tokenizers` tokenizer, and only for the byte-level BPE backend.
 
 use crate::error::{Error, Result};
 use crate::model::gguf::GgufFile;
+use crate::model::spm::Spm;
 use crate::TokenId;
 use std::collections::HashSet;
 use std::path::Path;
@@ -27,8 +32,16 @@ const EOG_TEXTS: &[&str] = &[
     "</s>",
 ];
 
+/// Which algorithm encodes and decodes.
+enum Backend {
+    /// Byte-level BPE (GGUF `gpt2`) or any `tokenizer.json`.
+    Hf(Box<tokenizers::Tokenizer>),
+    /// SentencePiece from GGUF metadata (`llama`).
+    Spm(Box<Spm>),
+}
+
 pub struct Tokenizer {
-    inner: tokenizers::Tokenizer,
+    backend: Backend,
     pub bos: Option<TokenId>,
     pub eos: Option<TokenId>,
     /// Whether prompts start with BOS (`tokenizer.ggml.add_bos_token`).
@@ -82,9 +95,12 @@ impl Tokenizer {
     /// From `tokenizer.json` in the model's directory if present, else from the GGUF metadata.
     pub fn load(g: &GgufFile) -> Result<Self> {
         let json = g.path.parent().map(|d| d.join("tokenizer.json"));
-        let inner = match json {
-            Some(p) if p.exists() => Self::from_json_file(&p)?,
-            _ => Self::from_gguf(g)?,
+        let backend = match json {
+            Some(p) if p.exists() => Backend::Hf(Box::new(Self::from_json_file(&p)?)),
+            _ if g.str("tokenizer.ggml.model").ok() == Some("llama") => {
+                Backend::Spm(Box::new(Spm::from_gguf(g)?))
+            }
+            _ => Backend::Hf(Box::new(Self::from_gguf(g)?)),
         };
         let id = |k: &str| g.u64(k).ok().map(|v| v as TokenId);
         let mut eog: HashSet<TokenId> = HashSet::new();
@@ -92,12 +108,12 @@ impl Tokenizer {
         eog.extend(eos);
         eog.extend(id("tokenizer.ggml.eot_token_id"));
         for t in EOG_TEXTS {
-            if let Some(i) = inner.token_to_id(t) {
+            if let Some(i) = token_to_id(&backend, t) {
                 eog.insert(i);
             }
         }
         Ok(Tokenizer {
-            inner,
+            backend,
             bos: id("tokenizer.ggml.bos_token_id"),
             eos,
             add_bos: g.bool_or("tokenizer.ggml.add_bos_token", false),
@@ -114,7 +130,7 @@ impl Tokenizer {
         let model = g.str("tokenizer.ggml.model")?;
         if model != "gpt2" {
             return Err(Error::Tokenizer(format!(
-                "{}: tokenizer model `{model}` is not supported yet (byte-level BPE `gpt2` is); put a tokenizer.json next to the model",
+                "{}: tokenizer model `{model}` is not supported yet (byte-level BPE `gpt2` and SentencePiece `llama` are); put a tokenizer.json next to the model",
                 g.path.display()
             )));
         }
@@ -161,12 +177,14 @@ impl Tokenizer {
 
     /// Token ids of `text`, special tokens (`<|im_start|>`) parsed, no BOS added.
     pub fn encode(&self, text: &str) -> Result<Vec<TokenId>> {
-        Ok(self
-            .inner
-            .encode_fast(text, false)
-            .map_err(tok_err)?
-            .get_ids()
-            .to_vec())
+        match &self.backend {
+            Backend::Hf(t) => Ok(t
+                .encode_fast(text, false)
+                .map_err(tok_err)?
+                .get_ids()
+                .to_vec()),
+            Backend::Spm(s) => s.encode(text),
+        }
     }
 
     /// Like [`encode`](Self::encode) plus BOS when the model wants it.
@@ -186,24 +204,44 @@ impl Tokenizer {
             .copied()
             .filter(|t| !self.eog.contains(t))
             .collect();
-        self.inner.decode(&kept, false).map_err(tok_err)
+        match &self.backend {
+            Backend::Hf(t) => t.decode(&kept, false).map_err(tok_err),
+            Backend::Spm(s) => Ok(s.decode(&kept)),
+        }
     }
 
     /// The literal text of one token (for log-prob listings).
     pub fn token_text(&self, id: TokenId) -> String {
-        self.inner.decode(&[id], false).unwrap_or_default()
+        match &self.backend {
+            Backend::Hf(t) => t.decode(&[id], false).unwrap_or_default(),
+            Backend::Spm(s) => s.token_text(id),
+        }
     }
 
     pub fn token_to_id(&self, text: &str) -> Option<TokenId> {
-        self.inner.token_to_id(text)
+        token_to_id(&self.backend, text)
     }
 
     pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        match &self.backend {
+            Backend::Hf(t) => t.get_vocab_size(true),
+            Backend::Spm(s) => s.vocab_size(),
+        }
     }
 
-    /// The wrapped `tokenizers` tokenizer (constrained decoding builds its token trie from it).
-    pub fn inner(&self) -> &tokenizers::Tokenizer {
-        &self.inner
+    /// The wrapped `tokenizers` tokenizer (constrained decoding builds its token trie from it);
+    /// `None` for the SentencePiece backend.
+    pub fn inner(&self) -> Option<&tokenizers::Tokenizer> {
+        match &self.backend {
+            Backend::Hf(t) => Some(t),
+            Backend::Spm(_) => None,
+        }
+    }
+}
+
+fn token_to_id(backend: &Backend, text: &str) -> Option<TokenId> {
+    match backend {
+        Backend::Hf(t) => t.token_to_id(text),
+        Backend::Spm(s) => s.token_to_id(text),
     }
 }
