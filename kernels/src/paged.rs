@@ -83,18 +83,6 @@ fn plan(p: &PagedAttention<'_>) -> Vec<Group> {
     groups
 }
 
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: every task writes the output rows of distinct (token, head) pairs.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-impl OutPtr {
-    #[inline]
-    fn at(self, i: usize) -> *mut f32 {
-        self.0.wrapping_add(i)
-    }
-}
-
 /// Tokens per task: enough queries to amortise each shared block read, few enough to balance.
 const TOKENS_PER_TASK: usize = 8;
 
@@ -121,7 +109,8 @@ pub fn paged_attention(p: &PagedAttention<'_>, out: &mut [f32]) {
             }
         }
     }
-    let outp = OutPtr(out.as_mut_ptr());
+    // Every task writes the output rows of distinct (token, head) pairs.
+    let outp = crate::pool::SendPtr(out.as_mut_ptr());
     parallel_for(tasks.len(), |ti| {
         let task = &tasks[ti];
         let grp = &groups[task.group];

@@ -262,19 +262,21 @@ pub fn parallel_chunks_mut<T: Send>(
     });
 }
 
-struct SendPtr<T>(*mut T);
+/// A raw pointer that tasks of one parallel region may share, for writing disjoint elements of a
+/// buffer the region borrows mutably (every user states why its writes are disjoint).
+pub(crate) struct SendPtr<T>(pub(crate) *mut T);
 impl<T> Clone for SendPtr<T> {
     fn clone(&self) -> Self {
         *self
     }
 }
 impl<T> Copy for SendPtr<T> {}
-// SAFETY: used only to hand disjoint sub-slices to tasks (see `parallel_chunks_mut`).
+// SAFETY: used only to hand disjoint elements or sub-slices to the tasks of one region.
 unsafe impl<T: Send> Send for SendPtr<T> {}
 unsafe impl<T: Send> Sync for SendPtr<T> {}
 impl<T> SendPtr<T> {
     #[inline]
-    fn at(self, i: usize) -> *mut T {
+    pub(crate) fn at(self, i: usize) -> *mut T {
         self.0.wrapping_add(i)
     }
 }
