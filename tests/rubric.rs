@@ -87,7 +87,7 @@ fn rubric_for_two_questions_writes_valid_items_with_template_hash() {
             assert_eq!(c.id, format!("c{}", i + 1));
             assert!(!c.text.trim().is_empty() && c.text.chars().count() <= 200);
             let w = c.weight.abs();
-            assert!(w >= 1.0 && w <= 10.0 && w.fract() == 0.0, "{c:?}");
+            assert!((1.0..=10.0).contains(&w) && w.fract() == 0.0, "{c:?}");
             assert_eq!(c.weight < 0.0, c.category == Category::Pitfall, "{c:?}");
         }
         assert_eq!(item.extra["template_hash"], hash.as_str());

@@ -73,7 +73,8 @@ pub fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
 }
 
 /// A quantized activation block: 32 int8 values with an f32 scale `d` and `s = d * Σq`
-/// (ggml's Q8_1 with f32 instead of f16 scales, so one format serves Q4_0, Q4_1 and Q8_0).
+/// (ggml's Q8_1 with f32 instead of f16 scales, so one format serves every quantized weight type;
+/// the k-quants read 8 of these per 256-element super-block).
 #[derive(Clone, Copy, Debug, Default)]
 #[repr(C)]
 pub struct BlockQ8 {

@@ -51,7 +51,12 @@ unsafe fn quantize_row_q8_avx2(x: &[f32], out: &mut [BlockQ8]) {
     for (blk, xs) in out.iter_mut().zip(x.chunks_exact(QK)) {
         let p = xs.as_ptr();
         // SAFETY: a chunk holds 32 floats.
-        let v = [_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)), _mm256_loadu_ps(p.add(16)), _mm256_loadu_ps(p.add(24))];
+        let v = [
+            _mm256_loadu_ps(p),
+            _mm256_loadu_ps(p.add(8)),
+            _mm256_loadu_ps(p.add(16)),
+            _mm256_loadu_ps(p.add(24)),
+        ];
         let m = _mm256_max_ps(
             _mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
             _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])),
@@ -63,7 +68,10 @@ unsafe fn quantize_row_q8_avx2(x: &[f32], out: &mut [BlockQ8]) {
         let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
         let mul = _mm256_set1_ps(id);
         let q: [__m256i; 4] = [0, 1, 2, 3].map(|i| {
-            _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[i], mul), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC))
+            _mm256_cvtps_epi32(_mm256_round_ps(
+                _mm256_mul_ps(v[i], mul),
+                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
+            ))
         });
         let s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
         let s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));

@@ -1409,6 +1409,125 @@ mod tests {
         );
     }
 
+    /// A generator that answers generate-mode requests from a script: `cut` output (not JSON)
+    /// for requests with at most `cut_below` tokens of budget, a "yes" verdict otherwise.
+    struct ScriptedGenerator {
+        cut_below: usize,
+        calls: std::sync::Mutex<Vec<usize>>,
+    }
+
+    impl Generator for ScriptedGenerator {
+        fn submit(&self, req: Request) -> crate::error::Result<Receiver<Event>> {
+            self.calls
+                .lock()
+                .expect("test mutex is not poisoned")
+                .push(req.max_tokens);
+            assert!(req.constraint.is_some(), "generate mode is constrained");
+            let text = if req.max_tokens <= self.cut_below {
+                r#"{"reason":"It names Par"#
+            } else {
+                r#"{"reason":"It names Paris.","verdict":"yes"}"#
+            };
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let done = crate::engine::request::Done {
+                finish_reason: crate::engine::FinishReason::Length,
+                usage: crate::engine::Usage::default(),
+                text: text.to_string(),
+                prompt_seconds: 0.0,
+                decode_seconds: 0.0,
+            };
+            tx.send(Event::Done(done)).expect("receiver is alive");
+            Ok(rx)
+        }
+
+        fn chat_prompt(
+            &self,
+            messages: &[crate::model::chat_template::Message],
+        ) -> crate::error::Result<String> {
+            Ok(messages.iter().map(|m| m.content.as_str()).collect())
+        }
+    }
+
+    fn generate_judge(g: &ScriptedGenerator) -> Result<Judge<'_>, JudgeError> {
+        Ok(Judge {
+            generator: g,
+            config: JudgeConfig {
+                mode: Mode::Generate,
+                ..JudgeConfig::default()
+            },
+            template: PromptTemplate::generate()?,
+            tokens: AnswerTokens::verdicts(fake_encode)?,
+            model_sha256: "m".into(),
+        })
+    }
+
+    fn one_response() -> (RubricSet, Vec<ResponseEntry>) {
+        let item = RubricItem::new(
+            "paris",
+            "Capital of France?",
+            vec![
+                Criterion::new("c1", "Says Paris.", 5.0, Category::Essential),
+                Criterion::new("c2", "Says Lyon.", -2.0, Category::Pitfall),
+            ],
+        );
+        let entry = ResponseEntry {
+            line: 1,
+            parsed: Ok(ResponseLine {
+                item_id: "paris".into(),
+                response_id: "r1".into(),
+                response: "Paris.".into(),
+            }),
+        };
+        (RubricSet::from_items(vec![item]), vec![entry])
+    }
+
+    #[test]
+    fn generate_mode_retries_a_cut_off_verdict_once_with_twice_the_budget() -> TestResult {
+        let g = ScriptedGenerator {
+            cut_below: GENERATE_MAX_TOKENS,
+            calls: Default::default(),
+        };
+        let (rubrics, responses) = one_response();
+        let (records, summary) = generate_judge(&g)?.run(&rubrics, &responses, &|_| {});
+        let r = &records[0];
+        assert_eq!(r.status, Status::Ok, "{r:?}");
+        assert_eq!(summary.ok, 1);
+        // Every criterion got a hard yes with its reason after the retry.
+        assert!(r.reward.is_some());
+        for c in &r.criteria {
+            assert_eq!(c.verdict, Some(Verdict::Hard(true)));
+            assert_eq!(c.reason.as_deref(), Some("It names Paris."));
+        }
+        let calls = g.calls.lock().map_err(|e| e.to_string())?.clone();
+        let mut sorted = calls;
+        sorted.sort_unstable();
+        let (a, b) = (GENERATE_MAX_TOKENS, 2 * GENERATE_MAX_TOKENS);
+        assert_eq!(sorted, [a, a, b, b]);
+        Ok(())
+    }
+
+    #[test]
+    fn generate_mode_unparseable_after_the_retry_is_a_status_not_a_zero() -> TestResult {
+        let g = ScriptedGenerator {
+            cut_below: usize::MAX,
+            calls: Default::default(),
+        };
+        let (rubrics, responses) = one_response();
+        let (records, summary) = generate_judge(&g)?.run(&rubrics, &responses, &|_| {});
+        let r = &records[0];
+        assert_eq!(r.status, Status::JudgeUnparseable, "{r:?}");
+        assert_eq!(r.reward, None);
+        assert_eq!(summary.judge_unparseable, 1);
+        assert!(r.criteria.iter().all(|c| c.verdict.is_none()));
+        assert!(
+            r.error.as_deref().unwrap_or("").contains("does not parse"),
+            "{r:?}"
+        );
+        // Bounded: one first try and one retry per criterion.
+        assert_eq!(g.calls.lock().map_err(|e| e.to_string())?.len(), 4);
+        Ok(())
+    }
+
     #[test]
     fn rubric_renders_signed_weights() {
         let item = RubricItem::new(
