@@ -374,6 +374,15 @@ impl Spm {
         }
     }
 
+    /// Texts of the control tokens (type 3), which give text structure (turns, BOS/EOS).
+    pub fn control_texts(&self) -> Vec<String> {
+        self.specials
+            .iter()
+            .filter(|&&i| self.types[i as usize] == TYPE_CONTROL)
+            .map(|&i| self.tokens[i as usize].clone())
+            .collect()
+    }
+
     /// Text of `ids` (llama.cpp `detokenize` without removing specials): with add_space_prefix
     /// the first token loses one leading space.
     pub fn decode(&self, ids: &[TokenId]) -> String {

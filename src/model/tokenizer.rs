@@ -218,6 +218,23 @@ impl Tokenizer {
         }
     }
 
+    /// Texts of the special control tokens (`<|im_start|>`, `<|im_end|>`, `<end_of_turn>`, ...),
+    /// longest first: text containing them is parsed as structure by [`encode`](Self::encode).
+    pub fn control_token_texts(&self) -> Vec<String> {
+        let mut texts: Vec<String> = match &self.backend {
+            Backend::Hf(t) => t
+                .get_added_tokens_decoder()
+                .values()
+                .filter(|a| a.special && !a.content.is_empty())
+                .map(|a| a.content.clone())
+                .collect(),
+            Backend::Spm(s) => s.control_texts(),
+        };
+        texts.sort_by_key(|t| std::cmp::Reverse(t.len()));
+        texts.dedup();
+        texts
+    }
+
     pub fn token_to_id(&self, text: &str) -> Option<TokenId> {
         token_to_id(&self.backend, text)
     }
