@@ -101,16 +101,29 @@ fn main() -> ExitCode {
     }
 }
 
-fn download_bar() -> impl Fn(&str, u64, Option<u64>) {
+/// Set the kernel threads, resolve (fetching if needed) and load the model.
+fn load_model(margs: &ModelArgs) -> Result<ares::model::LoadedModel> {
+    if margs.threads > 0 {
+        ares_kernels::set_num_threads(margs.threads);
+    }
+    let path =
+        resolve(&margs.model, &download_bar()).with_context(|| format!("model {}", margs.model))?;
+    ares::model::load(&path).with_context(|| format!("loading {}", path.display()))
+}
+
+/// A progress bar drawn only on a terminal (hidden otherwise), with `template`.
+fn terminal_bar(template: &str) -> ProgressBar {
     let bar = if std::io::stderr().is_terminal() {
         ProgressBar::new(0)
     } else {
         ProgressBar::hidden()
     };
-    bar.set_style(
-        ProgressStyle::with_template("{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}")
-            .expect("static template is valid"),
-    );
+    bar.set_style(ProgressStyle::with_template(template).expect("static template is valid"));
+    bar
+}
+
+fn download_bar() -> impl Fn(&str, u64, Option<u64>) {
+    let bar = terminal_bar("{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}");
     move |what: &str, done: u64, total: Option<u64>| {
         if let Some(t) = total {
             bar.set_length(t);
@@ -163,12 +176,7 @@ fn run(cli: Cli) -> Result<Outcome> {
 }
 
 fn rubric(margs: &ModelArgs, args: &RubricArgs) -> Result<Outcome> {
-    if margs.threads > 0 {
-        ares_kernels::set_num_threads(margs.threads);
-    }
-    let path =
-        resolve(&margs.model, &download_bar()).with_context(|| format!("model {}", margs.model))?;
-    let loaded = ares::model::load(&path).with_context(|| format!("loading {}", path.display()))?;
+    let loaded = load_model(margs)?;
     let sha = loaded.sha256().context("hashing the model file")?;
     let engine = EngineHandle::start(&loaded, margs.engine_config())?;
     let report = ares::cli::rubric::run(args, &engine, &sha).context("rubric")?;
@@ -201,23 +209,10 @@ fn rubric(margs: &ModelArgs, args: &RubricArgs) -> Result<Outcome> {
 }
 
 fn judge(margs: &ModelArgs, args: &JudgeArgs) -> Result<Outcome> {
-    if margs.threads > 0 {
-        ares_kernels::set_num_threads(margs.threads);
-    }
-    let path =
-        resolve(&margs.model, &download_bar()).with_context(|| format!("model {}", margs.model))?;
-    let loaded = ares::model::load(&path).with_context(|| format!("loading {}", path.display()))?;
+    let loaded = load_model(margs)?;
     let sha = loaded.sha256().context("hashing the model file")?;
     let engine = EngineHandle::start(&loaded, margs.engine_config())?;
-    let bar = if std::io::stderr().is_terminal() {
-        ProgressBar::new(0)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("judge {bar:30} {pos}/{len} responses, {msg}, ETA {eta}")
-            .expect("static template is valid"),
-    );
+    let bar = terminal_bar("judge {bar:30} {pos}/{len} responses, {msg}, ETA {eta}");
     let progress = |p: &ares::judge::judge::JudgeProgress| {
         bar.set_length(p.responses_total as u64);
         bar.set_position(p.responses_done as u64);
@@ -263,22 +258,9 @@ fn judge(margs: &ModelArgs, args: &JudgeArgs) -> Result<Outcome> {
 }
 
 fn bench(margs: &ModelArgs, args: &BenchArgs) -> Result<Outcome> {
-    if margs.threads > 0 {
-        ares_kernels::set_num_threads(margs.threads);
-    }
-    let path =
-        resolve(&margs.model, &download_bar()).with_context(|| format!("model {}", margs.model))?;
-    let loaded = ares::model::load(&path).with_context(|| format!("loading {}", path.display()))?;
+    let loaded = load_model(margs)?;
     let threads = ares_kernels::pool::pool().n_threads();
-    let bar = if std::io::stderr().is_terminal() {
-        ProgressBar::new(0)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} {elapsed}")
-            .expect("static template is valid"),
-    );
+    let bar = terminal_bar("{msg} {bar:30} {pos}/{len} {elapsed}");
     let progress = |what: &str, done: usize, total: usize| {
         bar.set_message(what.to_string());
         bar.set_length(total as u64);
@@ -309,19 +291,14 @@ fn generate(verbose: bool, margs: &ModelArgs, args: &GenerateArgs) -> Result<Out
     if args.prompt.is_none() && args.input.is_none() {
         anyhow::bail!("give a prompt or --input FILE");
     }
-    if margs.threads > 0 {
-        ares_kernels::set_num_threads(margs.threads);
-    }
-    let path =
-        resolve(&margs.model, &download_bar()).with_context(|| format!("model {}", margs.model))?;
-    let loaded = ares::model::load(&path).with_context(|| format!("loading {}", path.display()))?;
+    let loaded = load_model(margs)?;
     let cfg = margs.engine_config();
     let engine = EngineHandle::start(&loaded, cfg.clone())?;
     if verbose {
         let c = engine.model_config();
         eprintln!(
             "model {} ({}; {} layers, hidden {}, heads {}/{}, vocab {}): {:.1} MB of weights, loaded in {:.3} s; KV cache {} MiB = {} tokens; threads {}; cpu {}",
-            path.display(),
+            loaded.path.display(),
             c.arch,
             c.n_layer,
             c.hidden,

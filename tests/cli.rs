@@ -1,17 +1,10 @@
 //! The binary on bad input: one line naming the file or request and the reason, exit code 2 for
 //! fatal errors, 1 when some items of a batch failed, never a panic.
 
+use crate::common::ares;
 use crate::common::{default_model_path, tiny_model, TinySpec};
 use candle_core::quantized::GgmlDType;
-use std::process::{Command, Output};
-
-fn ares(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ares"))
-        .args(args)
-        .env("RUST_LOG", "off")
-        .output()
-        .expect("run ares")
-}
+use std::process::Output;
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()

@@ -9,6 +9,15 @@ use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+/// Run the `ares` binary with `args` (logs off) and capture its output.
+pub fn ares(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ares"))
+        .args(args)
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("run ares")
+}
+
 /// `../shared` next to the project.
 pub fn shared_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared")

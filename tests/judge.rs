@@ -3,6 +3,7 @@
 //! 1 and the other records judged; a reward bit-identical alone and in a batch of 64; holistic
 //! and hard verdicts; the HealthBench sample judged end to end.
 
+use crate::common::ares;
 use crate::common::{default_model, default_model_path, engine, shared_dir};
 use ares::engine::EngineConfig;
 use ares::judge::judge::{
@@ -11,15 +12,6 @@ use ares::judge::judge::{
 use ares::judge::{Category, Criterion, RubricItem, Verdict};
 use serde_json::{json, Value};
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn ares(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ares"))
-        .args(args)
-        .env("RUST_LOG", "off")
-        .output()
-        .expect("run ares")
-}
 
 fn records(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)

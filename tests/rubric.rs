@@ -4,21 +4,13 @@
 //! and reasons. The default model is a 135M model, so these check validity and structure, not
 //! quality.
 
+use crate::common::ares;
 use crate::common::default_model_path;
 use ares::judge::formats::{parse_line, Format};
 use ares::judge::template::{template_hash, GENERATE_SOURCE, RUBRIC_SOURCE};
 use ares::judge::{Category, Criterion, RubricItem};
 use serde_json::{json, Value};
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn ares(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ares"))
-        .args(args)
-        .env("RUST_LOG", "off")
-        .output()
-        .expect("run ares")
-}
 
 fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
