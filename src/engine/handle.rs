@@ -412,9 +412,11 @@ impl Engine {
         }
         let n_seqs = batch.block_tables.len();
         let mut kept = Vec::with_capacity(self.running.len());
+        let mut ended = Vec::new();
         for s in self.running.drain(..) {
             if s.finished {
                 self.kv.release(&s.blocks);
+                ended.push(s);
             } else {
                 kept.push(s);
             }
@@ -432,6 +434,10 @@ impl Engine {
         st.prefix = self.kv.prefix_stats();
         st.kv_used_blocks = self.kv.used_blocks();
         st.kv_cached_blocks = self.kv.cached_blocks();
+        drop(st);
+        for mut s in ended {
+            s.send_last_event();
+        }
     }
 }
 

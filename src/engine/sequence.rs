@@ -34,6 +34,8 @@ pub struct Sequence {
     submitted: Instant,
     first_token: Option<Instant>,
     pub finished: bool,
+    /// The final event, held until the engine has released the sequence's blocks.
+    last_event: Option<Event>,
 }
 
 impl Sequence {
@@ -58,6 +60,7 @@ impl Sequence {
             submitted,
             first_token: None,
             finished: false,
+            last_event: None,
             req,
         }
     }
@@ -272,7 +275,7 @@ impl Sequence {
     fn finish_with_text(&mut self, reason: FinishReason, text: String) {
         let now = Instant::now();
         let first = self.first_token.unwrap_or(now);
-        let _ = self.events.send(Event::Done(Done {
+        self.last_event = Some(Event::Done(Done {
             finish_reason: reason,
             usage: self.usage(),
             text,
@@ -284,7 +287,16 @@ impl Sequence {
 
     /// Report a failure and end the sequence.
     pub fn fail(&mut self, e: crate::error::Error) {
-        let _ = self.events.send(Event::Error(e));
+        self.last_event = Some(Event::Error(e));
         self.finished = true;
+    }
+
+    /// Deliver the final event (done or error). The engine calls this after releasing the
+    /// sequence's blocks and updating its statistics, so a caller that sees the end of its request
+    /// also sees the cache state after it.
+    pub fn send_last_event(&mut self) {
+        if let Some(ev) = self.last_event.take() {
+            let _ = self.events.send(ev);
+        }
     }
 }
