@@ -17,6 +17,7 @@ pub mod bench;
 pub mod cli;
 pub mod engine;
 pub mod error;
+pub mod jsonl;
 pub mod judge;
 pub mod model;
 

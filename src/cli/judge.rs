@@ -5,7 +5,6 @@
 //! Nothing here prints: the binary gets the summary and the rejected rubric lines back and
 //! reports them; progress goes through the callback it passes in.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
@@ -161,23 +160,8 @@ pub fn run(
 
 /// Writes records as JSONL to a temp file next to `path`, then renames it over `path`.
 pub fn write_records(path: &Path, records: &[JudgeRecord]) -> Result<(), JudgeError> {
-    let io = |source| JudgeError::Io {
+    crate::jsonl::write_records(path, records).map_err(|source| JudgeError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-    {
-        let mut w = std::io::BufWriter::new(tmp.as_file_mut());
-        for r in records {
-            serde_json::to_writer(&mut w, r).map_err(|e| io(e.into()))?;
-            w.write_all(b"\n").map_err(io)?;
-        }
-        w.flush().map_err(io)?;
-    }
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+    })
 }

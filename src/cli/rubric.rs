@@ -7,7 +7,6 @@
 //! any line failed).
 
 use std::collections::HashSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -199,23 +198,8 @@ pub fn run(
 
 /// Writes status records as JSONL to a temp file next to `path`, then renames it over `path`.
 fn write_status(path: &Path, records: &[RubricStatusRecord]) -> Result<(), RubricGenError> {
-    let io = |source| RubricGenError::Io {
+    crate::jsonl::write_records(path, records).map_err(|source| RubricGenError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-    {
-        let mut w = std::io::BufWriter::new(tmp.as_file_mut());
-        for r in records {
-            serde_json::to_writer(&mut w, r).map_err(|e| io(e.into()))?;
-            w.write_all(b"\n").map_err(io)?;
-        }
-        w.flush().map_err(io)?;
-    }
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+    })
 }

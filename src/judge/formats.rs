@@ -28,7 +28,7 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::str::FromStr;
 
@@ -206,23 +206,14 @@ pub fn read_jsonl_from<R: BufRead>(
 /// Writes `items` as a JSONL file of `format`. Every item is converted before anything is
 /// written, and the file is replaced atomically, so an error leaves no half-written file.
 pub fn write_jsonl(path: &Path, format: Format, items: &[RubricItem]) -> Result<(), FormatError> {
-    let mut text = String::new();
-    for item in items {
-        text.push_str(&to_line(format, item)?);
-        text.push('\n');
-    }
-    let io = |source| FormatError::Io {
+    let lines = items
+        .iter()
+        .map(|item| to_line(format, item))
+        .collect::<Result<Vec<_>, _>>()?;
+    crate::jsonl::write_lines(path, lines).map_err(|source| FormatError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-    tmp.write_all(text.as_bytes()).map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+    })
 }
 
 /// `prefix-` + the first 16 hex digits of sha256(question): an id for records that have none.
