@@ -53,6 +53,28 @@ pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Every line of a golden `tokenize.jsonl` (`{"text", "ids"}`) encodes to llama.cpp's ids; the
+/// failure lists each differing line.
+pub fn assert_tokenizer_matches_golden(tok: &ares::model::tokenizer::Tokenizer, path: &Path) {
+    let lines = read_jsonl(path);
+    let mut bad = Vec::new();
+    for g in &lines {
+        let text = g["text"].as_str().expect("text");
+        let want: Vec<u32> = serde_json::from_value(g["ids"].clone()).expect("ids");
+        let got = tok.encode(text).expect("encode");
+        if got != want {
+            bad.push(format!("{text:?}: got {got:?}, want {want:?}"));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "{} of {} lines differ:\n{}",
+        bad.len(),
+        lines.len(),
+        bad.join("\n")
+    );
+}
+
 /// Shape and types of a tiny llama written by [`write_tiny_llama`].
 pub struct TinySpec {
     pub arch: &'static str,

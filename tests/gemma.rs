@@ -21,23 +21,9 @@ fn gemma_tokenizer() -> &'static Tokenizer {
 
 #[test]
 fn gemma_tokenizer_matches_llama_cpp_on_every_golden_line() {
-    let tok = gemma_tokenizer();
-    let lines = read_jsonl(&shared_dir().join("golden/gemma-3-270m-q4_k_m/tokenize.jsonl"));
-    let mut bad = Vec::new();
-    for g in &lines {
-        let text = g["text"].as_str().expect("text");
-        let want: Vec<u32> = serde_json::from_value(g["ids"].clone()).expect("ids");
-        let got = tok.encode(text).expect("encode");
-        if got != want {
-            bad.push(format!("{text:?}: got {got:?}, want {want:?}"));
-        }
-    }
-    assert!(
-        bad.is_empty(),
-        "{} of {} lines differ:\n{}",
-        bad.len(),
-        lines.len(),
-        bad.join("\n")
+    crate::common::assert_tokenizer_matches_golden(
+        gemma_tokenizer(),
+        &shared_dir().join("golden/gemma-3-270m-q4_k_m/tokenize.jsonl"),
     );
 }
 

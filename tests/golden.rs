@@ -16,23 +16,9 @@ fn golden(file: &str) -> Vec<serde_json::Value> {
 
 #[test]
 fn tokenizer_matches_llama_cpp_on_every_golden_line() {
-    let m = default_model();
-    let mut bad = Vec::new();
-    let lines = golden("tokenize.jsonl");
-    for g in &lines {
-        let text = g["text"].as_str().expect("text");
-        let want: Vec<u32> = serde_json::from_value(g["ids"].clone()).expect("ids");
-        let got = m.tokenizer.encode(text).expect("encode");
-        if got != want {
-            bad.push(format!("{text:?}: got {got:?}, want {want:?}"));
-        }
-    }
-    assert!(
-        bad.is_empty(),
-        "{} of {} lines differ:\n{}",
-        bad.len(),
-        lines.len(),
-        bad.join("\n")
+    crate::common::assert_tokenizer_matches_golden(
+        &default_model().tokenizer,
+        &shared_dir().join("golden/smollm2-135m-instruct-q4_1/tokenize.jsonl"),
     );
 }
 
