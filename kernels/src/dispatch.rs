@@ -1,5 +1,6 @@
 //! Runtime selection of the SIMD path. Chosen once per process; `ARES_FORCE_SCALAR=1` forces the
-//! scalar reference (useful to compare whole-model outputs across paths).
+//! scalar reference (useful to compare whole-model outputs across paths) and `ARES_ISA=avx2`
+//! keeps an AVX-512 VNNI machine on the AVX2 kernels (to measure what VNNI buys).
 
 use std::sync::OnceLock;
 
@@ -12,14 +13,37 @@ pub enum Isa {
 }
 
 static ISA: OnceLock<Isa> = OnceLock::new();
+static VNNI: OnceLock<bool> = OnceLock::new();
 
 /// The tier used by [`crate::matmul`] on this machine.
 pub fn isa() -> Isa {
     *ISA.get_or_init(detect)
 }
 
+/// Whether the packed quantized matmul runs on the AVX-512 VNNI kernels (`crate::x86_vnni`): the
+/// AVX2 tier plus avx512f/bw/vl/vnni, unless `ARES_ISA=avx2`. Results are bit-identical to the
+/// AVX2 kernels' (same exact integer block sums, same float operations), so this only changes speed.
+pub fn vnni() -> bool {
+    *VNNI.get_or_init(|| {
+        if isa() != Isa::Avx2 || std::env::var("ARES_ISA").is_ok_and(|v| v == "avx2") {
+            return false;
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vl")
+                && is_x86_feature_detected!("avx512vnni")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    })
+}
+
 fn detect() -> Isa {
-    if std::env::var("ARES_FORCE_SCALAR").is_ok_and(|v| v == "1") {
+    if std::env::var("ARES_FORCE_SCALAR").is_ok_and(|v| v == "1")
+        || std::env::var("ARES_ISA").is_ok_and(|v| v == "scalar")
+    {
         return Isa::Scalar;
     }
     #[cfg(target_arch = "x86_64")]
@@ -57,5 +81,9 @@ pub fn cpu_features() -> String {
     }
     #[cfg(target_arch = "aarch64")]
     out.push("neon");
-    format!("{} (kernels: {:?})", out.join(","), isa())
+    let tier = match (isa(), vnni()) {
+        (Isa::Avx2, true) => "Avx2+Avx512Vnni".to_string(),
+        (t, _) => format!("{t:?}"),
+    };
+    format!("{} (kernels: {tier})", out.join(","))
 }

@@ -20,6 +20,8 @@ pub mod quantize;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
+#[cfg(target_arch = "x86_64")]
+pub mod x86_vnni;
 
 pub use attention::silu_mul;
 pub use dispatch::{cpu_features, Isa};

@@ -82,8 +82,8 @@ impl OutPtr {
     }
 }
 
-/// Weight rows per chunk are a multiple of this (the 8×1 kernel's height).
-const TW: usize = 8;
+/// Weight rows per chunk are a multiple of this (the VNNI kernel's height; twice the 8×1 kernel's).
+const TW: usize = 16;
 /// Activation rows per panel (kept hot while a chunk of weight rows streams past).
 const PANEL: usize = 48;
 
@@ -167,13 +167,40 @@ pub fn matmul_many(ws: &[Mat<'_>], x: &[f32], ys: &mut [&mut [f32]]) {
             }
         });
     }
-    let a = &a;
+    // Σ of each activation block, for the VNNI kernels' offset formats.
+    let vnni = crate::dispatch::vnni();
+    let mut asum = Vec::new();
+    if vnni
+        && ws.iter().any(
+            |w| matches!(w, Mat::Packed(p) if matches!(p.ty, WeightType::Q4_0 | WeightType::Q8_0)),
+        )
+    {
+        asum = vec![0i32; m * nb];
+        #[cfg(target_arch = "x86_64")]
+        crate::x86_vnni::block_sums(&a, &mut asum);
+    }
+    let (a, asum) = (&a, &asum);
     let use_avx2 = isa() == Isa::Avx2;
     parallel_for(chunks.len(), |c| {
         let (wi, j0, j1) = chunks[c];
         let (n, out) = (ws[wi].n(), outs[wi]);
         let w = match ws[wi] {
             Mat::Rows(w) => w,
+            Mat::Packed(p) if vnni => {
+                for p0 in (0..m).step_by(PANEL) {
+                    let p1 = (p0 + PANEL).min(m);
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: vnni checked; groups j0/16.. exist (padded); rows p0..p1 of a exist;
+                    // each (i, j) written is in this chunk's columns and within m × n.
+                    unsafe {
+                        panel_vnni(p.ty, p.data, nb, j0, j1, a, asum, p0, p1, &mut |i, j, v| {
+                            let len = v.len().min(n - j);
+                            std::ptr::copy_nonoverlapping(v.as_ptr(), out.at(i * n + j), len)
+                        })
+                    };
+                }
+                return;
+            }
             Mat::Packed(p) => {
                 for p0 in (0..m).step_by(PANEL) {
                     let p1 = (p0 + PANEL).min(m);
@@ -394,6 +421,89 @@ unsafe fn panel_avx2_packed(
     }
 }
 
+/// Weight rows j0..j1 (`j0` a multiple of 16) × activation rows p0..p1 through the VNNI kernel,
+/// [`crate::x86_vnni::MAX_TILE`] activation rows per call. `put(i, j, v)` stores y[i, j..j + 16]
+/// (the caller clips past n).
+///
+/// # Safety
+/// The VNNI tier was detected; the packed groups covering j0..j1 exist; `asum` holds the block
+/// sums of `a` for Q4_0/Q8_0; `put` writes only this chunk's columns.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn panel_vnni(
+    ty: WeightType,
+    w: &[u8],
+    nb: usize,
+    j0: usize,
+    j1: usize,
+    a: &[BlockQ8],
+    asum: &[i32],
+    p0: usize,
+    p1: usize,
+    put: &mut dyn FnMut(usize, usize, &[f32; 16]),
+) {
+    use crate::x86::{Q4_0, Q4_1, Q8_0};
+    use crate::x86_vnni::{gemm16, MAX_TILE};
+    debug_assert!(j0.is_multiple_of(16));
+    let gb = crate::packed::vnni_geometry(ty).0 * nb;
+    let act = |i: usize| a.as_ptr().add(i * nb);
+    let sums = |i: usize| {
+        if asum.is_empty() {
+            std::ptr::null()
+        } else {
+            asum.as_ptr().add(i * nb)
+        }
+    };
+    macro_rules! tile {
+        ($r:literal, $g:expr, $i:expr) => {{
+            let mut out = [[0f32; 16]; $r];
+            let acts: [*const BlockQ8; $r] = std::array::from_fn(|r| act($i + r));
+            let ss: [*const i32; $r] = std::array::from_fn(|r| sums($i + r));
+            match ty {
+                WeightType::Q4_0 => gemm16::<Q4_0, $r>($g, nb, acts, ss, &mut out),
+                WeightType::Q4_1 => gemm16::<Q4_1, $r>($g, nb, acts, ss, &mut out),
+                WeightType::Q8_0 => gemm16::<Q8_0, $r>($g, nb, acts, ss, &mut out),
+                _ => unreachable!("only Q4_0, Q4_1 and Q8_0 are packable"),
+            }
+            out
+        }};
+    }
+    for j in (j0..j1).step_by(16) {
+        let g = w.as_ptr().add(j / 16 * gb);
+        let mut i = p0;
+        while i < p1 {
+            let r = (p1 - i).min(MAX_TILE);
+            match r {
+                6 => tile!(6, g, i)
+                    .iter()
+                    .enumerate()
+                    .for_each(|(t, v)| put(i + t, j, v)),
+                5 => tile!(5, g, i)
+                    .iter()
+                    .enumerate()
+                    .for_each(|(t, v)| put(i + t, j, v)),
+                4 => tile!(4, g, i)
+                    .iter()
+                    .enumerate()
+                    .for_each(|(t, v)| put(i + t, j, v)),
+                3 => tile!(3, g, i)
+                    .iter()
+                    .enumerate()
+                    .for_each(|(t, v)| put(i + t, j, v)),
+                2 => tile!(2, g, i)
+                    .iter()
+                    .enumerate()
+                    .for_each(|(t, v)| put(i + t, j, v)),
+                _ => tile!(1, g, i)
+                    .iter()
+                    .enumerate()
+                    .for_each(|(t, v)| put(i + t, j, v)),
+            }
+            i += r;
+        }
+    }
+}
+
 type QDot = fn(&[u8], &[BlockQ8]) -> f32;
 type FDot = fn(&[u8], &[f32]) -> f32;
 
@@ -567,7 +677,13 @@ mod tests {
         }
         let mut rng = rand::rngs::StdRng::seed_from_u64(21);
         for ty in [WeightType::Q4_0, WeightType::Q4_1, WeightType::Q8_0] {
-            for (m, n, k) in [(1usize, 13usize, 64usize), (6, 40, 96), (9, 19, 576)] {
+            for (m, n, k) in [
+                (1usize, 13usize, 64usize),
+                (6, 40, 96),
+                (9, 19, 576),
+                (13, 33, 64),
+                (53, 16, 96),
+            ] {
                 let data = random_matrix(&mut rng, ty, n, k);
                 let w = WeightMatrix {
                     ty,
