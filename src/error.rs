@@ -9,6 +9,8 @@ pub enum Error {
     ModelNotFound { path: PathBuf },
     #[error("{path} is not a valid GGUF file: {reason}")]
     InvalidGguf { path: PathBuf, reason: String },
+    #[error("{path}: invalid safetensors checkpoint: {reason}")]
+    InvalidSafetensors { path: PathBuf, reason: String },
     #[error("{path}: unsupported architecture `{arch}` (supported: {supported})")]
     UnsupportedArchitecture {
         path: PathBuf,

@@ -17,9 +17,12 @@ pub mod bench;
 pub mod cli;
 pub mod engine;
 pub mod error;
+pub mod eval;
 pub mod jsonl;
 pub mod judge;
 pub mod model;
+pub mod server;
+pub mod synth;
 
 pub use error::{Error, Result};
 

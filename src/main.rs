@@ -3,9 +3,12 @@
 
 use anyhow::{Context, Result};
 use ares::cli::bench::BenchArgs;
+use ares::cli::eval::EvalArgs;
 use ares::cli::generate::{run_file, run_single, GenerateArgs};
 use ares::cli::judge::JudgeArgs;
 use ares::cli::rubric::RubricArgs;
+use ares::cli::serve::ServeArgs;
+use ares::cli::synth::SynthArgs;
 use ares::cli::ModelArgs;
 use ares::engine::EngineHandle;
 use ares::model::registry::Registry;
@@ -73,6 +76,32 @@ enum Command {
         #[command(flatten)]
         args: Box<RubricArgs>,
     },
+    /// Meta-evaluate the judge against people on ../shared/eval: Spearman and Kendall tau-b
+    /// with expert grades (medquad), pairwise accuracy (llmbar), with bootstrap intervals, for
+    /// rubric judging and plain holistic judging; one table, and report.json in --out.
+    Eval {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        args: Box<EvalArgs>,
+    },
+    /// Turn documents into rubric-annotated items (the ARES method): chunk, label domain and
+    /// personas, generate question + reference answer + weighted rubric, filter; writes
+    /// dataset.jsonl, rejected.jsonl and report.json in --out (resumable with --resume).
+    Synth {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        args: Box<SynthArgs>,
+    },
+    /// Serve rewards (/get_reward, /v1/rubric/score) and an OpenAI-compatible API
+    /// (/v1/completions, /v1/chat/completions) from one shared engine, until SIGTERM.
+    Serve {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        args: Box<ServeArgs>,
+    },
 }
 
 /// Exit codes: success, some items failed, fatal.
@@ -106,9 +135,16 @@ fn load_model(margs: &ModelArgs) -> Result<ares::model::LoadedModel> {
     if margs.threads > 0 {
         ares_kernels::set_num_threads(margs.threads);
     }
-    let path =
-        resolve(&margs.model, &download_bar()).with_context(|| format!("model {}", margs.model))?;
-    ares::model::load(&path).with_context(|| format!("loading {}", path.display()))
+    // A safetensors checkpoint directory is a path as it is.
+    let path = if std::path::Path::new(&margs.model).is_dir() {
+        std::path::PathBuf::from(&margs.model)
+    } else {
+        resolve(&margs.model, &download_bar()).with_context(|| format!("model {}", margs.model))?
+    };
+    let opts = ares::model::LoadOptions {
+        quantize: margs.quantize,
+    };
+    ares::model::load_with(&path, &opts).with_context(|| format!("loading {}", path.display()))
 }
 
 /// A progress bar drawn only on a terminal (hidden otherwise), with `template`.
@@ -172,14 +208,153 @@ fn run(cli: Cli) -> Result<Outcome> {
         Command::Bench { model, args } => bench(&model, &args),
         Command::Judge { model, args } => judge(&model, &args),
         Command::Rubric { model, args } => rubric(&model, &args),
+        Command::Eval { model, args } => eval(&model, &args),
+        Command::Serve { model, args } => serve(&model, &args),
+        Command::Synth { model, args } => synth(&model, &args),
     }
 }
 
-fn rubric(margs: &ModelArgs, args: &RubricArgs) -> Result<Outcome> {
+fn serve(margs: &ModelArgs, args: &ServeArgs) -> Result<Outcome> {
+    args.check_auth()?;
+    let rubrics = args.rubric_set().context("reading --rubrics")?;
+    for e in &rubrics.errors {
+        eprintln!("rubric rejected: {e}");
+    }
+    let loaded = load_model(margs)?;
+    let sha = loaded.sha256().context("hashing the model file")?;
+    let model_id = loaded
+        .path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| margs.model.clone());
+    let engine = EngineHandle::start(&loaded, margs.engine_config())?;
+    let config = args.config(model_id, sha);
+    let n_items = rubrics.len();
+    ares::cli::serve::run(args, engine, config, rubrics, |addr| {
+        eprintln!("ares serve: listening on http://{addr} ({n_items} rubric items)");
+    })
+    .context("serve")?;
+    eprintln!("ares serve: stopped");
+    Ok(Outcome::Ok)
+}
+
+fn eval(margs: &ModelArgs, args: &EvalArgs) -> Result<Outcome> {
     let loaded = load_model(margs)?;
     let sha = loaded.sha256().context("hashing the model file")?;
     let engine = EngineHandle::start(&loaded, margs.engine_config())?;
-    let report = ares::cli::rubric::run(args, &engine, &sha).context("rubric")?;
+    let bar = terminal_bar("{prefix} {bar:30} {pos}/{len} {msg}, ETA {eta}");
+    let progress = |p: &ares::eval::runner::EvalProgress| {
+        if bar.prefix() != p.stage {
+            bar.reset();
+            bar.set_prefix(p.stage.clone());
+        }
+        bar.set_length(p.total as u64);
+        bar.set_position(p.done as u64);
+        bar.set_message(format!(
+            "{}/{} requests, {:.1}/s",
+            p.requests_done,
+            p.requests_total,
+            p.requests_done as f64 / p.seconds.max(1e-9)
+        ));
+    };
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let report = ares::cli::eval::run(args, &command, &engine, &loaded.tokenizer, &sha, &progress)
+        .context("eval")?;
+    bar.finish_and_clear();
+    print!("{}", report.to_markdown());
+    eprintln!(
+        "eval: {:.1} s; report {}",
+        report.seconds,
+        args.out.join("report.json").display()
+    );
+    Ok(Outcome::Ok)
+}
+
+fn synth(margs: &ModelArgs, args: &SynthArgs) -> Result<Outcome> {
+    // Synth runs on the local engine for now; `--backend` is wired by the lead (issue #6).
+    let backend = open_backend(margs, &ares::cli::backend::BackendArgs::default())?;
+    let multi = indicatif::MultiProgress::with_draw_target(if std::io::stderr().is_terminal() {
+        indicatif::ProgressDrawTarget::stderr()
+    } else {
+        indicatif::ProgressDrawTarget::hidden()
+    });
+    let bar = |template: &str| {
+        let b = multi.add(ProgressBar::new(0));
+        b.set_style(ProgressStyle::with_template(template).expect("static template is valid"));
+        b
+    };
+    let ingest = bar("ingest   {msg}");
+    let label = bar("label    {bar:30} {pos}/{len} chunks");
+    let filter = bar("generate {bar:30} {pos}/{len} items filtered");
+    let output = bar("output   {msg} [{elapsed}]");
+    let progress = |p: &ares::synth::SynthProgress| {
+        ingest.set_message(format!("{} documents, {} chunks", p.documents, p.chunks));
+        label.set_length(p.chunks as u64);
+        label.set_position(p.labelled as u64);
+        filter.set_length(p.generated as u64);
+        filter.set_position(p.filtered as u64);
+        output.set_message(format!(
+            "{} accepted, {} rejected, {:.2} accepted/min",
+            p.accepted,
+            p.rejected,
+            p.accepted as f64 * 60.0 / p.seconds.max(1e-9)
+        ));
+    };
+    let outcome = ares::cli::synth::run(
+        args,
+        backend.generator.as_ref(),
+        &backend.tokenizer,
+        &backend.model_sha256,
+        &progress,
+    )
+    .context("synth")?;
+    for b in [&ingest, &label, &filter, &output] {
+        b.finish_and_clear();
+    }
+    let r = &outcome.report;
+    print!("{}", r.to_table());
+    println!("report: {}", args.out.join("report.json").display());
+    if let (Some(n), Some(path)) = (outcome.responses, &args.responses_out) {
+        println!(
+            "responses for `ares judge`: {} ({n} items x reference + degraded answer)",
+            path.display()
+        );
+    }
+    let unreadable = r
+        .ingest
+        .skipped
+        .iter()
+        .filter(|(k, _)| k.as_str() != "empty")
+        .map(|(_, n)| n)
+        .sum::<usize>();
+    Ok(
+        if r.engine_errors > 0 || unreadable > 0 || r.ingest.read_errors > 0 {
+            Outcome::SomeFailed
+        } else {
+            Outcome::Ok
+        },
+    )
+}
+
+/// The local engine, or `--backend` (then only the model's tokenizer and chat template are read).
+fn open_backend(
+    margs: &ModelArgs,
+    bargs: &ares::cli::backend::BackendArgs,
+) -> Result<ares::cli::backend::Backend> {
+    if bargs.backend.is_none() {
+        let loaded = load_model(margs)?;
+        return Ok(ares::cli::backend::local(&loaded, margs)?);
+    }
+    let path =
+        resolve(&margs.model, &download_bar()).with_context(|| format!("model {}", margs.model))?;
+    ares::cli::backend::remote(&path, bargs)
+        .with_context(|| format!("backend {:?} for {}", bargs.backend, path.display()))
+}
+
+fn rubric(margs: &ModelArgs, args: &RubricArgs) -> Result<Outcome> {
+    let backend = open_backend(margs, &args.backend)?;
+    let report = ares::cli::rubric::run(args, backend.generator.as_ref(), &backend.model_sha256)
+        .context("rubric")?;
     for r in &report.failed {
         eprintln!(
             "line {} ({}): {:?}: {}",
@@ -209,9 +384,7 @@ fn rubric(margs: &ModelArgs, args: &RubricArgs) -> Result<Outcome> {
 }
 
 fn judge(margs: &ModelArgs, args: &JudgeArgs) -> Result<Outcome> {
-    let loaded = load_model(margs)?;
-    let sha = loaded.sha256().context("hashing the model file")?;
-    let engine = EngineHandle::start(&loaded, margs.engine_config())?;
+    let backend = open_backend(margs, &args.backend)?;
     let bar = terminal_bar("judge {bar:30} {pos}/{len} responses, {msg}, ETA {eta}");
     let progress = |p: &ares::judge::judge::JudgeProgress| {
         bar.set_length(p.responses_total as u64);
@@ -223,14 +396,24 @@ fn judge(margs: &ModelArgs, args: &JudgeArgs) -> Result<Outcome> {
             p.requests_done as f64 / p.seconds.max(1e-9)
         ));
     };
-    let report = ares::cli::judge::run(args, &engine, &loaded.tokenizer, &sha, &progress)
-        .context("judge")?;
+    let report = ares::cli::judge::run(
+        args,
+        backend.generator.as_ref(),
+        &backend.tokenizer,
+        &backend.model_sha256,
+        &progress,
+    )
+    .context("judge")?;
     bar.finish_and_clear();
     for e in &report.rubric_errors {
         eprintln!("rubric rejected: {e}");
     }
     let s = &report.summary;
-    let st = engine.stats();
+    let st = backend
+        .engine
+        .as_ref()
+        .map(|e| e.stats())
+        .unwrap_or_default();
     eprintln!(
         "judge: {} responses: {} ok, {} failed ({} judge_unparseable, {} response_too_long, {} error); {} rubric items ({} rejected); {} criteria in {:.2} s = {:.1} criteria/s; prefix-cache hit rate {:.1}% ({} of {} prompt tokens cached); template {}; output {}",
         s.responses,
@@ -250,6 +433,18 @@ fn judge(margs: &ModelArgs, args: &JudgeArgs) -> Result<Outcome> {
         report.template_hash,
         args.out.display(),
     );
+    if let Some(path) = &report.cache_path {
+        eprintln!(
+            "verdict cache {}: {} hits, {} misses{}",
+            path.display(),
+            s.cache_hits,
+            s.cache_misses,
+            s.cache_error
+                .as_deref()
+                .map(|e| format!("; new verdicts not stored: {e}"))
+                .unwrap_or_default()
+        );
+    }
     Ok(if report.any_failed() {
         Outcome::SomeFailed
     } else {

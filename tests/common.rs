@@ -75,12 +75,21 @@ pub fn assert_tokenizer_matches_golden(tok: &ares::model::tokenizer::Tokenizer, 
     );
 }
 
-/// Shape and types of a tiny llama written by [`write_tiny_llama`].
+/// Shape and types of a tiny model written by [`write_tiny_llama`].
 pub struct TinySpec {
+    /// `llama`, `mistral`, `qwen2` (adds q/k/v biases), `qwen3` (adds per-head q/k norms) or
+    /// `gemma3` (adds q/k norms and post-attention/FFN norms, sliding window `window`).
     pub arch: &'static str,
     pub matrix_type: GgmlDType,
     pub embd_type: GgmlDType,
     pub n_layer: usize,
+    /// Per-head dimension (hidden is 64 and there are 4 heads, so 16 unless a test wants
+    /// head_dim != hidden / n_head).
+    pub head_dim: usize,
+    /// Sliding window of gemma3's local layers.
+    pub window: usize,
+    /// Write a separate `output.weight` instead of tying it to the embedding.
+    pub untied_output: bool,
 }
 
 impl Default for TinySpec {
@@ -90,17 +99,23 @@ impl Default for TinySpec {
             matrix_type: GgmlDType::Q4_1,
             embd_type: GgmlDType::Q8_0,
             n_layer: 2,
+            head_dim: 16,
+            window: 8,
+            untied_output: false,
         }
     }
 }
 
 pub const TINY_VOCAB: usize = 320;
 
-/// A seeded random llama-architecture GGUF: hidden 64, 4 heads / 2 KV heads (GQA), ffn 128,
-/// vocab 320, tied embeddings; a trivial byte-level vocabulary so the tokenizer builds.
+/// A seeded random GGUF of `spec.arch`: hidden 64, 4 heads / 2 KV heads (GQA), ffn 128,
+/// vocab 320, tied embeddings unless asked; a trivial byte-level vocabulary so the tokenizer
+/// builds. For llama the random stream (and so the model of a given seed) does not depend on the
+/// fields other architectures use.
 pub fn write_tiny_llama(path: &Path, spec: &TinySpec, seed: u64) {
     let (h, n_head, n_kv, hd, ffn, vocab) =
-        (64usize, 4usize, 2usize, 16usize, 128usize, TINY_VOCAB);
+        (64usize, 4usize, 2usize, spec.head_dim, 128usize, TINY_VOCAB);
+    let a = spec.arch;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dev = Device::Cpu;
     let mut tensors: Vec<(String, QTensor)> = Vec::new();
@@ -115,6 +130,15 @@ pub fn write_tiny_llama(path: &Path, spec: &TinySpec, seed: u64) {
         let t = Tensor::from_vec(data, (n, k), &dev).expect("tensor");
         tensors.push((name, QTensor::quantize(&t, ty).expect("quantize")));
     };
+    let vector = |tensors: &mut Vec<(String, QTensor)>,
+                  name: String,
+                  len: usize,
+                  range: std::ops::Range<f32>,
+                  rng: &mut rand::rngs::StdRng| {
+        let d: Vec<f32> = (0..len).map(|_| rng.gen_range(range.clone())).collect();
+        let t = Tensor::from_vec(d, len, &dev).expect("tensor");
+        tensors.push((name, QTensor::quantize(&t, GgmlDType::F32).expect("f32")));
+    };
     mat(
         &mut tensors,
         "token_embd.weight".into(),
@@ -124,91 +148,81 @@ pub fn write_tiny_llama(path: &Path, spec: &TinySpec, seed: u64) {
         spec.embd_type,
         &mut rng,
     );
+    let s = 1.0 / (h as f32).sqrt() * 1.7;
+    let ty = spec.matrix_type;
     for l in 0..spec.n_layer {
-        let s = 1.0 / (h as f32).sqrt() * 1.7;
+        let r = &mut rng;
+        let t = &mut tensors;
         mat(
-            &mut tensors,
+            t,
             format!("blk.{l}.attn_q.weight"),
             n_head * hd,
             h,
             s,
-            spec.matrix_type,
-            &mut rng,
+            ty,
+            r,
         );
+        mat(t, format!("blk.{l}.attn_k.weight"), n_kv * hd, h, s, ty, r);
+        mat(t, format!("blk.{l}.attn_v.weight"), n_kv * hd, h, s, ty, r);
+        let so = 1.0 / ((n_head * hd) as f32).sqrt() * 1.7;
         mat(
-            &mut tensors,
-            format!("blk.{l}.attn_k.weight"),
-            n_kv * hd,
-            h,
-            s,
-            spec.matrix_type,
-            &mut rng,
-        );
-        mat(
-            &mut tensors,
-            format!("blk.{l}.attn_v.weight"),
-            n_kv * hd,
-            h,
-            s,
-            spec.matrix_type,
-            &mut rng,
-        );
-        mat(
-            &mut tensors,
+            t,
             format!("blk.{l}.attn_output.weight"),
             h,
             n_head * hd,
-            s,
-            spec.matrix_type,
-            &mut rng,
+            so,
+            ty,
+            r,
         );
-        mat(
-            &mut tensors,
-            format!("blk.{l}.ffn_gate.weight"),
-            ffn,
-            h,
-            s,
-            spec.matrix_type,
-            &mut rng,
-        );
-        mat(
-            &mut tensors,
-            format!("blk.{l}.ffn_up.weight"),
-            ffn,
-            h,
-            s,
-            spec.matrix_type,
-            &mut rng,
-        );
-        mat(
-            &mut tensors,
-            format!("blk.{l}.ffn_down.weight"),
-            h,
-            ffn,
-            s,
-            spec.matrix_type,
-            &mut rng,
-        );
+        mat(t, format!("blk.{l}.ffn_gate.weight"), ffn, h, s, ty, r);
+        mat(t, format!("blk.{l}.ffn_up.weight"), ffn, h, s, ty, r);
+        mat(t, format!("blk.{l}.ffn_down.weight"), h, ffn, s, ty, r);
         for norm in ["attn_norm", "ffn_norm"] {
-            let d: Vec<f32> = (0..h).map(|_| rng.gen_range(0.8f32..1.2)).collect();
-            let t = Tensor::from_vec(d, h, &dev).expect("tensor");
-            tensors.push((
-                format!("blk.{l}.{norm}.weight"),
-                QTensor::quantize(&t, GgmlDType::F32).expect("f32"),
-            ));
+            vector(t, format!("blk.{l}.{norm}.weight"), h, 0.8..1.2, r);
+        }
+        if a == "qwen2" {
+            for (name, len) in [
+                ("attn_q", n_head * hd),
+                ("attn_k", n_kv * hd),
+                ("attn_v", n_kv * hd),
+            ] {
+                vector(t, format!("blk.{l}.{name}.bias"), len, -0.5..0.5, r);
+            }
+        }
+        if a == "qwen3" || a == "gemma3" {
+            for norm in ["attn_q_norm", "attn_k_norm"] {
+                vector(t, format!("blk.{l}.{norm}.weight"), hd, 0.8..1.2, r);
+            }
+        }
+        if a == "gemma3" {
+            for norm in ["post_attention_norm", "post_ffw_norm"] {
+                vector(t, format!("blk.{l}.{norm}.weight"), h, 0.8..1.2, r);
+            }
         }
     }
-    let d: Vec<f32> = (0..h).map(|_| rng.gen_range(0.8f32..1.2)).collect();
-    let t = Tensor::from_vec(d, h, &dev).expect("tensor");
-    tensors.push((
+    vector(
+        &mut tensors,
         "output_norm.weight".into(),
-        QTensor::quantize(&t, GgmlDType::F32).expect("f32"),
-    ));
+        h,
+        0.8..1.2,
+        &mut rng,
+    );
+    if spec.untied_output {
+        let ty = spec.embd_type;
+        mat(
+            &mut tensors,
+            "output.weight".into(),
+            vocab,
+            h,
+            1.0,
+            ty,
+            &mut rng,
+        );
+    }
 
     use gguf_file::Value as V;
-    let a = spec.arch;
     let tokens: Vec<V> = (0..vocab).map(|i| V::String(format!("t{i}"))).collect();
-    let meta: Vec<(String, V)> = vec![
+    let mut meta: Vec<(String, V)> = vec![
         ("general.architecture".into(), V::String(a.into())),
         (format!("{a}.block_count"), V::U32(spec.n_layer as u32)),
         (format!("{a}.context_length"), V::U32(256)),
@@ -217,6 +231,7 @@ pub fn write_tiny_llama(path: &Path, spec: &TinySpec, seed: u64) {
         (format!("{a}.attention.head_count"), V::U32(n_head as u32)),
         (format!("{a}.attention.head_count_kv"), V::U32(n_kv as u32)),
         (format!("{a}.rope.freq_base"), V::F32(10000.0)),
+        (format!("{a}.rope.dimension_count"), V::U32(hd as u32)),
         (
             format!("{a}.attention.layer_norm_rms_epsilon"),
             V::F32(1e-5),
@@ -226,6 +241,20 @@ pub fn write_tiny_llama(path: &Path, spec: &TinySpec, seed: u64) {
         ("tokenizer.ggml.merges".into(), V::Array(vec![])),
         ("tokenizer.ggml.eos_token_id".into(), V::U32(0)),
     ];
+    if a != "llama" && a != "mistral" {
+        meta.push((format!("{a}.attention.key_length"), V::U32(hd as u32)));
+        meta.push((format!("{a}.attention.value_length"), V::U32(hd as u32)));
+        // candle's quantized_qwen3 builds its rope tables in f16 unless told f32 (0).
+        meta.push(("general.dtype".into(), V::U32(0)));
+    }
+    if a == "gemma3" {
+        meta.push((
+            format!("{a}.attention.sliding_window"),
+            V::U32(spec.window as u32),
+        ));
+        meta.push(("tokenizer.ggml.add_bos_token".into(), V::Bool(true)));
+        meta.push(("tokenizer.ggml.bos_token_id".into(), V::U32(2)));
+    }
     let meta_refs: Vec<(&str, &V)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let mut f = std::fs::File::create(path).expect("create gguf");
@@ -238,4 +267,41 @@ pub fn tiny_model(spec: &TinySpec, seed: u64) -> (tempfile::TempDir, PathBuf) {
     let path = dir.path().join("tiny.gguf");
     write_tiny_llama(&path, spec, seed);
     (dir, path)
+}
+
+/// One sequence run straight through `Model::forward` (no engine), for comparisons with other
+/// implementations that return raw logits.
+pub struct OneSequence {
+    kv: ares::engine::kv_cache::KvCache,
+    table: Vec<ares::engine::kv_cache::BlockId>,
+    pos: usize,
+}
+
+impl OneSequence {
+    pub fn new(m: &LoadedModel, max_tokens: usize) -> Self {
+        let cfg = m.model.config();
+        let bs = 16;
+        let n_blocks = max_tokens.div_ceil(bs);
+        OneSequence {
+            kv: ares::engine::kv_cache::KvCache::new(cfg.n_layer, cfg.kv_dim(), bs, n_blocks),
+            table: Vec::new(),
+            pos: 0,
+        }
+    }
+
+    /// Feed `tokens` at the next positions in one batch; logits of every fed token,
+    /// (tokens.len(), vocab).
+    pub fn feed(&mut self, m: &LoadedModel, tokens: &[u32]) -> Vec<Vec<f32>> {
+        assert!(
+            self.kv.grow(&mut self.table, self.pos + tokens.len()),
+            "KV room"
+        );
+        let mut b = ares::engine::batch::Batch::default();
+        b.push_seq(tokens, self.pos, self.table.clone(), false);
+        b.logit_rows = (0..tokens.len()).collect();
+        self.pos += tokens.len();
+        let logits = m.model.forward(&b, &mut self.kv.storage).expect("forward");
+        let vocab = m.model.config().vocab;
+        logits.chunks(vocab).map(|r| r.to_vec()).collect()
+    }
 }

@@ -9,7 +9,7 @@ use ares::engine::{
 use ares::model::{load, LoadedModel};
 use rand::{Rng, SeedableRng};
 
-fn req(id: usize, prompt: Vec<u32>, max_tokens: usize) -> Request {
+pub fn req(id: usize, prompt: Vec<u32>, max_tokens: usize) -> Request {
     Request {
         max_tokens,
         ignore_eos: true,
@@ -19,12 +19,12 @@ fn req(id: usize, prompt: Vec<u32>, max_tokens: usize) -> Request {
     }
 }
 
-fn ids(c: &Completion) -> Vec<u32> {
+pub fn ids(c: &Completion) -> Vec<u32> {
     c.tokens.iter().map(|t| t.id).collect()
 }
 
 /// Max |Δ| between the per-step top-8 log-probs of two completions of the same tokens.
-fn max_logprob_diff(a: &Completion, b: &Completion) -> f32 {
+pub fn max_logprob_diff(a: &Completion, b: &Completion) -> f32 {
     let mut m = 0f32;
     for (x, y) in a.tokens.iter().zip(&b.tokens) {
         for ((ia, la), (ib, lb)) in x.top.iter().zip(&y.top) {
@@ -37,7 +37,7 @@ fn max_logprob_diff(a: &Completion, b: &Completion) -> f32 {
     m
 }
 
-fn random_prompts(n: usize, seed: u64, vocab: usize) -> Vec<Vec<u32>> {
+pub fn random_prompts(n: usize, seed: u64, vocab: usize) -> Vec<Vec<u32>> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     (0..n)
         .map(|_| {
@@ -47,7 +47,7 @@ fn random_prompts(n: usize, seed: u64, vocab: usize) -> Vec<Vec<u32>> {
         .collect()
 }
 
-fn batched_equals_alone(m: &LoadedModel, prompts: &[Vec<u32>], max_tokens: usize) {
+pub fn batched_equals_alone(m: &LoadedModel, prompts: &[Vec<u32>], max_tokens: usize) {
     let together = engine(m, EngineConfig::default());
     let outs: Vec<Completion> = together
         .generate_many(
@@ -80,7 +80,7 @@ fn batched_equals_alone(m: &LoadedModel, prompts: &[Vec<u32>], max_tokens: usize
     }
 }
 
-fn chunked_equals_one_shot(m: &LoadedModel, prompt: Vec<u32>) {
+pub fn chunked_equals_one_shot(m: &LoadedModel, prompt: Vec<u32>) {
     let whole = engine(m, EngineConfig::default())
         .generate(req(0, prompt.clone(), 4))
         .expect("ok");
@@ -104,7 +104,7 @@ fn chunked_equals_one_shot(m: &LoadedModel, prompt: Vec<u32>) {
     );
 }
 
-fn prefix_shared_equals_scratch(m: &LoadedModel, prefix: Vec<u32>, tail: Vec<u32>) {
+pub fn prefix_shared_equals_scratch(m: &LoadedModel, prefix: Vec<u32>, tail: Vec<u32>) {
     let mut full = prefix.clone();
     full.extend(&tail);
     let scratch = engine(m, EngineConfig::default())

@@ -4,8 +4,12 @@
 mod cli;
 mod common;
 mod constrained;
+mod eval;
 mod gemma;
 mod golden;
+mod hf_checkpoint;
 mod invariants;
 mod judge;
+mod qwen;
 mod rubric;
+mod serve;

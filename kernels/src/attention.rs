@@ -5,7 +5,9 @@
 //! blocks shared by many sequences can be visited once for all of their queries: the per-query
 //! arithmetic is the same either way, so results do not depend on how queries were grouped).
 //!
-//! Layout: a run's K (and V) rows are `n_pos` rows of `head_dim` floats, `stride` floats apart.
+//! Layout: K is transposed: element d of a run's position j is at `kt[d * kt_stride + j]` (the KV
+//! cache stores each block's K that way, so a vector holds 8 or 16 positions of one dimension and
+//! scores need no horizontal sums); V rows are `n_pos` rows of `head_dim` floats, `v_stride` apart.
 
 use crate::dispatch::{isa, Isa};
 use crate::scalar;
@@ -46,13 +48,15 @@ impl OnlineSoftmax {
     }
 }
 
-/// Update `st` with positions `k[j*stride..][..hd]`, `v[...]`, j < n_pos, for query `q` (hd,),
-/// scores scaled by `scale`.
+/// Update `st` with the run's `n_pos` positions (K transposed in `kt`, V rows in `v`, see the
+/// module docs) for query `q` (hd,), scores scaled by `scale`.
+#[allow(clippy::too_many_arguments)]
 pub fn attend_run(
     q: &[f32],
-    k: &[f32],
+    kt: &[f32],
+    kt_stride: usize,
     v: &[f32],
-    stride: usize,
+    v_stride: usize,
     n_pos: usize,
     scale: f32,
     st: &mut OnlineSoftmax,
@@ -62,35 +66,41 @@ pub fn attend_run(
         return;
     }
     let hd = q.len();
+    assert!(
+        kt.len() >= (hd - 1) * kt_stride + n_pos && v.len() >= (n_pos - 1) * v_stride + hd,
+        "attention run out of bounds"
+    );
     #[cfg(target_arch = "x86_64")]
-    if isa() == Isa::Avx2 && hd.is_multiple_of(8) {
-        debug_assert!(k.len() >= (n_pos - 1) * stride + hd && v.len() >= (n_pos - 1) * stride + hd);
-        let (qp, kp, vp, ap) = (q.as_ptr(), k.as_ptr(), v.as_ptr(), st.acc.as_mut_ptr());
-        // SAFETY: avx2 detected; q and acc hold hd floats, k and v n_pos rows of hd floats
-        // `stride` apart (checked above in debug builds; the caller's contract).
-        unsafe {
-            match hd / 8 {
-                4 => {
-                    return crate::x86::attend_run::<4>(
-                        qp, kp, vp, stride, n_pos, scale, &mut st.m, &mut st.l, ap,
-                    )
+    {
+        let (qp, kp, vp, ap) = (q.as_ptr(), kt.as_ptr(), v.as_ptr(), st.acc.as_mut_ptr());
+        let (m, l) = (&mut st.m, &mut st.l);
+        macro_rules! run {
+            ($f:path) => {
+                return $f(qp, kp, kt_stride, vp, v_stride, n_pos, scale, m, l, ap)
+            };
+        }
+        if crate::dispatch::vnni() && hd.is_multiple_of(16) {
+            // SAFETY: the AVX-512 tier was detected; bounds checked above.
+            unsafe {
+                match hd / 16 {
+                    2 => run!(crate::avx512::attend_run::<2>),
+                    4 => run!(crate::avx512::attend_run::<4>),
+                    8 => run!(crate::avx512::attend_run::<8>),
+                    16 => run!(crate::avx512::attend_run::<16>),
+                    _ => {}
                 }
-                8 => {
-                    return crate::x86::attend_run::<8>(
-                        qp, kp, vp, stride, n_pos, scale, &mut st.m, &mut st.l, ap,
-                    )
+            }
+        }
+        if isa() == Isa::Avx2 && hd.is_multiple_of(8) {
+            // SAFETY: avx2 detected; bounds checked above.
+            unsafe {
+                match hd / 8 {
+                    4 => run!(crate::x86::attend_run::<4>),
+                    8 => run!(crate::x86::attend_run::<8>),
+                    16 => run!(crate::x86::attend_run::<16>),
+                    32 => run!(crate::x86::attend_run::<32>),
+                    _ => {}
                 }
-                16 => {
-                    return crate::x86::attend_run::<16>(
-                        qp, kp, vp, stride, n_pos, scale, &mut st.m, &mut st.l, ap,
-                    )
-                }
-                32 => {
-                    return crate::x86::attend_run::<32>(
-                        qp, kp, vp, stride, n_pos, scale, &mut st.m, &mut st.l, ap,
-                    )
-                }
-                _ => {}
             }
         }
     }
@@ -98,7 +108,11 @@ pub fn attend_run(
     let s = &mut s[..(n_pos + 1).min(MAX_RUN)];
     let mut run_max = f32::NEG_INFINITY;
     for (j, sj) in s.iter_mut().enumerate().take(n_pos) {
-        *sj = crate::matmul::dot(q, &k[j * stride..j * stride + hd]) * scale;
+        let mut acc = 0f32;
+        for (d, qd) in q.iter().enumerate() {
+            acc += qd * kt[d * kt_stride + j];
+        }
+        *sj = acc * scale;
         run_max = run_max.max(*sj);
     }
     let m_new = st.m.max(run_max);
@@ -123,7 +137,7 @@ pub fn attend_run(
         }
     }
     for (j, w) in s.iter().enumerate().take(n_pos) {
-        crate::matmul::axpy(*w, &v[j * stride..j * stride + hd], &mut st.acc);
+        crate::matmul::axpy(*w, &v[j * v_stride..j * v_stride + hd], &mut st.acc);
     }
     st.m = m_new;
 }
@@ -201,12 +215,29 @@ mod tests {
     #[test]
     fn runs_equal_full_softmax() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(2);
-        let (hd, stride) = (64, 64 * 3);
-        for n in [1usize, 7, 16, 33, 100] {
+        for (hd, n) in [
+            (64usize, 1usize),
+            (64, 7),
+            (64, 16),
+            (64, 33),
+            (64, 100),
+            (32, 21),
+            (128, 40),
+            (256, 70),
+            (24, 9),
+        ] {
+            let stride = hd * 3;
             let q: Vec<f32> = (0..hd).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
             let k: Vec<f32> = (0..n * stride)
                 .map(|_| rng.gen_range(-2.0f32..2.0))
                 .collect();
+            // The kernels read K transposed: element d of position j at kt[d * n + j].
+            let mut kt = vec![0f32; hd * n];
+            for j in 0..n {
+                for d in 0..hd {
+                    kt[d * n + j] = k[j * stride + d];
+                }
+            }
             let v: Vec<f32> = (0..n * stride)
                 .map(|_| rng.gen_range(-1.0f32..1.0))
                 .collect();
@@ -229,7 +260,8 @@ mod tests {
                     let len = run.min(n - j);
                     attend_run(
                         &q,
-                        &k[j * stride..],
+                        &kt[j..],
+                        n,
                         &v[j * stride..],
                         stride,
                         len,

@@ -20,7 +20,7 @@ pub fn isa() -> Isa {
     *ISA.get_or_init(detect)
 }
 
-/// Whether the packed quantized matmul runs on the AVX-512 VNNI kernels (`crate::x86_vnni`): the
+/// Whether the packed quantized matmul runs on the AVX-512 VNNI kernels (`crate::avx512`): the
 /// AVX2 tier plus avx512f/bw/vl/vnni, unless `ARES_ISA=avx2`. Results are bit-identical to the
 /// AVX2 kernels' (same exact integer block sums, same float operations), so this only changes speed.
 pub fn vnni() -> bool {

@@ -10,6 +10,8 @@
 //! output element never depends on how many rows are in the call, so results are batch-invariant.
 
 pub mod attention;
+#[cfg(target_arch = "x86_64")]
+pub mod avx512;
 pub mod dispatch;
 pub mod formats;
 pub mod matmul;
@@ -20,8 +22,6 @@ pub mod quantize;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
-#[cfg(target_arch = "x86_64")]
-pub mod x86_vnni;
 
 pub use attention::silu_mul;
 pub use dispatch::{cpu_features, Isa};

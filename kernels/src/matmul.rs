@@ -153,10 +153,12 @@ pub fn matmul_many(ws: &[Mat<'_>], x: &[f32], ys: &mut [&mut [f32]]) {
     }
     let outs: Vec<OutPtr> = ys.iter_mut().map(|y| OutPtr(y.as_mut_ptr())).collect();
     let nb = k / QK;
-    let mut a = Vec::new();
+    // The quantized activations live in a per-thread scratch buffer that only grows: a fresh
+    // allocation per call costs page faults and a memset as large as the work on big batches.
+    let mut a = ACT_SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
     if ws.iter().any(|w| w.ty().quantizes_activations()) {
         assert!(k.is_multiple_of(QK), "k={k} is not a multiple of {QK}");
-        a = vec![BlockQ8::default(); m * nb];
+        a.resize(m * nb, BlockQ8::default());
         let ap = ActPtr(a.as_mut_ptr());
         let rows_per_task = m.div_ceil(threads * 2).max(1);
         parallel_for(m.div_ceil(rows_per_task), |t| {
@@ -177,9 +179,10 @@ pub fn matmul_many(ws: &[Mat<'_>], x: &[f32], ys: &mut [&mut [f32]]) {
     {
         asum = vec![0i32; m * nb];
         #[cfg(target_arch = "x86_64")]
-        crate::x86_vnni::block_sums(&a, &mut asum);
+        crate::avx512::block_sums(&a[..m * nb], &mut asum);
     }
-    let (a, asum) = (&a, &asum);
+    let act = &mut a;
+    let (a, asum) = (&act[..], &asum);
     let use_avx2 = isa() == Isa::Avx2;
     parallel_for(chunks.len(), |c| {
         let (wi, j0, j1) = chunks[c];
@@ -250,6 +253,11 @@ pub fn matmul_many(ws: &[Mat<'_>], x: &[f32], ys: &mut [&mut [f32]]) {
             }
         }
     });
+    ACT_SCRATCH.with(|s| *s.borrow_mut() = std::mem::take(act));
+}
+
+thread_local! {
+    static ACT_SCRATCH: std::cell::RefCell<Vec<BlockQ8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 #[derive(Clone, Copy)]
@@ -422,7 +430,7 @@ unsafe fn panel_avx2_packed(
 }
 
 /// Weight rows j0..j1 (`j0` a multiple of 16) × activation rows p0..p1 through the VNNI kernel,
-/// [`crate::x86_vnni::MAX_TILE`] activation rows per call. `put(i, j, v)` stores y[i, j..j + 16]
+/// [`crate::avx512::MAX_TILE`] activation rows per call. `put(i, j, v)` stores y[i, j..j + 16]
 /// (the caller clips past n).
 ///
 /// # Safety
@@ -442,8 +450,8 @@ unsafe fn panel_vnni(
     p1: usize,
     put: &mut dyn FnMut(usize, usize, &[f32; 16]),
 ) {
+    use crate::avx512::{gemm16, MAX_TILE};
     use crate::x86::{Q4_0, Q4_1, Q8_0};
-    use crate::x86_vnni::{gemm16, MAX_TILE};
     debug_assert!(j0.is_multiple_of(16));
     let gb = crate::packed::vnni_geometry(ty).0 * nb;
     let act = |i: usize| a.as_ptr().add(i * nb);

@@ -7,7 +7,7 @@
 //! not a multiple of 8 is padded with zero rows. The matmul then reads one sequential stream per
 //! group and loads 8 scales with one instruction.
 //!
-//! AVX-512 VNNI (`Layout::Vnni16`, see `crate::x86_vnni`): rows in groups of 16, one 32-bit lane per
+//! AVX-512 VNNI (`Layout::Vnni16`, see `crate::avx512`): rows in groups of 16, one 32-bit lane per
 //! row. For each block index: `[d × 16 f16][m × 16 f16 (Q4_1 only)][qs]` where `qs` is a sequence of
 //! 64-byte vectors, vector c holding bytes 4c..4c+4 of each of the 16 rows' quantized values (lane
 //! r = row r). Q4_0/Q4_1 store the ggml nibble bytes as they are (4 vectors: low nibbles are

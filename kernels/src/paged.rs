@@ -13,8 +13,10 @@ use crate::pool::parallel_for;
 pub struct PagedAttention<'a> {
     /// (n_tokens, n_head, head_dim)
     pub q: &'a [f32],
-    /// K and V of the layer: (n_blocks, block_size, n_kv_head, head_dim).
+    /// K of the layer, transposed per block: (n_blocks, n_kv_head, head_dim, block_size), i.e.
+    /// element c of the block's position o at `block * block_size * kv_dim + c * block_size + o`.
     pub k: &'a [f32],
+    /// V of the layer: (n_blocks, block_size, n_kv_head, head_dim).
     pub v: &'a [f32],
     pub block_size: usize,
     pub n_head: usize,
@@ -132,11 +134,22 @@ pub fn paged_attention(p: &PagedAttention<'_>, out: &mut [f32]) {
             if lo >= hi {
                 return;
             }
-            let base = (block as usize * bs + (lo - b * bs)) * kv_dim + head_off;
+            let off = lo - b * bs;
+            let vbase = (block as usize * bs + off) * kv_dim + head_off;
+            let kbase = block as usize * bs * kv_dim + head_off * bs + off;
             for (h, s) in st.iter_mut().enumerate() {
                 let qh = task.kv_head * group_size + h;
                 let q = &p.q[(t * p.n_head + qh) * hd..][..hd];
-                attend_run(q, &p.k[base..], &p.v[base..], kv_dim, hi - lo, p.scale, s);
+                attend_run(
+                    q,
+                    &p.k[kbase..],
+                    bs,
+                    &p.v[vbase..],
+                    kv_dim,
+                    hi - lo,
+                    p.scale,
+                    s,
+                );
             }
         };
         // Shared prefix: each block once, all queries of the task.
@@ -199,10 +212,13 @@ mod tests {
                 let q = &p.q[(t * p.n_head + h) * hd..][..hd];
                 let at =
                     |pos: usize| (table[pos / bs] as usize * bs + pos % bs) * kv_dim + kvh * hd;
+                let kat = |pos: usize, d: usize| {
+                    table[pos / bs] as usize * bs * kv_dim + (kvh * hd + d) * bs + pos % bs
+                };
                 let s: Vec<f64> = (first..end)
                     .map(|pos| {
                         (0..hd)
-                            .map(|d| q[d] as f64 * p.k[at(pos) + d] as f64)
+                            .map(|d| q[d] as f64 * p.k[kat(pos, d)] as f64)
                             .sum::<f64>()
                             * p.scale as f64
                     })
@@ -251,7 +267,9 @@ mod tests {
         let q: Vec<f32> = (0..positions.len() * n_head * hd)
             .map(|_| rng.gen_range(-1.0f32..1.0))
             .collect();
-        for window in [None, Some(24)] {
+        // Windows: none, one position, exactly a block, a block and one, mid-block, and longer
+        // than every sequence (must equal no window).
+        for window in [None, Some(1), Some(16), Some(17), Some(24), Some(1000)] {
             let p = PagedAttention {
                 q: &q,
                 k: &k,

@@ -716,48 +716,56 @@ unsafe fn exp8(x: __m256) -> __m256 {
     _mm256_andnot_ps(tiny, y)
 }
 
-/// One run of the online softmax for a query of `NV * 8` dims (see `crate::attention`): the
-/// query and the output accumulator live in registers for the whole run; scores, their exp (the
-/// correction factor rides in a spare lane) and the weighted V sum are computed in place.
+/// One run of the online softmax for a query of `NV * 8` dims (see `crate::attention`) over K
+/// stored transposed (element d of position j at `kt[d * kt_stride + j]`): 8 positions' scores per
+/// vector, no horizontal sums. The query's output accumulator lives in registers for the V pass;
+/// the exp of the scores (the correction factor rides in a spare lane) is computed in place.
 ///
 /// # Safety
-/// avx2, fma, f16c present; `q` and `acc` hold NV·8 floats; `k` and `v` hold `n_pos` rows of
-/// NV·8 floats `stride` apart; `n_pos <= 64`.
+/// avx2, fma, f16c present; `q` and `acc` hold NV·8 floats; `kt` holds NV·8 rows of `n_pos`
+/// floats `kt_stride` apart; `v` holds `n_pos` rows of NV·8 floats `v_stride` apart; `n_pos <= 64`.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn attend_run<const NV: usize>(
     q: *const f32,
-    k: *const f32,
+    kt: *const f32,
+    kt_stride: usize,
     v: *const f32,
-    stride: usize,
+    v_stride: usize,
     n_pos: usize,
     scale: f32,
     m: &mut f32,
     l: &mut f32,
     acc: *mut f32,
 ) {
-    let mut qv = [_mm256_setzero_ps(); NV];
-    for (i, r) in qv.iter_mut().enumerate() {
-        *r = _mm256_loadu_ps(q.add(8 * i));
-    }
+    let hd = NV * 8;
     let mut s = [0f32; 72];
+    let sc = _mm256_set1_ps(scale);
+    for c in 0..n_pos.div_ceil(8) {
+        let left = (n_pos - 8 * c).min(8) as i32;
+        let mk = _mm256_cmpgt_epi32(
+            _mm256_set1_epi32(left),
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+        );
+        let base = kt.add(8 * c);
+        let mut a = [_mm256_setzero_ps(); 4];
+        let mut d = 0;
+        while d < hd {
+            for (u, au) in a.iter_mut().enumerate() {
+                let kv = _mm256_maskload_ps(base.add((d + u) * kt_stride), mk);
+                *au = _mm256_fmadd_ps(_mm256_set1_ps(*q.add(d + u)), kv, *au);
+            }
+            d += 4;
+        }
+        let sv = _mm256_mul_ps(
+            _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3])),
+            sc,
+        );
+        _mm256_storeu_ps(s.as_mut_ptr().add(8 * c), sv);
+    }
     let mut run_max = f32::NEG_INFINITY;
-    for (j, sj_out) in s.iter_mut().enumerate().take(n_pos) {
-        let kj = k.add(j * stride);
-        let mut a0 = _mm256_setzero_ps();
-        let mut a1 = _mm256_setzero_ps();
-        let mut i = 0;
-        while i + 1 < NV {
-            a0 = _mm256_fmadd_ps(qv[i], _mm256_loadu_ps(kj.add(8 * i)), a0);
-            a1 = _mm256_fmadd_ps(qv[i + 1], _mm256_loadu_ps(kj.add(8 * i + 8)), a1);
-            i += 2;
-        }
-        if i < NV {
-            a0 = _mm256_fmadd_ps(qv[i], _mm256_loadu_ps(kj.add(8 * i)), a0);
-        }
-        let sj = hsum(_mm256_add_ps(a0, a1)) * scale;
-        *sj_out = sj;
-        run_max = run_max.max(sj);
+    for sj in s.iter().take(n_pos) {
+        run_max = run_max.max(*sj);
     }
     let first = *m == f32::NEG_INFINITY;
     let m_new = m.max(run_max);
@@ -779,7 +787,7 @@ pub unsafe fn attend_run<const NV: usize>(
     }
     for (j, sj) in s.iter().enumerate().take(n_pos) {
         let w = _mm256_set1_ps(*sj);
-        let vj = v.add(j * stride);
+        let vj = v.add(j * v_stride);
         for (i, r) in av.iter_mut().enumerate() {
             *r = _mm256_fmadd_ps(w, _mm256_loadu_ps(vj.add(8 * i)), *r);
         }

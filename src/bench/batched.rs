@@ -287,8 +287,10 @@ fn allocate(kv: &mut KvCache, prefix: &[BlockId], n_tokens: usize) -> Vec<BlockI
 fn copy_block_prefix(kv: &mut KvCache, from: BlockId, to: BlockId, n: usize) {
     let s = &mut kv.storage;
     let (src, dst, len) = (s.slot(from, 0), s.slot(to, 0), n * s.kv_dim);
+    // K is transposed per block: its first n positions are not contiguous, so copy all of it.
+    let block_len = s.block_size * s.kv_dim;
     for layer in &mut s.layers {
-        layer.k.copy_within(src..src + len, dst);
+        layer.k.copy_within(src..src + block_len, dst);
         layer.v.copy_within(src..src + len, dst);
     }
 }

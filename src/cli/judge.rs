@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 
+use crate::cli::backend::BackendArgs;
 use crate::engine::Generator;
+use crate::judge::cache::VerdictCache;
 use crate::judge::judge::{
     read_responses, Judge, JudgeConfig, JudgeError, JudgeProgress, JudgeRecord, JudgeSummary, Mode,
     RubricSet, DEFAULT_MAX_IN_FLIGHT,
@@ -87,6 +89,16 @@ pub struct JudgeArgs {
     /// Requests submitted to the engine and not yet collected, at most.
     #[arg(long, default_value_t = DEFAULT_MAX_IN_FLIGHT)]
     pub max_in_flight: usize,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    /// Verdict cache folder (created if missing; the store is DIR/verdicts.redb): requests
+    /// judged before with the same model, template, mode, question, criterion and response
+    /// skip the engine.
+    #[arg(long, value_name = "DIR", conflicts_with = "cache_file")]
+    pub cache: Option<PathBuf>,
+    /// Verdict cache file (a redb database; created if missing), instead of --cache DIR.
+    #[arg(long, value_name = "PATH")]
+    pub cache_file: Option<PathBuf>,
 }
 
 impl JudgeArgs {
@@ -109,6 +121,15 @@ impl JudgeArgs {
         }
     }
 
+    /// Opens the verdict cache named by --cache / --cache-file, if any.
+    pub fn open_cache(&self) -> Result<Option<VerdictCache>, JudgeError> {
+        Ok(match (&self.cache, &self.cache_file) {
+            (_, Some(file)) => Some(VerdictCache::open(file)?),
+            (Some(dir), None) => Some(VerdictCache::open_dir(dir)?),
+            (None, None) => None,
+        })
+    }
+
     pub fn format(&self) -> Format {
         match self.rubric_format {
             RubricFormatArg::Ares => Format::Ares,
@@ -128,6 +149,8 @@ pub struct JudgeReport {
     /// Rejected rubric lines or items, each naming file and line (or item) and the reason.
     pub rubric_errors: Vec<String>,
     pub template_hash: String,
+    /// The verdict cache file, when one was used.
+    pub cache_path: Option<PathBuf>,
 }
 
 impl JudgeReport {
@@ -145,9 +168,25 @@ pub fn run(
     model_sha256: &str,
     progress: &dyn Fn(&JudgeProgress),
 ) -> Result<JudgeReport, JudgeError> {
-    let judge = Judge::new(generator, tokenizer, model_sha256, args.config())?;
+    let cache = args.open_cache()?;
+    let mut judge = Judge::new(generator, tokenizer, model_sha256, args.config())?;
+    if let Some(cache) = &cache {
+        judge = judge.with_cache(cache);
+    }
     let rubrics = RubricSet::read(&args.rubrics, args.format())?;
-    let responses = read_responses(&args.responses)?;
+    let mut responses = read_responses(&args.responses)?;
+    // --shard: this machine's part, by item id (all responses of an item stay together).
+    let shard = args.backend.shard();
+    responses.retain(|e| {
+        let key = match &e.parsed {
+            Ok(r) => r.item_id.clone(),
+            Err(err) => err
+                .item_id
+                .clone()
+                .unwrap_or_else(|| format!("line:{}", e.line)),
+        };
+        shard.contains(&key)
+    });
     let (records, summary) = judge.run(&rubrics, &responses, progress);
     write_records(&args.out, &records)?;
     Ok(JudgeReport {
@@ -155,6 +194,7 @@ pub fn run(
         rubric_items: rubrics.len(),
         rubric_errors: rubrics.errors.clone(),
         template_hash: judge.template_hash().to_string(),
+        cache_path: cache.as_ref().map(|c| c.path().to_path_buf()),
     })
 }
 

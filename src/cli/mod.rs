@@ -2,10 +2,14 @@
 //! and jobs the binary runs. Nothing here prints to the terminal directly: output goes to the
 //! writers the binary passes in.
 
+pub mod backend;
 pub mod bench;
+pub mod eval;
 pub mod generate;
 pub mod judge;
 pub mod rubric;
+pub mod serve;
+pub mod synth;
 
 use crate::engine::EngineConfig;
 use clap::Args;
@@ -32,6 +36,9 @@ pub struct ModelArgs {
     /// Worker threads (0: all cores).
     #[arg(short = 't', long, default_value_t = 0)]
     pub threads: usize,
+    /// Quantize the matrices of a safetensors checkpoint at load (q8_0 or q4_k).
+    #[arg(long)]
+    pub quantize: Option<crate::model::safetensors::Quantize>,
 }
 
 impl ModelArgs {

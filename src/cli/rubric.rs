@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use clap::Args;
 
+use crate::cli::backend::BackendArgs;
 use crate::cli::judge::RubricFormatArg;
 use crate::engine::{Generator, SamplingParams};
 use crate::judge::formats::{self, Format};
@@ -48,6 +49,8 @@ pub struct RubricArgs {
     /// Sampling seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    #[command(flatten)]
+    pub backend: BackendArgs,
 }
 
 impl RubricArgs {
@@ -103,7 +106,13 @@ pub fn run(
 ) -> Result<RubricReport, RubricGenError> {
     let t0 = Instant::now();
     let gen = RubricGenerator::new(generator, model_sha256, args.config())?;
-    let entries = read_questions(&args.input)?;
+    let mut entries = read_questions(&args.input)?;
+    // --shard: this machine's part, by question id.
+    let shard = args.backend.shard();
+    entries.retain(|e| match &e.parsed {
+        Ok(q) => shard.contains(&q.id),
+        Err(_) => shard.contains(&format!("line:{}", e.line)),
+    });
     let format = args.format();
     let blank = |line: usize, id: Option<String>| RubricStatusRecord {
         line,

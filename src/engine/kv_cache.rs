@@ -18,7 +18,10 @@ pub struct BlockId(pub u32);
 
 /// K and V values of one layer: (n_blocks, block_size, n_kv_head, head_dim) each, f32.
 pub struct LayerKv {
+    /// Transposed per block: (n_blocks, kv_dim, block_size), so the attention kernels load 8 or 16
+    /// positions of one dimension as a vector (see `ares_kernels::paged`).
     pub k: Vec<f32>,
+    /// (n_blocks, block_size, kv_dim)
     pub v: Vec<f32>,
 }
 
@@ -38,7 +41,19 @@ impl KvStorage {
         (block.0 as usize * self.block_size + off) * self.kv_dim
     }
 
-    /// Offset of position `pos` of a sequence whose blocks are `table`.
+    /// Where K element 0 of position `pos` lives in a layer's `k`, and the distance between its
+    /// elements (K is stored transposed per block).
+    #[inline]
+    pub fn k_slot_of(&self, table: &[BlockId], pos: usize) -> (usize, usize) {
+        let (block, off) = (table[pos / self.block_size], pos % self.block_size);
+        (
+            block.0 as usize * self.block_size * self.kv_dim + off,
+            self.block_size,
+        )
+    }
+
+    /// Offset of position `pos` of a sequence whose blocks are `table` (in `v`; in `k` for data
+    /// that does not go through attention, such as test models).
     #[inline]
     pub fn slot_of(&self, table: &[BlockId], pos: usize) -> usize {
         self.slot(table[pos / self.block_size], pos % self.block_size)

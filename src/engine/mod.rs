@@ -6,6 +6,7 @@ pub mod constraint;
 pub mod generator;
 pub mod handle;
 pub mod kv_cache;
+pub mod remote;
 pub mod request;
 pub mod sampler;
 pub mod scheduler;

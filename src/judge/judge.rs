@@ -23,6 +23,11 @@
 //! probabilities of all spellings of one answer are summed. Pitfall criteria name the mistake,
 //! so their `p_yes` is the probability that the mistake was made (see `aggregate.rs`).
 //!
+//! Verdict cache (optional, [`Judge::with_cache`]): before a request goes to the engine its
+//! [`CacheKey`] is looked up; a hit supplies the answer distribution (or generate-mode verdict)
+//! that the engine would have returned, and the record is built from it by the same code, so it
+//! is identical. Misses are stored when the job ends. See `cache.rs` for what a key covers.
+//!
 //! Invariants:
 //! - one record per non-blank line of the responses file, in file order; never a silent 0: a
 //!   record has a reward only with status `ok`, otherwise `reward` is null and `error` says why;
@@ -51,6 +56,7 @@ use crate::engine::generator::collect;
 use crate::engine::{Event, Generator, Prompt, Request};
 use crate::error::Error as EngineError;
 use crate::judge::aggregate::{holistic, holistic_expected, Aggregator, Scored, Verdict};
+use crate::judge::cache::{CacheError, CacheKey, CachedVerdict, VerdictCache};
 use crate::judge::error::FormatError;
 use crate::judge::formats::{self, Format};
 use crate::judge::rubric::RubricItem;
@@ -67,6 +73,9 @@ pub const NO_SPELLINGS: [&str; 4] = ["No", " No", "no", " no"];
 
 /// Default bound on requests submitted and not yet collected.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
+
+/// Verdicts queued before they are written to the cache in one transaction.
+const CACHE_WRITE_BATCH: usize = 1024;
 
 /// Generate mode: the longest `reason` the schema allows, in characters.
 pub const REASON_MAX_CHARS: usize = 200;
@@ -137,6 +146,8 @@ pub enum JudgeError {
         #[source]
         source: FormatError,
     },
+    #[error(transparent)]
+    Cache(#[from] CacheError),
 }
 
 /// How verdicts are obtained.
@@ -651,6 +662,13 @@ pub struct JudgeSummary {
     /// Prompt tokens served from the prefix cache.
     pub cached_tokens: usize,
     pub seconds: f64,
+    /// Verdict cache: requests answered from the cache / looked up and not found (both 0
+    /// without a cache).
+    pub cache_hits: usize,
+    pub cache_misses: usize,
+    /// Verdict cache: why new verdicts could not be stored (the records are unaffected).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_error: Option<String>,
 }
 
 impl JudgeSummary {
@@ -683,6 +701,7 @@ pub struct Judge<'g> {
     model_sha256: String,
     /// The model's control-token texts, longest first (see [`defuse`]).
     control_texts: Vec<String>,
+    cache: Option<&'g VerdictCache>,
 }
 
 /// A response must not be able to write the judge's prompt structure: a policy that emits
@@ -706,12 +725,15 @@ pub fn defuse(response: &str, control_texts: &[String]) -> String {
 struct Slot<'a> {
     record: JudgeRecord,
     item: Option<&'a RubricItem>,
-    /// Requested log-probs per request (criteria in rubric order, or the one holistic prompt).
-    results: Vec<Option<Vec<(TokenId, f32)>>>,
+    /// Answer distribution per request (criteria in rubric order, or the one holistic prompt);
+    /// `None` until collected, or when the answer tokens got no probability.
+    results: Vec<Option<AnswerDistribution>>,
     /// Generate mode: per criterion, the parsed verdict and reason, or why there is none.
     generated: Vec<Option<Result<(bool, String), String>>>,
     /// Generate mode: the prompt of each criterion, kept for the retry.
     prompts: Vec<String>,
+    /// Verdict cache keys per request (empty without a cache).
+    keys: Vec<[u8; 32]>,
     remaining: usize,
 }
 
@@ -748,7 +770,23 @@ impl<'g> Judge<'g> {
             tokens,
             model_sha256: model_sha256.into(),
             control_texts: tokenizer.control_token_texts(),
+            cache: None,
         })
+    }
+
+    /// Looks every request up in `cache` first and stores the verdicts computed by the engine
+    /// (see the module docs).
+    pub fn with_cache(mut self, cache: &'g VerdictCache) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// Holistic mode with another prompt template (placeholders `question` and `response`, last,
+    /// and optionally `rubric`): `ares eval` judges plain, without a rubric, this way. Its hash
+    /// goes into the records and the cache keys.
+    pub fn with_template(mut self, template: PromptTemplate) -> Self {
+        self.template = template;
+        self
     }
 
     pub fn template_hash(&self) -> &str {
@@ -844,6 +882,7 @@ impl<'g> Judge<'g> {
                         results: Vec::new(),
                         generated: Vec::new(),
                         prompts: Vec::new(),
+                        keys: Vec::new(),
                         remaining: 0,
                     }
                 }
@@ -890,6 +929,7 @@ impl<'g> Judge<'g> {
                                 results: vec![None; n],
                                 generated: vec![None; n],
                                 prompts: Vec::new(),
+                                keys: Vec::new(),
                                 remaining: n,
                             }
                         }
@@ -901,6 +941,7 @@ impl<'g> Judge<'g> {
                                 results: Vec::new(),
                                 generated: Vec::new(),
                                 prompts: Vec::new(),
+                                keys: Vec::new(),
                                 remaining: 0,
                             }
                         }
@@ -926,6 +967,8 @@ impl<'g> Judge<'g> {
         // Submit every request, keeping at most max_in_flight uncollected; collect in order.
         let window = self.config.max_in_flight.max(1);
         let mut pending: VecDeque<(usize, usize, Receiver<Event>)> = VecDeque::new();
+        // Verdicts computed by the engine, to store in the cache.
+        let mut writes: Vec<([u8; 32], CachedVerdict)> = Vec::new();
         for s in 0..slots.len() {
             let Some(item) = slots[s].item else { continue };
             let (item_id, response) = match &responses[s].parsed {
@@ -933,6 +976,22 @@ impl<'g> Judge<'g> {
                 Err(_) => continue,
             };
             let response_id = slots[s].record.response_id.clone().unwrap_or_default();
+            let mut hits: Vec<Option<CachedVerdict>> = vec![None; slots[s].remaining];
+            if self.cache.is_some() {
+                slots[s].keys = self.cache_keys(item, response);
+                hits = slots[s].keys.iter().map(|k| self.lookup(k)).collect();
+                let n_hits = hits.iter().filter(|h| h.is_some()).count();
+                summary.cache_hits += n_hits;
+                summary.cache_misses += hits.len() - n_hits;
+            }
+            if !hits.is_empty() && hits.iter().all(Option::is_some) {
+                for (k, hit) in hits.into_iter().enumerate() {
+                    if let Some(hit) = hit {
+                        self.apply_hit(&mut slots[s], k, hit, &mut state);
+                    }
+                }
+                continue;
+            }
             let prompts = match self.prompts(item, response) {
                 Ok(p) => p,
                 Err(e) => {
@@ -945,9 +1004,14 @@ impl<'g> Judge<'g> {
                 slots[s].prompts = prompts.clone();
             }
             for (k, prompt) in prompts.into_iter().enumerate() {
+                if let Some(hit) = hits.get_mut(k).and_then(Option::take) {
+                    self.apply_hit(&mut slots[s], k, hit, &mut state);
+                    continue;
+                }
                 while pending.len() >= window {
                     if let Some((ps, pk, rx)) = pending.pop_front() {
                         self.collect_one(&mut slots[ps], pk, rx, &mut summary, &mut state);
+                        self.remember(&slots[ps], pk, &mut writes, &mut summary);
                     }
                 }
                 let id = match self.config.mode {
@@ -971,7 +1035,9 @@ impl<'g> Judge<'g> {
         }
         while let Some((ps, pk, rx)) = pending.pop_front() {
             self.collect_one(&mut slots[ps], pk, rx, &mut summary, &mut state);
+            self.remember(&slots[ps], pk, &mut writes, &mut summary);
         }
+        self.store(&mut writes, &mut summary);
 
         let records: Vec<JudgeRecord> = slots.into_iter().map(|s| s.record).collect();
         for r in &records {
@@ -979,6 +1045,120 @@ impl<'g> Judge<'g> {
         }
         summary.seconds = t0.elapsed().as_secs_f64();
         (records, summary)
+    }
+
+    /// The cache key of every request of one response, in request order.
+    fn cache_keys(&self, item: &RubricItem, response: &str) -> Vec<[u8; 32]> {
+        let key = |criterion: &str| {
+            CacheKey {
+                model_sha256: &self.model_sha256,
+                template_hash: self.template.hash(),
+                mode: self.config.mode,
+                question: &item.question,
+                criterion,
+                response,
+            }
+            .digest()
+        };
+        match self.config.mode {
+            Mode::Logprob | Mode::Generate => item.criteria.iter().map(|c| key(&c.text)).collect(),
+            Mode::Holistic => vec![key(&render_rubric(item))],
+        }
+    }
+
+    /// A usable cached verdict for `key`: one of this mode's shape. A read error is logged and
+    /// treated as a miss (the verdict is computed again).
+    fn lookup(&self, key: &[u8; 32]) -> Option<CachedVerdict> {
+        let hit = match self.cache?.get(key) {
+            Ok(hit) => hit?,
+            Err(e) => {
+                tracing::warn!("{e}; computing the verdict instead");
+                return None;
+            }
+        };
+        let fits = match (&hit, self.config.mode) {
+            (CachedVerdict::Distribution { probs, .. }, Mode::Logprob | Mode::Holistic) => {
+                probs.len() == self.tokens.answers.len()
+            }
+            (CachedVerdict::Generated { .. }, Mode::Generate) => true,
+            _ => false,
+        };
+        fits.then_some(hit)
+    }
+
+    /// Fills request `k` of `slot` from the cache, as `collect_one` does from the engine.
+    fn apply_hit(
+        &self,
+        slot: &mut Slot<'_>,
+        k: usize,
+        hit: CachedVerdict,
+        state: &mut Progress<'_>,
+    ) {
+        match hit {
+            CachedVerdict::Distribution { probs, mass } => {
+                slot.results[k] = Some(AnswerDistribution { probs, mass });
+            }
+            CachedVerdict::Generated { yes, reason } => {
+                slot.generated[k] = Some(Ok((yes, reason)));
+            }
+        }
+        slot.remaining -= 1;
+        state.report.requests_done += 1;
+        if slot.remaining == 0 {
+            self.finish(slot, state);
+        } else {
+            state.emit();
+        }
+    }
+
+    /// Queues the verdict the engine just gave for request `k` of `slot` for the cache (usable
+    /// verdicts only), writing the queue out when it is long.
+    fn remember(
+        &self,
+        slot: &Slot<'_>,
+        k: usize,
+        writes: &mut Vec<([u8; 32], CachedVerdict)>,
+        summary: &mut JudgeSummary,
+    ) {
+        let Some(&key) = slot.keys.get(k) else {
+            return;
+        };
+        let verdict = match self.config.mode {
+            Mode::Logprob | Mode::Holistic => {
+                slot.results
+                    .get(k)
+                    .cloned()
+                    .flatten()
+                    .map(|d| CachedVerdict::Distribution {
+                        probs: d.probs,
+                        mass: d.mass,
+                    })
+            }
+            Mode::Generate => match slot.generated.get(k) {
+                Some(Some(Ok((yes, reason)))) => Some(CachedVerdict::Generated {
+                    yes: *yes,
+                    reason: reason.clone(),
+                }),
+                _ => None,
+            },
+        };
+        if let Some(v) = verdict {
+            writes.push((key, v));
+        }
+        if writes.len() >= CACHE_WRITE_BATCH {
+            self.store(writes, summary);
+        }
+    }
+
+    /// Writes queued verdicts to the cache in one transaction. A failure is reported in the
+    /// summary; the records do not depend on it.
+    fn store(&self, writes: &mut Vec<([u8; 32], CachedVerdict)>, summary: &mut JudgeSummary) {
+        let Some(cache) = self.cache else { return };
+        if let Err(e) = cache.insert_many(writes) {
+            tracing::warn!("{e}");
+            summary.cache_error.get_or_insert_with(|| e.to_string());
+        }
+        writes.clear();
     }
 
     /// The verdict request for one prompt; `generate_tokens` is the budget in generate mode.
@@ -1070,7 +1250,11 @@ impl<'g> Judge<'g> {
                 if self.config.mode == Mode::Generate {
                     slot.generated[k] = Some(self.generated_verdict(slot, k, &c.text, summary));
                 } else {
-                    slot.results[k] = c.tokens.into_iter().next().map(|t| t.requested);
+                    slot.results[k] = c
+                        .tokens
+                        .into_iter()
+                        .next()
+                        .and_then(|t| self.tokens.distribution(&t.requested));
                 }
             }
             Err(e) => {
@@ -1113,8 +1297,7 @@ impl<'g> Judge<'g> {
         let mut unusable: Vec<String> = Vec::new();
         let mut scored = Vec::with_capacity(item.criteria.len());
         for (c, result) in item.criteria.iter().zip(&slot.results) {
-            let dist = result.as_deref().and_then(|r| self.tokens.distribution(r));
-            let entry = match dist {
+            let entry = match result.clone() {
                 Some(d) => {
                     let p_yes = d.probs[0];
                     let verdict = if self.config.hard {
@@ -1228,12 +1411,7 @@ impl<'g> Judge<'g> {
 
     fn finish_holistic(&self, slot: &mut Slot<'_>) {
         let record = &mut slot.record;
-        let dist = slot
-            .results
-            .first()
-            .and_then(|r| r.as_deref())
-            .and_then(|r| self.tokens.distribution(r));
-        let Some(d) = dist else {
+        let Some(d) = slot.results.first().cloned().flatten() else {
             record.status = Status::JudgeUnparseable;
             record.error = Some("no probability on the score tokens 0-9".into());
             return;
@@ -1489,6 +1667,7 @@ mod tests {
             tokens: AnswerTokens::verdicts(fake_encode)?,
             model_sha256: "m".into(),
             control_texts: vec!["<|im_end|>".into()],
+            cache: None,
         })
     }
 
@@ -1691,6 +1870,276 @@ mod tests {
         assert!(v.get("holistic").is_none());
         let back: JudgeRecord = serde_json::from_value(v)?;
         assert_eq!(back, record);
+        Ok(())
+    }
+
+    /// A generator whose answers are a pure function of the prompt (sha256 of it), counting the
+    /// requests that reach it: logprob/holistic requests get log-probs in [-10, 0] for every
+    /// requested token, generate requests a JSON verdict.
+    #[derive(Default)]
+    struct HashGenerator {
+        submits: std::sync::atomic::AtomicUsize,
+    }
+
+    impl HashGenerator {
+        fn take_submits(&self) -> usize {
+            self.submits.swap(0, std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    impl Generator for HashGenerator {
+        fn submit(&self, req: Request) -> crate::error::Result<Receiver<Event>> {
+            use sha2::{Digest, Sha256};
+            self.submits
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let prompt = match &req.prompt {
+                Prompt::Text(t) => t.clone(),
+                Prompt::Tokens(t) => format!("{t:?}"),
+            };
+            let h = |salt: u32| {
+                let d = Sha256::digest(format!("{salt}:{prompt}"));
+                f32::from(u16::from_le_bytes([d[0], d[1]]))
+            };
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let text = if req.constraint.is_some() {
+                let verdict = if h(0) < 32768.0 { "yes" } else { "no" };
+                format!(r#"{{"reason":"reason {}","verdict":"{verdict}"}}"#, h(1))
+            } else {
+                let requested = req
+                    .logprob_ids
+                    .iter()
+                    .map(|&id| (id, -h(id) / 6553.5))
+                    .collect();
+                let token = crate::engine::request::TokenOutput {
+                    id: req.logprob_ids.first().copied().unwrap_or(0),
+                    text: String::new(),
+                    logprob: None,
+                    top: Vec::new(),
+                    requested,
+                };
+                tx.send(Event::Token(token)).expect("receiver is alive");
+                String::new()
+            };
+            let done = crate::engine::request::Done {
+                finish_reason: crate::engine::FinishReason::Stop,
+                usage: crate::engine::Usage::default(),
+                text,
+                prompt_seconds: 0.0,
+                decode_seconds: 0.0,
+            };
+            tx.send(Event::Done(done)).expect("receiver is alive");
+            Ok(rx)
+        }
+
+        fn chat_prompt(
+            &self,
+            messages: &[crate::model::chat_template::Message],
+        ) -> crate::error::Result<String> {
+            Ok(messages
+                .iter()
+                .map(|m| format!("<{}>{}", m.role, m.content))
+                .collect())
+        }
+    }
+
+    fn hash_judge<'g>(
+        g: &'g HashGenerator,
+        mode: Mode,
+        model: &str,
+        cache: &'g VerdictCache,
+    ) -> Result<Judge<'g>, JudgeError> {
+        let (template, tokens) = match mode {
+            Mode::Logprob => (
+                PromptTemplate::criterion()?,
+                AnswerTokens::verdicts(fake_encode)?,
+            ),
+            Mode::Holistic => (
+                PromptTemplate::holistic()?,
+                AnswerTokens::digits(fake_encode)?,
+            ),
+            Mode::Generate => (
+                PromptTemplate::generate()?,
+                AnswerTokens::verdicts(fake_encode)?,
+            ),
+        };
+        let judge = Judge {
+            generator: g,
+            config: JudgeConfig {
+                mode,
+                ..JudgeConfig::default()
+            },
+            template,
+            tokens,
+            model_sha256: model.into(),
+            control_texts: vec!["<|im_end|>".into()],
+            cache: None,
+        };
+        Ok(judge.with_cache(cache))
+    }
+
+    fn two_responses(item: RubricItem) -> (RubricSet, Vec<ResponseEntry>) {
+        let entries = ["Paris.", "Lyon, I think."]
+            .iter()
+            .enumerate()
+            .map(|(i, text)| ResponseEntry {
+                line: i + 1,
+                parsed: Ok(ResponseLine {
+                    item_id: item.id.clone(),
+                    response_id: format!("r{i}"),
+                    response: text.to_string(),
+                }),
+            })
+            .collect();
+        (RubricSet::from_items(vec![item]), entries)
+    }
+
+    fn paris_item() -> RubricItem {
+        RubricItem::new(
+            "paris",
+            "Capital of France?",
+            vec![
+                Criterion::new("c1", "Says Paris.", 5.0, Category::Essential),
+                Criterion::new("c2", "Says Lyon.", -2.0, Category::Pitfall),
+                Criterion::new("c3", "Is one sentence.", 1.0, Category::Optional),
+            ],
+        )
+    }
+
+    #[test]
+    fn cache_hits_skip_the_engine_and_give_identical_records_in_every_mode() -> TestResult {
+        for (mode, per_response) in [(Mode::Logprob, 3), (Mode::Holistic, 1), (Mode::Generate, 3)] {
+            let dir = tempfile::tempdir()?;
+            let cache = VerdictCache::open_dir(dir.path())?;
+            let g = HashGenerator::default();
+            let (rubrics, responses) = two_responses(paris_item());
+            let judge = hash_judge(&g, mode, "m", &cache)?;
+            let (computed, first) = judge.run(&rubrics, &responses, &|_| {});
+            assert_eq!(g.take_submits(), 2 * per_response, "{mode}");
+            assert_eq!(
+                (first.cache_hits, first.cache_misses),
+                (0, 2 * per_response)
+            );
+            assert!(
+                computed.iter().all(|r| r.status == Status::Ok),
+                "{computed:?}"
+            );
+            assert_eq!(cache.len()?, 2 * per_response as u64);
+
+            let (cached, second) = judge.run(&rubrics, &responses, &|_| {});
+            assert_eq!(g.take_submits(), 0, "{mode}: every request was a hit");
+            assert_eq!(
+                (second.cache_hits, second.cache_misses),
+                (2 * per_response, 0)
+            );
+            assert_eq!(second.requests, 0);
+            assert_eq!(cached, computed, "{mode}");
+            // Byte for byte as written to the output file.
+            assert_eq!(
+                serde_json::to_string(&cached)?,
+                serde_json::to_string(&computed)?
+            );
+            // Reopening the file finds the same verdicts.
+            drop(judge);
+            drop(cache);
+            let cache = VerdictCache::open_dir(dir.path())?;
+            let (reopened, _) =
+                hash_judge(&g, mode, "m", &cache)?.run(&rubrics, &responses, &|_| {});
+            assert_eq!(g.take_submits(), 0);
+            assert_eq!(reopened, computed);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn changing_any_key_field_misses_and_weights_reuse_verdicts() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let cache = VerdictCache::open_dir(dir.path())?;
+        let g = HashGenerator::default();
+        let base = paris_item();
+        let (rubrics, responses) = two_responses(base.clone());
+        let (base_records, _) =
+            hash_judge(&g, Mode::Logprob, "m", &cache)?.run(&rubrics, &responses, &|_| {});
+        assert_eq!(g.take_submits(), 6);
+
+        // Runs a changed job and returns (engine requests, summary hits, records).
+        let rerun = |judge: Judge<'_>, item: RubricItem, responses: Option<Vec<ResponseEntry>>| {
+            let (rubrics, default_responses) = two_responses(item);
+            let responses = responses.unwrap_or(default_responses);
+            let (records, summary) = judge.run(&rubrics, &responses, &|_| {});
+            (g.take_submits(), summary.cache_hits, records)
+        };
+
+        // Model sha256.
+        let (n, hits, _) = rerun(
+            hash_judge(&g, Mode::Logprob, "m2", &cache)?,
+            base.clone(),
+            None,
+        );
+        assert_eq!((n, hits), (6, 0), "model");
+        // Template hash: the same template with one more comment line.
+        let edited = format!("# edited\n{}", crate::judge::template::CRITERION_SOURCE);
+        let template =
+            PromptTemplate::parse("edited", &edited, &["question", "response"], "criterion")?;
+        let judge = hash_judge(&g, Mode::Logprob, "m", &cache)?.with_template(template);
+        let (n, hits, _) = rerun(judge, base.clone(), None);
+        assert_eq!((n, hits), (6, 0), "template");
+        // Mode: generate mode asks the same criteria again.
+        let (n, hits, _) = rerun(
+            hash_judge(&g, Mode::Generate, "m", &cache)?,
+            base.clone(),
+            None,
+        );
+        assert_eq!((n, hits), (6, 0), "mode");
+        // Question text.
+        let mut item = base.clone();
+        item.question = "What is the capital of France?".into();
+        let (n, hits, _) = rerun(hash_judge(&g, Mode::Logprob, "m", &cache)?, item, None);
+        assert_eq!((n, hits), (6, 0), "question");
+        // One criterion's text: only its two requests miss.
+        let mut item = base.clone();
+        item.criteria[1].text = "Says Marseille.".into();
+        let (n, hits, _) = rerun(hash_judge(&g, Mode::Logprob, "m", &cache)?, item, None);
+        assert_eq!((n, hits), (2, 4), "criterion text");
+        // One response's text: only its three requests miss.
+        let (_, mut changed) = two_responses(base.clone());
+        if let Ok(r) = &mut changed[1].parsed {
+            r.response = "Lyon.".into();
+        }
+        let (n, hits, _) = rerun(
+            hash_judge(&g, Mode::Logprob, "m", &cache)?,
+            base.clone(),
+            Some(changed),
+        );
+        assert_eq!((n, hits), (3, 3), "response");
+        // Holistic mode: the rendered rubric is the key's criterion, weights included.
+        let (n, _, _) = rerun(
+            hash_judge(&g, Mode::Holistic, "m", &cache)?,
+            base.clone(),
+            None,
+        );
+        assert_eq!(n, 2);
+        let mut reweighted = base.clone();
+        reweighted.criteria[0].weight = 9.0;
+        let (n, hits, _) = rerun(
+            hash_judge(&g, Mode::Holistic, "m", &cache)?,
+            reweighted,
+            None,
+        );
+        assert_eq!((n, hits), (2, 0), "holistic prompt shows the weights");
+
+        // Weight and category are not in a per-criterion prompt: all hits, same p_yes, and the
+        // reward follows the new weights.
+        let mut item = base.clone();
+        item.criteria[2].weight = 8.0;
+        item.criteria[2].category = Category::Essential;
+        let (n, hits, records) = rerun(hash_judge(&g, Mode::Logprob, "m", &cache)?, item, None);
+        assert_eq!((n, hits), (0, 6), "weight and category");
+        for (a, b) in records.iter().zip(&base_records) {
+            let p = |r: &JudgeRecord| r.criteria.iter().map(|c| c.p_yes).collect::<Vec<_>>();
+            assert_eq!(p(a), p(b));
+            assert_eq!(a.criteria[2].weight, 8.0);
+            assert_ne!(a.reward, b.reward, "the reward uses the new weight");
+        }
         Ok(())
     }
 }

@@ -9,6 +9,7 @@
 //! - `aggregate`: pure aggregators from per-criterion verdicts to one reward (RaR explicit,
 //!   HealthBench, RLCF weighted mean, holistic);
 //! - `rubric_gen`: question -> weighted criteria in one constrained generation (`ares rubric`);
+//! - `cache`: the on-disk verdict cache of `ares judge --cache` (redb);
 //! - `error`: the module's error enums.
 //!
 //! Invariants:
@@ -23,6 +24,7 @@
 //!   `Generator` trait, not to engine internals.
 
 pub mod aggregate;
+pub mod cache;
 pub mod error;
 pub mod formats;
 pub mod judge;

@@ -56,7 +56,11 @@ impl ModelConfig {
             rms_eps: g.f32_or(&key("attention.layer_norm_rms_epsilon"), 1e-5)?,
             rope_base: g.f32_or(&key("rope.freq_base"), 10_000.0)?,
             rope_dim: g.usize_or(&key("rope.dimension_count"), head_dim)?,
-            rope_style: RopeStyle::Adjacent,
+            // llama.cpp `llama_model_rope_type`: NORM for llama, NEOX for qwen2/qwen3/gemma3.
+            rope_style: match arch {
+                "llama" | "mistral" => RopeStyle::Adjacent,
+                _ => RopeStyle::Halves,
+            },
             rope_linear_factor,
             n_ctx_train: g.usize_or(&key("context_length"), 2048)?,
         })

@@ -14,20 +14,28 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// An open GGUF file.
+/// Bytes a tensor lives in: a mapped file, or memory owned after a conversion at load
+/// (safetensors bf16, `--quantize`).
+pub type Backing = Arc<dyn AsRef<[u8]> + Send + Sync>;
+
+/// An open GGUF file, or a safetensors checkpoint presented with GGUF metadata keys and tensor
+/// names (see `safetensors.rs`), so every architecture loads from one description.
 pub struct GgufFile {
     pub path: PathBuf,
     pub metadata: HashMap<String, Value>,
     tensors: HashMap<String, TensorEntry>,
-    mmap: Arc<Mmap>,
+    /// The mapped files (one for GGUF, one per shard for safetensors).
+    maps: Vec<Arc<Mmap>>,
 }
 
-struct TensorEntry {
-    dtype: GgmlDType,
+/// One tensor's location.
+pub struct TensorEntry {
+    pub dtype: GgmlDType,
     /// Row-major dims (candle reverses ggml's ne order): a matrix is (n, k).
-    dims: Vec<usize>,
-    start: usize,
-    len: usize,
+    pub dims: Vec<usize>,
+    pub data: Backing,
+    pub start: usize,
+    pub len: usize,
 }
 
 /// A weight tensor living in the mapped file.
@@ -39,7 +47,7 @@ pub struct Weight {
     pub n: usize,
     /// Columns (input features).
     pub k: usize,
-    mmap: Arc<Mmap>,
+    data: Backing,
     start: usize,
     len: usize,
     /// The same matrix in the kernels' packed layout, when packed at load.
@@ -82,7 +90,7 @@ impl Weight {
 
     /// Raw bytes in ggml layout.
     pub fn bytes(&self) -> &[u8] {
-        &self.mmap[self.start..self.start + self.len]
+        &(*self.data).as_ref()[self.start..self.start + self.len]
     }
 
     /// The kernels' view of this weight.
@@ -141,7 +149,7 @@ impl GgufFile {
         let content = Content::read(&mut file).map_err(|e| invalid(e.to_string()))?;
         // SAFETY: the file is opened read-only; like every mmap-based loader we rely on the model
         // file not being modified while ares runs.
-        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        let mmap = Arc::new(unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?);
         let file_len = mmap.len();
         let mut tensors = HashMap::new();
         for (name, info) in content.tensor_infos.iter() {
@@ -165,6 +173,7 @@ impl GgufFile {
                 TensorEntry {
                     dtype: info.ggml_dtype,
                     dims: info.shape.dims().to_vec(),
+                    data: mmap.clone(),
                     start,
                     len,
                 },
@@ -174,8 +183,37 @@ impl GgufFile {
             path: path.to_path_buf(),
             metadata: content.metadata,
             tensors,
-            mmap: Arc::new(mmap),
+            maps: vec![mmap],
         })
+    }
+
+    /// A model described by GGUF-style metadata and tensors from elsewhere (safetensors).
+    pub fn from_parts(
+        path: PathBuf,
+        metadata: HashMap<String, Value>,
+        tensors: HashMap<String, TensorEntry>,
+        maps: Vec<Arc<Mmap>>,
+    ) -> Self {
+        GgufFile {
+            path,
+            metadata,
+            tensors,
+            maps,
+        }
+    }
+
+    /// Bytes of tensors held in owned memory rather than in a mapping (converted at load).
+    pub fn owned_bytes(&self) -> usize {
+        self.tensors
+            .values()
+            .filter(|e| {
+                !self
+                    .maps
+                    .iter()
+                    .any(|m| std::ptr::addr_eq(Arc::as_ptr(m), Arc::as_ptr(&e.data)))
+            })
+            .map(|e| e.len)
+            .sum()
     }
 
     /// Tell the OS the mapped pages are not needed now (after weights were packed into owned
@@ -184,15 +222,14 @@ impl GgufFile {
     pub fn release_pages(&self) {
         // SAFETY: DontNeed on a private read-only file mapping only drops resident pages; later
         // reads fault them back in from the file, so every slice into the mapping stays valid.
-        let _ = unsafe {
-            self.mmap
-                .unchecked_advise(memmap2::UncheckedAdvice::DontNeed)
-        };
+        for m in &self.maps {
+            let _ = unsafe { m.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+        }
     }
 
-    /// Size of the mapped file in bytes.
+    /// Size of the mapped files in bytes.
     pub fn file_size(&self) -> usize {
-        self.mmap.len()
+        self.maps.iter().map(|m| m.len()).sum()
     }
 
     pub fn has_tensor(&self, name: &str) -> bool {
@@ -227,7 +264,7 @@ impl GgufFile {
             ty,
             n,
             k,
-            mmap: self.mmap.clone(),
+            data: e.data.clone(),
             start: e.start,
             len: e.len,
             packed: None,

@@ -5,6 +5,7 @@
 use crate::engine::batch::Batch;
 use crate::engine::kv_cache::KvStorage;
 use crate::model::config::{ModelConfig, RopeStyle};
+use crate::model::gguf::{GgufFile, Weight};
 
 /// x (n_rows, dim) -> RMSNorm(x) * w, in place. Rounds as llama.cpp's `ggml_rms_norm` + `ggml_mul`:
 /// squares in f32 summed in f64, the scale in f32, then (x * scale) * w.
@@ -37,10 +38,21 @@ pub struct RopeFreqs {
 }
 
 pub fn rope_freqs(cfg: &ModelConfig, factors: Vec<f32>) -> RopeFreqs {
+    rope_freqs_with_base(cfg, cfg.rope_base, cfg.rope_linear_factor, factors)
+}
+
+/// As [`rope_freqs`] with another base and linear factor (Gemma 3's local layers use base 10 000
+/// and no scaling while its global layers use the config's).
+pub fn rope_freqs_with_base(
+    cfg: &ModelConfig,
+    base: f32,
+    linear_factor: f32,
+    factors: Vec<f32>,
+) -> RopeFreqs {
     RopeFreqs {
-        theta_scale: cfg.rope_base.powf(-2.0 / cfg.rope_dim as f32),
+        theta_scale: base.powf(-2.0 / cfg.rope_dim as f32),
         half: cfg.rope_dim / 2,
-        linear: 1.0 / cfg.rope_linear_factor,
+        linear: 1.0 / linear_factor,
         factors,
     }
 }
@@ -105,14 +117,77 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     }
 }
 
-/// Write the batch's new K and V rows (n_tokens, kv_dim) into their slots of layer `layer`.
+/// GELU (tanh approximation, HF `gelu_pytorch_tanh`)(gate) * up, in place in `gate` (GeGLU).
+pub fn gelu_tanh_mul(gate: &mut [f32], up: &[f32]) {
+    fn run(g: &mut [f32], u: &[f32]) {
+        const C: f32 = 0.797_884_6; // sqrt(2/pi)
+        for (x, u) in g.iter_mut().zip(u) {
+            let v = *x;
+            *x = 0.5 * v * (1.0 + (C * (v + 0.044_715 * v * v * v)).tanh()) * u;
+        }
+    }
+    let chunk = 16 * 1024;
+    if gate.len() <= chunk {
+        run(gate, up);
+    } else {
+        ares_kernels::parallel_chunks_mut(gate, chunk, |i, g| {
+            run(g, &up[i * chunk..i * chunk + g.len()]);
+        });
+    }
+}
+
+/// x (n_rows, dim) += bias (dim,) on every row.
+pub fn add_bias(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_mut(bias.len()) {
+        row.iter_mut().zip(bias).for_each(|(a, b)| *a += b);
+    }
+}
+
+/// y = x · Wᵀ into a fresh buffer; x: (n_tokens, w.k) -> (n_tokens, w.n).
+pub fn linear(w: &Weight, x: &[f32]) -> Vec<f32> {
+    let m = x.len() / w.k;
+    let mut y = vec![0f32; m * w.n];
+    ares_kernels::matmul_many(&[w.mat()], x, &mut [&mut y]);
+    y
+}
+
+/// Several projections of the same input in one parallel region.
+pub fn linear_many<const N: usize>(ws: [&Weight; N], x: &[f32]) -> [Vec<f32>; N] {
+    let m = x.len() / ws[0].k;
+    let mut ys: [Vec<f32>; N] = std::array::from_fn(|i| vec![0f32; m * ws[i].n]);
+    let mats: Vec<_> = ws.iter().map(|w| w.mat()).collect();
+    let mut outs: Vec<&mut [f32]> = ys.iter_mut().map(|y| y.as_mut_slice()).collect();
+    ares_kernels::matmul_many(&mats, x, &mut outs);
+    ys
+}
+
+/// Repack every matrix into the kernels' streaming layout (in parallel), then let the mapped pages
+/// go when anything was packed (only embedding rows are read from the mapping afterwards).
+/// Returns the bytes of weights held in memory.
+pub fn pack_weights(g: &GgufFile, mut mats: Vec<&mut Weight>) -> usize {
+    ares_kernels::parallel_chunks_mut(&mut mats, 1, |_, w| w[0].pack());
+    let packed: usize = mats.iter().map(|w| w.owned_bytes()).sum();
+    if packed > 0 {
+        g.release_pages();
+        packed + g.owned_bytes()
+    } else {
+        g.file_size()
+    }
+}
+
+/// Write the batch's new K and V rows (n_tokens, kv_dim) into their slots of layer `layer` (K
+/// transposed per block, see `KvStorage`).
 pub fn store_kv(kv: &mut KvStorage, layer: usize, batch: &Batch, k: &[f32], v: &[f32]) {
     let d = kv.kv_dim;
     for t in 0..batch.n_tokens() {
         let table = &batch.block_tables[batch.seq_index[t] as usize];
-        let at = kv.slot_of(table, batch.positions[t] as usize);
+        let pos = batch.positions[t] as usize;
+        let at = kv.slot_of(table, pos);
+        let (kat, kstride) = kv.k_slot_of(table, pos);
         let l = &mut kv.layers[layer];
-        l.k[at..at + d].copy_from_slice(&k[t * d..(t + 1) * d]);
+        for (c, x) in k[t * d..(t + 1) * d].iter().enumerate() {
+            l.k[kat + c * kstride] = *x;
+        }
         l.v[at..at + d].copy_from_slice(&v[t * d..(t + 1) * d]);
     }
 }
@@ -177,6 +252,36 @@ mod tests {
         for v in x {
             assert!((v - 2.0).abs() < 1e-6);
         }
+    }
+
+    /// Llama 3.1 `rope_freqs` divide each pair's angle by its factor, and linear scaling divides
+    /// every angle (positions / factor).
+    #[test]
+    fn rope_factors_and_linear_scaling_divide_angles() {
+        let plain = RopeFreqs {
+            theta_scale: 0.1,
+            half: 2,
+            linear: 1.0,
+            factors: vec![],
+        };
+        let scaled = RopeFreqs {
+            factors: vec![1.0, 4.0],
+            ..plain
+        };
+        let (c0, s0) = rope_tables(&[7], &plain);
+        let (c1, s1) = rope_tables(&[7], &scaled);
+        assert_eq!((c0[0], s0[0]), (c1[0], s1[0]));
+        let angle = s0[1].atan2(c0[1]) / 4.0;
+        assert!((c1[1] - angle.cos()).abs() < 1e-6 && (s1[1] - angle.sin()).abs() < 1e-6);
+        let linear = RopeFreqs {
+            theta_scale: 0.1,
+            half: 2,
+            linear: 0.5,
+            factors: vec![],
+        };
+        let (c2, _) = rope_tables(&[8], &linear);
+        let (c3, _) = rope_tables(&[4], &plain);
+        assert!(c2.iter().zip(&c3).all(|(a, b)| (a - b).abs() < 1e-6));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::engine::kv_cache::KvStorage;
 use crate::error::{Error, Result};
 use crate::model::config::ModelConfig;
 use crate::model::gguf::{GgufFile, Weight};
-use crate::model::layers;
+use crate::model::layers::{self, linear, linear_many};
 use crate::model::Model;
 
 struct Block {
@@ -90,8 +90,6 @@ impl Llama {
         };
         let rope = layers::rope_freqs(&cfg, factors);
         let norm = vector("output_norm.weight")?;
-        // Repack every matrix into the kernels' streaming layout (in parallel), then let the mapped
-        // pages go: only embedding rows are read from the mapping afterwards.
         let mut output = output;
         let mut mats: Vec<&mut Weight> = vec![&mut output];
         for b in blocks.iter_mut() {
@@ -105,14 +103,7 @@ impl Llama {
                 &mut b.w_down,
             ]);
         }
-        ares_kernels::parallel_chunks_mut(&mut mats, 1, |_, w| w[0].pack());
-        let packed: usize = mats.iter().map(|w| w.owned_bytes()).sum();
-        let weight_bytes = if packed > 0 {
-            g.release_pages();
-            packed
-        } else {
-            g.file_size()
-        };
+        let weight_bytes = layers::pack_weights(g, mats);
         Ok(Llama {
             cfg,
             tok_embd,
@@ -123,24 +114,6 @@ impl Llama {
             weight_bytes,
         })
     }
-}
-
-/// y = x · Wᵀ into a fresh buffer; x: (n_tokens, w.k) -> (n_tokens, w.n).
-fn linear(w: &Weight, x: &[f32]) -> Vec<f32> {
-    let m = x.len() / w.k;
-    let mut y = vec![0f32; m * w.n];
-    ares_kernels::matmul_many(&[w.mat()], x, &mut [&mut y]);
-    y
-}
-
-/// Several projections of the same input in one parallel region.
-fn linear_many<const N: usize>(ws: [&Weight; N], x: &[f32]) -> [Vec<f32>; N] {
-    let m = x.len() / ws[0].k;
-    let mut ys: [Vec<f32>; N] = std::array::from_fn(|i| vec![0f32; m * ws[i].n]);
-    let mats: Vec<_> = ws.iter().map(|w| w.mat()).collect();
-    let mut outs: Vec<&mut [f32]> = ys.iter_mut().map(|y| y.as_mut_slice()).collect();
-    ares_kernels::matmul_many(&mats, x, &mut outs);
-    ys
 }
 
 impl Model for Llama {

@@ -4,10 +4,13 @@
 
 pub mod chat_template;
 pub mod config;
+pub mod gemma3;
 pub mod gguf;
 pub mod layers;
 pub mod llama;
+pub mod qwen;
 pub mod registry;
+pub mod safetensors;
 pub mod source;
 pub mod spm;
 pub mod tokenizer;
@@ -38,7 +41,7 @@ pub trait Model: Send + Sync {
 }
 
 /// Architectures this build can run from GGUF.
-pub const SUPPORTED_ARCHS: &[&str] = &["llama", "mistral"];
+pub const SUPPORTED_ARCHS: &[&str] = &["llama", "mistral", "gemma3", "qwen2", "qwen3"];
 
 /// What `load` returns: the network, its tokenizer and template, and facts for reports.
 pub struct LoadedModel {
@@ -71,13 +74,38 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(format!("{:x}", h.finalize()))
 }
 
-/// Load a GGUF model file.
+/// How to load a model.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadOptions {
+    /// Quantize every matrix at load (safetensors checkpoints; GGUF files load as they are).
+    pub quantize: Option<safetensors::Quantize>,
+}
+
+/// Load a GGUF model file or a safetensors checkpoint (its directory, `config.json` or a
+/// `.safetensors` file).
 pub fn load(path: &Path) -> Result<LoadedModel> {
+    load_with(path, &LoadOptions::default())
+}
+
+/// [`load`] with options.
+pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     let t0 = Instant::now();
-    let g = GgufFile::open(path)?;
+    let g = if safetensors::is_checkpoint(path) {
+        safetensors::open(path, opts.quantize)?
+    } else {
+        if opts.quantize.is_some() {
+            tracing::warn!(
+                "--quantize applies to safetensors checkpoints; {} loads as stored",
+                path.display()
+            );
+        }
+        GgufFile::open(path)?
+    };
     let arch = g.str("general.architecture")?.to_string();
     let model: Arc<dyn Model> = match arch.as_str() {
         "llama" | "mistral" => Arc::new(llama::Llama::from_gguf(&g, &arch)?),
+        "gemma3" => Arc::new(gemma3::Gemma3::from_gguf(&g)?),
+        "qwen2" | "qwen3" => Arc::new(qwen::Qwen::from_gguf(&g, &arch)?),
         other => {
             return Err(Error::UnsupportedArchitecture {
                 path: path.to_path_buf(),
@@ -88,11 +116,10 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
     };
     let tokenizer = Tokenizer::load(&g)?;
     let piece = |id: Option<u32>| {
-        id.and_then(|i| {
-            g.str_array("tokenizer.ggml.tokens")
-                .ok()?
-                .get(i as usize)
-                .map(|s| s.to_string())
+        id.and_then(|i| match g.str_array("tokenizer.ggml.tokens") {
+            Ok(tokens) => tokens.get(i as usize).map(|s| s.to_string()),
+            // safetensors: the vocabulary lives in tokenizer.json.
+            Err(_) => Some(tokenizer.token_text(i)),
         })
     };
     let chat_template = match g.str("tokenizer.chat_template") {

@@ -1,0 +1,235 @@
+//! The AVX-512 tier (avx512f/bw/vl/vnni, see `dispatch::vnni`): the quantized matmul over the
+//! packed `Vnni16` layout and the attention run over transposed K.
+//!
+//! Matmul ([`gemm16`]): 16 weight rows (see `crate::packed`), one per 32-bit lane, times up to
+//! [`MAX_TILE`] activation rows per call.
+//!
+//! Per block and activation row, eight `vpdpbusd` (unsigned weight bytes × signed activation
+//! bytes, four products summed into each lane) give the exact integer dot of the block for all 16
+//! rows; Q4_0 and Q8_0 store their weights offset by 8 / 128 and subtract offset × Σa exactly.
+//! The float part is the AVX2 kernels' (`crate::x86`), operation for operation:
+//! `acc = fma(isum, d_w · d_a, acc)`, for Q4_1 `accm = fma(m_w, s_a, accm)`, result `acc + accm`,
+//! so a (row, activation) pair gets bit-identical results on either tier and in any tile.
+
+use crate::formats::BlockQ8;
+use crate::formats::WeightType;
+use crate::packed::vnni_geometry;
+use crate::x86::{Q4_0, Q4_1, Q8_0};
+use std::arch::x86_64::*;
+
+/// Activation rows per kernel call at most (2 accumulators each, 8 weight vectors, scales: fits
+/// the 32 vector registers).
+pub const MAX_TILE: usize = 6;
+
+const fn weight_type(t: u8) -> WeightType {
+    match t {
+        Q4_0 => WeightType::Q4_0,
+        Q4_1 => WeightType::Q4_1,
+        _ => WeightType::Q8_0,
+    }
+}
+
+/// Integer sum of each activation block's 32 values (needed for Q4_0 and Q8_0's offsets).
+pub fn block_sums(a: &[BlockQ8], out: &mut [i32]) {
+    for (o, b) in out.iter_mut().zip(a) {
+        *o = b.qs.iter().map(|&q| q as i32).sum();
+    }
+}
+
+/// 16 weight rows (one `Vnni16` group, `g` = its first block) × `R` activation rows.
+/// `a[r]` points to activation row r's `nb` blocks, `asum[r]` to their block sums (read for Q4_0
+/// and Q8_0 only). `out[r][l]` receives y for activation row r and group row l.
+///
+/// # Safety
+/// avx512f, avx512bw, avx512vl, avx512vnni, avx2, fma and f16c present; `g` holds `nb` group
+/// blocks of format `T`; every `a[r]` (and `asum[r]` for Q4_0/Q8_0) holds `nb` entries.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn gemm16<const T: u8, const R: usize>(
+    g: *const u8,
+    nb: usize,
+    a: [*const BlockQ8; R],
+    asum: [*const i32; R],
+    out: &mut [[f32; 16]; R],
+) {
+    let (gb, hdr) = vnni_geometry(weight_type(T));
+    let mut acc = [_mm512_setzero_ps(); R];
+    let mut accm = [_mm512_setzero_ps(); R];
+    let nib = _mm512_set1_epi8(0x0F);
+    for b in 0..nb {
+        let base = g.add(b * gb);
+        _mm_prefetch::<_MM_HINT_T0>(base.add(2 * gb) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(base.add(2 * gb + 64) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(base.add(2 * gb + 128) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(base.add(2 * gb + 192) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(base.add(2 * gb + 256) as *const i8);
+        let dw = _mm512_cvtph_ps(_mm256_loadu_si256(base as *const __m256i));
+        let qs = base.add(hdr);
+        // w[c]: 16 rows' elements 4c..4c+4 as unsigned bytes.
+        let mut w = [_mm512_setzero_si512(); 8];
+        if T == Q8_0 {
+            for (c, wc) in w.iter_mut().enumerate() {
+                *wc = _mm512_loadu_si512(qs.add(64 * c) as *const _);
+            }
+        } else {
+            for c in 0..4 {
+                let raw = _mm512_loadu_si512(qs.add(64 * c) as *const _);
+                w[c] = _mm512_and_si512(raw, nib);
+                w[c + 4] = _mm512_and_si512(_mm512_srli_epi16::<4>(raw), nib);
+            }
+        }
+        let mw = if T == Q4_1 {
+            _mm512_cvtph_ps(_mm256_loadu_si256(base.add(32) as *const __m256i))
+        } else {
+            _mm512_setzero_ps()
+        };
+        for r in 0..R {
+            let ab = &*a[r].add(b);
+            let q = ab.qs.as_ptr() as *const i32;
+            // Two independent chains halve the dependency on vpdpbusd's latency.
+            let mut s0 = _mm512_setzero_si512();
+            let mut s1 = _mm512_setzero_si512();
+            for c in 0..4 {
+                let x0 = _mm512_set1_epi32(std::ptr::read_unaligned(q.add(c)));
+                let x1 = _mm512_set1_epi32(std::ptr::read_unaligned(q.add(c + 4)));
+                s0 = _mm512_dpbusd_epi32(s0, w[c], x0);
+                s1 = _mm512_dpbusd_epi32(s1, w[c + 4], x1);
+            }
+            let mut isum = _mm512_add_epi32(s0, s1);
+            if T != Q4_1 {
+                let off = if T == Q4_0 { 8 } else { 128 };
+                isum = _mm512_sub_epi32(isum, _mm512_set1_epi32(off * *asum[r].add(b)));
+            }
+            let f = _mm512_cvtepi32_ps(isum);
+            acc[r] = _mm512_fmadd_ps(f, _mm512_mul_ps(dw, _mm512_set1_ps(ab.d)), acc[r]);
+            if T == Q4_1 {
+                accm[r] = _mm512_fmadd_ps(mw, _mm512_set1_ps(ab.s), accm[r]);
+            }
+        }
+    }
+    for r in 0..R {
+        let v = if T == Q4_1 {
+            _mm512_add_ps(acc[r], accm[r])
+        } else {
+            acc[r]
+        };
+        _mm512_storeu_ps(out[r].as_mut_ptr(), v);
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn exp16(x: __m512) -> __m512 {
+    use crate::scalar::EXP_C;
+    // The lane arithmetic of `crate::x86::exp8`, 16 lanes wide.
+    let tiny = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_set1_ps(-87.3));
+    let x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3)), _mm512_setzero_ps());
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+        _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
+    );
+    let r = _mm512_fmadd_ps(n, _mm512_set1_ps(-0.693_145_75), x);
+    let r = _mm512_fmadd_ps(n, _mm512_set1_ps(-1.428_606_8e-6), r);
+    let mut p = _mm512_set1_ps(EXP_C[5]);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_C[4]));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_C[3]));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_C[2]));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_C[1]));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_C[0]));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0));
+    let bits = _mm512_slli_epi32::<23>(_mm512_add_epi32(
+        _mm512_cvtps_epi32(n),
+        _mm512_set1_epi32(127),
+    ));
+    let y = _mm512_mul_ps(p, _mm512_castsi512_ps(bits));
+    _mm512_maskz_mov_ps(!tiny, y)
+}
+
+/// One run of the online softmax (see `crate::attention`) for a query of `NV * 16` dims over K
+/// stored transposed: 16 positions per vector, so a score needs no horizontal sum. Element d of
+/// position j is at `kt[d * kt_stride + j]`; V row j at `v[j * v_stride..]`.
+///
+/// # Safety
+/// The AVX-512 tier is present; `q` and `acc` hold NV·16 floats; `kt` holds NV·16 rows of
+/// `n_pos` floats `kt_stride` apart; `v` holds `n_pos` rows of NV·16 floats; `n_pos <= 64`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn attend_run<const NV: usize>(
+    q: *const f32,
+    kt: *const f32,
+    kt_stride: usize,
+    v: *const f32,
+    v_stride: usize,
+    n_pos: usize,
+    scale: f32,
+    m: &mut f32,
+    l: &mut f32,
+    acc: *mut f32,
+) {
+    let hd = NV * 16;
+    let nc = n_pos.div_ceil(16);
+    let mask = |c: usize| -> __mmask16 {
+        let left = n_pos - 16 * c;
+        if left >= 16 {
+            0xFFFF
+        } else {
+            ((1u32 << left) - 1) as __mmask16
+        }
+    };
+    let mut s = [_mm512_setzero_ps(); 4];
+    let sc = _mm512_set1_ps(scale);
+    for (c, sv) in s.iter_mut().enumerate().take(nc) {
+        let mk = mask(c);
+        let base = kt.add(16 * c);
+        // Four partial sums over d (d mod 4), added in a fixed order.
+        let mut a = [_mm512_setzero_ps(); 4];
+        let mut d = 0;
+        while d < hd {
+            for (u, au) in a.iter_mut().enumerate() {
+                let kv = _mm512_maskz_loadu_ps(mk, base.add((d + u) * kt_stride));
+                *au = _mm512_fmadd_ps(_mm512_set1_ps(*q.add(d + u)), kv, *au);
+            }
+            d += 4;
+        }
+        *sv = _mm512_mul_ps(
+            _mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3])),
+            sc,
+        );
+    }
+    let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
+    for (c, sv) in s.iter().enumerate().take(nc) {
+        mx = _mm512_mask_max_ps(mx, mask(c), mx, *sv);
+    }
+    let run_max = _mm512_reduce_max_ps(mx);
+    let first = *m == f32::NEG_INFINITY;
+    let m_new = m.max(run_max);
+    let mv = _mm512_set1_ps(m_new);
+    let mut sum = _mm512_setzero_ps();
+    let mut w = [0f32; 64];
+    for (c, sv) in s.iter().enumerate().take(nc) {
+        let e = _mm512_maskz_mov_ps(mask(c), exp16(_mm512_sub_ps(*sv, mv)));
+        sum = _mm512_add_ps(sum, e);
+        _mm512_storeu_ps(w.as_mut_ptr().add(16 * c), e);
+    }
+    let corr = if first {
+        0.0
+    } else {
+        _mm512_cvtss_f32(exp16(_mm512_set1_ps(*m - m_new)))
+    };
+    *l = *l * corr + _mm512_reduce_add_ps(sum);
+    let cv = _mm512_set1_ps(corr);
+    let mut av = [_mm512_setzero_ps(); NV];
+    for (i, r) in av.iter_mut().enumerate() {
+        *r = _mm512_mul_ps(_mm512_loadu_ps(acc.add(16 * i)), cv);
+    }
+    for (j, wj) in w.iter().enumerate().take(n_pos) {
+        let wv = _mm512_set1_ps(*wj);
+        let vj = v.add(j * v_stride);
+        for (i, r) in av.iter_mut().enumerate() {
+            *r = _mm512_fmadd_ps(wv, _mm512_loadu_ps(vj.add(16 * i)), *r);
+        }
+    }
+    for (i, r) in av.iter().enumerate() {
+        _mm512_storeu_ps(acc.add(16 * i), *r);
+    }
+    *m = m_new;
+}

@@ -1,0 +1,200 @@
+//! `ares synth`: arguments, mapped one to one onto [`SynthConfig`], and the job wrapper that runs
+//! the pipeline and (with `--responses-out`) writes a responses file for `ares judge`.
+//!
+//! Nothing here prints: the binary gets the [`SynthReport`] back and prints its table.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+use crate::engine::Generator;
+use crate::judge::Format;
+use crate::model::tokenizer::Tokenizer;
+use crate::synth::chunk::ChunkConfig;
+use crate::synth::ingest::IngestConfig;
+use crate::synth::label::WorthConfig;
+use crate::synth::pipeline::write_responses;
+use crate::synth::prompts::DEFAULT_DOMAINS;
+use crate::synth::{SynthConfig, SynthError, SynthProgress, SynthReport};
+
+/// Formats `dataset.jsonl` can be written in.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SynthFormatArg {
+    Ares,
+    Rar,
+    Healthbench,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct SynthArgs {
+    /// Documents: files or directories (recursively: .txt, .md, .rst, .html; .jsonl with one
+    /// document per line). Repeatable.
+    #[arg(long, short = 'i', required = true)]
+    pub input: Vec<PathBuf>,
+    /// Run directory: dataset.jsonl, rejected.jsonl, journal.jsonl, report.json.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Continue the run in --out: keep finished chunks, repair a half-written last line, redo
+    /// the rest.
+    #[arg(long)]
+    pub resume: bool,
+    /// Format of the accepted items in dataset.jsonl.
+    #[arg(long, value_enum, default_value_t = SynthFormatArg::Ares)]
+    pub format: SynthFormatArg,
+    /// JSONL inputs: field with the document text.
+    #[arg(long, default_value = "text")]
+    pub text_field: String,
+    /// JSONL inputs: field with the document id (missing: the line number).
+    #[arg(long, default_value = "id")]
+    pub id_field: String,
+    /// Documents to read, at most (taken round-robin across input files).
+    #[arg(long)]
+    pub max_docs: Option<usize>,
+    /// Chunks per document, at most (the rest of a long document is not read).
+    #[arg(long)]
+    pub max_chunks_per_doc: Option<usize>,
+    /// Domain list, comma-separated (default: the ten ARES domains).
+    #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_DOMAINS.map(String::from))]
+    pub domains: Vec<String>,
+    /// Personas (intended readers) per chunk, at most; one item per persona.
+    #[arg(long, default_value_t = 3)]
+    pub personas: usize,
+    /// Seed of the generation sampling (each item's seed derives from it, its chunk and persona).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Tokens per chunk, at most.
+    #[arg(long, default_value_t = 384)]
+    pub chunk_tokens: usize,
+    /// Tokens of sentences shared by consecutive chunks, at most.
+    #[arg(long, default_value_t = 48)]
+    pub chunk_overlap: usize,
+    /// Chunks with fewer tokens are rejected as too short.
+    #[arg(long, default_value_t = 48)]
+    pub min_chunk_tokens: usize,
+    /// Estimated Jaccard similarity (word 5-shingles) at which a chunk is a near duplicate.
+    #[arg(long, default_value_t = 0.8)]
+    pub near_duplicate: f64,
+    /// Token budget of one generated item (question, answer and criteria).
+    #[arg(long, default_value_t = 640)]
+    pub max_tokens: usize,
+    /// Generation temperature (0: greedy).
+    #[arg(long, default_value_t = 0.7)]
+    pub temperature: f32,
+    /// Generation nucleus sampling.
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Generation repetition penalty (1: off).
+    #[arg(long, default_value_t = 1.2)]
+    pub repeat_penalty: f32,
+    /// Self-containment check: P(yes) at least this. The default suits the 135M default model,
+    /// whose P(yes) runs low (about 0.2 on plain questions); raise it for a larger model.
+    #[arg(long, default_value_t = 0.15)]
+    pub min_self_contained: f64,
+    /// Faithfulness check: P(yes) at least this (default set for the 135M model, as above).
+    #[arg(long, default_value_t = 0.3)]
+    pub min_faithful: f64,
+    /// Leakage: share of the answer's word n-grams found in the question, at most.
+    #[arg(long, default_value_t = 0.5)]
+    pub max_leakage: f64,
+    /// Rubric validity: judge reward of the reference answer, at least.
+    #[arg(long, default_value_t = 0.7)]
+    pub min_reference_reward: f64,
+    /// Rubric validity: reference reward minus degraded-answer reward, at least.
+    #[arg(long, default_value_t = 0.1)]
+    pub min_margin: f64,
+    /// Rubric validity: a criterion with more words is not atomic.
+    #[arg(long, default_value_t = 30)]
+    pub max_criterion_words: usize,
+    /// Chunks per batch (every request of a batch's stage is in flight at once).
+    #[arg(long, default_value_t = 8)]
+    pub batch_chunks: usize,
+    /// Batches in flight at once.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Also write a responses JSONL for `ares judge`: each accepted item's reference answer and
+    /// degraded answer (all sessions of the run).
+    #[arg(long)]
+    pub responses_out: Option<PathBuf>,
+}
+
+impl SynthArgs {
+    pub fn format(&self) -> Format {
+        match self.format {
+            SynthFormatArg::Ares => Format::Ares,
+            SynthFormatArg::Rar => Format::Rar,
+            SynthFormatArg::Healthbench => Format::HealthBench,
+        }
+    }
+
+    pub fn config(&self) -> SynthConfig {
+        SynthConfig {
+            inputs: self.input.clone(),
+            out: self.out.clone(),
+            ingest: IngestConfig {
+                text_field: self.text_field.clone(),
+                id_field: self.id_field.clone(),
+            },
+            chunk: ChunkConfig {
+                target_tokens: self.chunk_tokens,
+                overlap_tokens: self.chunk_overlap,
+            },
+            worth: WorthConfig {
+                min_tokens: self.min_chunk_tokens,
+            },
+            near_duplicate: self.near_duplicate,
+            domains: self
+                .domains
+                .iter()
+                .map(|d| d.trim().to_string())
+                .filter(|d| !d.is_empty())
+                .collect(),
+            personas: self.personas,
+            max_docs: self.max_docs,
+            max_chunks_per_doc: self.max_chunks_per_doc,
+            seed: self.seed,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            repeat_penalty: self.repeat_penalty,
+            max_tokens: self.max_tokens.max(1),
+            format: self.format(),
+            resume: self.resume,
+            min_self_contained: self.min_self_contained,
+            min_faithful: self.min_faithful,
+            max_leakage: self.max_leakage,
+            min_reference_reward: self.min_reference_reward,
+            min_margin: self.min_margin,
+            max_criterion_words: self.max_criterion_words,
+            batch_chunks: self.batch_chunks.max(1),
+            workers: self.workers.max(1),
+        }
+    }
+}
+
+/// What the binary gets back.
+#[derive(Debug, Clone)]
+pub struct SynthOutcome {
+    pub report: SynthReport,
+    /// `--responses-out`: items written.
+    pub responses: Option<usize>,
+}
+
+/// Runs the job: the pipeline, then the responses file if asked for.
+pub fn run(
+    args: &SynthArgs,
+    generator: &dyn Generator,
+    tokenizer: &Tokenizer,
+    model_sha256: &str,
+    progress: &(dyn Fn(&SynthProgress) + Sync),
+) -> Result<SynthOutcome, SynthError> {
+    let config = args.config();
+    let report = crate::synth::run(&config, generator, tokenizer, model_sha256, progress)?;
+    let responses = match &args.responses_out {
+        Some(path) => Some(write_responses(
+            &config.out.join(crate::synth::output::DATASET_FILE),
+            config.format,
+            path,
+        )?),
+        None => None,
+    };
+    Ok(SynthOutcome { report, responses })
+}

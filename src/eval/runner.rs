@@ -1,0 +1,917 @@
+//! The `ares eval` job: sample the data sets, make (or reuse) a rubric per question, judge every
+//! response with each [`Method`], measure agreement with people, and write the report.
+//!
+//! Output folder (`--out`):
+//! - `report.json` ([`EvalReport`]) and `table.md` (the table the binary prints);
+//! - `rubrics-<dataset>.jsonl`: generated rubrics in the ares rubric format (what `ares rubric`
+//!   writes), reused by the next run for the same question, reference answer, rubric template,
+//!   model and generation settings; `rubrics-<dataset>.failed.jsonl`: questions that got none;
+//! - `judged-<dataset>-<method>.jsonl`: the judge records (`line` is the response's position
+//!   in the eval sample);
+//! - `verdicts.redb`: the verdict cache (unless disabled), so a rerun, or a larger `--limit`,
+//!   judges only what is new.
+//!
+//! Invariants: see the module docs of `eval`. Every output file is written atomically.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use crossbeam_channel::Receiver;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::engine::generator::collect;
+use crate::engine::{Completion, Event, Generator, Request};
+use crate::eval::datasets::{self, LlmBarPair, MedQuadAnswer};
+use crate::eval::stats::{self, Estimate};
+use crate::eval::EvalError;
+use crate::judge::cache::VerdictCache;
+use crate::judge::judge::{
+    Judge, JudgeConfig, JudgeProgress, JudgeRecord, Mode, ResponseEntry, ResponseLine, RubricSet,
+    Status,
+};
+use crate::judge::rubric_gen::{Question, RubricGenConfig, RubricGenerator, RubricStatus};
+use crate::judge::template::{self, PromptTemplate};
+use crate::judge::{formats, Category, Criterion, Format, RubricItem};
+use crate::model::chat_template::Message;
+use crate::model::tokenizer::Tokenizer;
+
+/// Version of the [`EvalReport`] this build writes.
+pub const EVAL_REPORT_VERSION: u32 = 1;
+
+/// Source of the plain holistic template (no rubric).
+pub const PLAIN_SOURCE: &str = include_str!("../../templates/judge_plain.txt");
+
+/// Confidence level of every interval.
+pub const CONFIDENCE: f64 = 0.95;
+
+/// The plain holistic template: placeholders question, response (last).
+pub fn plain_template() -> Result<PromptTemplate, template::TemplateError> {
+    PromptTemplate::parse("judge_plain.txt", PLAIN_SOURCE, &["question"], "response")
+}
+
+/// A data set of `../shared/eval/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dataset {
+    /// `medquad_expert_judged`: Spearman and Kendall of reward vs expert grade.
+    Medquad,
+    /// `llmbar`: pairwise accuracy.
+    Llmbar,
+}
+
+impl Dataset {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dataset::Medquad => "medquad",
+            Dataset::Llmbar => "llmbar",
+        }
+    }
+}
+
+/// How a response is scored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// The generated rubric, one logprob verdict per criterion, RaR explicit aggregation (the
+    /// `ares judge` default).
+    RubricLogprob,
+    /// The generated rubric shown whole, one 0-9 score (`ares judge --mode holistic`).
+    RubricHolistic,
+    /// No rubric: one 0-9 score for the question and response (`templates/judge_plain.txt`).
+    PlainHolistic,
+}
+
+impl Method {
+    pub const ALL: [Method; 3] = [
+        Method::RubricLogprob,
+        Method::RubricHolistic,
+        Method::PlainHolistic,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::RubricLogprob => "rubric_logprob",
+            Method::RubricHolistic => "rubric_holistic",
+            Method::PlainHolistic => "plain_holistic",
+        }
+    }
+
+    /// How the table names it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Method::RubricLogprob => "rubric, logprob per criterion",
+            Method::RubricHolistic => "rubric, holistic 0-9",
+            Method::PlainHolistic => "no rubric, holistic 0-9",
+        }
+    }
+
+    fn uses_rubric(self) -> bool {
+        self != Method::PlainHolistic
+    }
+}
+
+/// What a job does; `ares eval`'s flags map onto it.
+#[derive(Debug, Clone)]
+pub struct EvalConfig {
+    /// The `../shared/eval` folder.
+    pub data_dir: PathBuf,
+    pub out_dir: PathBuf,
+    pub datasets: Vec<Dataset>,
+    /// Items per data set (answers for medquad, pairs for llmbar), a seeded sample.
+    pub limit: Option<usize>,
+    pub seed: u64,
+    /// Bootstrap resamples.
+    pub resamples: usize,
+    pub rubric: RubricGenConfig,
+    /// Judge requests in flight at most.
+    pub max_in_flight: usize,
+    /// Keep a verdict cache in the output folder.
+    pub cache: bool,
+}
+
+/// Progress of a running job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalProgress {
+    /// `<dataset>: rubrics` or `<dataset>: <method>`.
+    pub stage: String,
+    /// Rubrics or responses done / in this stage.
+    pub done: usize,
+    pub total: usize,
+    /// Judge stages: verdict requests (criteria or prompts) done / planned.
+    pub requests_done: usize,
+    pub requests_total: usize,
+    /// Since the stage started.
+    pub seconds: f64,
+}
+
+/// A question that got no rubric.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RubricFailure {
+    pub id: String,
+    pub status: RubricStatus,
+    pub error: String,
+}
+
+/// Rubrics of one data set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RubricSummary {
+    /// Distinct questions in the sample.
+    pub questions: usize,
+    /// Taken from the rubric file of an earlier run.
+    pub reused: usize,
+    /// Generated by this run.
+    pub generated: usize,
+    pub failed: usize,
+    pub mean_criteria: Option<f64>,
+    pub seconds: f64,
+    pub file: PathBuf,
+}
+
+/// One method on one data set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MethodResult {
+    pub method: Method,
+    /// Samples (answers, or pairs) in the statistics.
+    pub scored: usize,
+    /// Samples left out: why, and how many (`no_rubric`, or a judge status).
+    pub failed: BTreeMap<String, usize>,
+    /// Medquad: Spearman's rho and Kendall's tau-b of reward vs expert grade.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spearman: Option<Estimate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kendall_tau_b: Option<Estimate>,
+    /// Llmbar: fraction of pairs whose preferred output got the higher reward (ties count 1/2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pairwise_accuracy: Option<Estimate>,
+    /// Llmbar: pairs whose two rewards were equal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ties: Option<usize>,
+    /// Mean reward of the scored responses.
+    pub mean_reward: Option<f64>,
+    /// Verdict requests answered by the engine / by the verdict cache.
+    pub requests: usize,
+    pub cache_hits: usize,
+    pub seconds: f64,
+    pub template_hash: String,
+    pub records: PathBuf,
+}
+
+impl MethodResult {
+    pub fn failed_total(&self) -> usize {
+        self.failed.values().sum()
+    }
+}
+
+/// One data set's results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetResult {
+    pub dataset: Dataset,
+    /// Samples drawn (answers or pairs) and available in the file.
+    pub samples: usize,
+    pub available: usize,
+    /// Medquad: answers per expert grade 1..=4 in the sample; llmbar: pairs preferring 1, 2.
+    pub labels: Vec<usize>,
+    pub rubrics: RubricSummary,
+    pub methods: Vec<MethodResult>,
+}
+
+/// `report.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalReport {
+    pub schema_version: u32,
+    /// The command line, as the binary saw it.
+    pub command: String,
+    pub model_sha256: String,
+    /// Template hashes: rubric, judge_criterion, judge_holistic, judge_plain.
+    pub templates: BTreeMap<String, String>,
+    pub limit: Option<usize>,
+    pub seed: u64,
+    pub resamples: usize,
+    pub confidence: f64,
+    pub datasets: Vec<DatasetResult>,
+    pub seconds: f64,
+}
+
+fn fmt_estimate(e: &Option<Estimate>) -> String {
+    match e {
+        Some(e) => format!("{:.3} [{:.3}, {:.3}]", e.value, e.low, e.high),
+        None => "n/a".into(),
+    }
+}
+
+impl EvalReport {
+    /// The results as one markdown table (what `ares eval` prints).
+    pub fn to_markdown(&self) -> String {
+        let mut out = String::new();
+        out.push_str(&format!(
+            "model {} · seed {} · {} bootstrap resamples · {:.0}% percentile intervals · limit {}\n\n",
+            &self.model_sha256[..self.model_sha256.len().min(12)],
+            self.seed,
+            self.resamples,
+            self.confidence * 100.0,
+            self.limit
+                .map(|l| format!("{l} per data set"))
+                .unwrap_or_else(|| "none".into()),
+        ));
+        out.push_str("| data set | method | n | failed | Spearman ρ [95% CI] | Kendall τ-b [95% CI] | pairwise acc. [95% CI] | mean reward |\n");
+        out.push_str("|---|---|---:|---:|---|---|---|---:|\n");
+        for d in &self.datasets {
+            for m in &d.methods {
+                let acc = match (&m.pairwise_accuracy, m.ties) {
+                    (Some(_), Some(t)) => {
+                        format!("{} ({t} ties)", fmt_estimate(&m.pairwise_accuracy))
+                    }
+                    _ => "—".into(),
+                };
+                let dash = |e: &Option<Estimate>| {
+                    if d.dataset == Dataset::Medquad {
+                        fmt_estimate(e)
+                    } else {
+                        "—".into()
+                    }
+                };
+                out.push_str(&format!(
+                    "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                    d.dataset.as_str(),
+                    m.method.label(),
+                    m.scored,
+                    m.failed_total(),
+                    dash(&m.spearman),
+                    dash(&m.kendall_tau_b),
+                    acc,
+                    m.mean_reward
+                        .map(|r| format!("{r:.3}"))
+                        .unwrap_or_else(|| "n/a".into()),
+                ));
+            }
+        }
+        out.push('\n');
+        for d in &self.datasets {
+            let r = &d.rubrics;
+            out.push_str(&format!(
+                "{}: {} of {} samples; {} questions, rubrics {} generated + {} reused, {} failed{}\n",
+                d.dataset.as_str(),
+                d.samples,
+                d.available,
+                r.questions,
+                r.generated,
+                r.reused,
+                r.failed,
+                r.mean_criteria
+                    .map(|c| format!(", {c:.1} criteria on average"))
+                    .unwrap_or_default(),
+            ));
+        }
+        out
+    }
+}
+
+/// A [`Generator`] that forwards to another and reports each finished request of
+/// `generate_many` (collected in submission order), so a batched generation can show progress.
+struct Counting<'a> {
+    inner: &'a dyn Generator,
+    done: AtomicUsize,
+    on_done: &'a (dyn Fn(usize) + Sync),
+}
+
+impl Generator for Counting<'_> {
+    fn submit(&self, req: Request) -> crate::Result<Receiver<Event>> {
+        self.inner.submit(req)
+    }
+
+    fn chat_prompt(&self, messages: &[Message]) -> crate::Result<String> {
+        self.inner.chat_prompt(messages)
+    }
+
+    fn generate_many(&self, reqs: Vec<Request>) -> Vec<crate::Result<Completion>> {
+        let pending: Vec<(String, crate::Result<Receiver<Event>>)> = reqs
+            .into_iter()
+            .map(|r| (r.id.clone(), self.inner.submit(r)))
+            .collect();
+        pending
+            .into_iter()
+            .map(|(id, rx)| {
+                let result = rx.and_then(|rx| collect(id, rx));
+                let n = self.done.fetch_add(1, Ordering::SeqCst) + 1;
+                (self.on_done)(n);
+                result
+            })
+            .collect()
+    }
+}
+
+/// Everything a run shares.
+struct Context<'a> {
+    config: &'a EvalConfig,
+    generator: &'a dyn Generator,
+    tokenizer: &'a Tokenizer,
+    model_sha256: &'a str,
+    cache: Option<VerdictCache>,
+    progress: &'a (dyn Fn(&EvalProgress) + Sync),
+}
+
+/// One response to judge: its item (question id) and text.
+struct EvalResponse {
+    item_id: String,
+    response_id: String,
+    text: String,
+}
+
+/// Runs the whole job and writes the output folder.
+pub fn run(
+    config: &EvalConfig,
+    command: &str,
+    generator: &dyn Generator,
+    tokenizer: &Tokenizer,
+    model_sha256: &str,
+    progress: &(dyn Fn(&EvalProgress) + Sync),
+) -> Result<EvalReport, EvalError> {
+    let t0 = Instant::now();
+    if config.datasets.is_empty() {
+        return Err(EvalError::NoDatasets);
+    }
+    std::fs::create_dir_all(&config.out_dir).map_err(|source| EvalError::Io {
+        path: config.out_dir.clone(),
+        source,
+    })?;
+    let cache = if config.cache {
+        Some(VerdictCache::open_dir(&config.out_dir)?)
+    } else {
+        None
+    };
+    let ctx = Context {
+        config,
+        generator,
+        tokenizer,
+        model_sha256,
+        cache,
+        progress,
+    };
+    let mut templates = BTreeMap::new();
+    for (name, t) in [
+        ("rubric", PromptTemplate::rubric()?),
+        ("judge_criterion", PromptTemplate::criterion()?),
+        ("judge_holistic", PromptTemplate::holistic()?),
+        ("judge_plain", plain_template()?),
+    ] {
+        templates.insert(name.to_string(), t.hash().to_string());
+    }
+    let mut results = Vec::new();
+    for &dataset in &config.datasets {
+        results.push(match dataset {
+            Dataset::Medquad => medquad(&ctx)?,
+            Dataset::Llmbar => llmbar(&ctx)?,
+        });
+    }
+    let report = EvalReport {
+        schema_version: EVAL_REPORT_VERSION,
+        command: command.to_string(),
+        model_sha256: model_sha256.to_string(),
+        templates,
+        limit: config.limit,
+        seed: config.seed,
+        resamples: config.resamples,
+        confidence: CONFIDENCE,
+        datasets: results,
+        seconds: t0.elapsed().as_secs_f64(),
+    };
+    let json = serde_json::to_string_pretty(&report).expect("the report is plain data");
+    write_text(&config.out_dir.join("report.json"), json)?;
+    write_text(&config.out_dir.join("table.md"), report.to_markdown())?;
+    Ok(report)
+}
+
+fn write_text(path: &Path, text: String) -> Result<(), EvalError> {
+    let text = text.strip_suffix('\n').map(str::to_string).unwrap_or(text);
+    crate::jsonl::write_lines(path, [text]).map_err(|source| EvalError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn medquad(ctx: &Context<'_>) -> Result<DatasetResult, EvalError> {
+    let config = ctx.config;
+    let all = datasets::read_medquad(&config.data_dir.join(datasets::MEDQUAD_FILE))?;
+    let available = all.len();
+    let rows: Vec<MedQuadAnswer> = datasets::sample(all, config.limit, config.seed);
+    let mut questions: Vec<Question> = Vec::new();
+    for r in &rows {
+        let id = format!("medquad-{}", r.qid);
+        if !questions.iter().any(|q| q.id == id) {
+            questions.push(Question {
+                id,
+                // The curators' paraphrase states what the consumer asked; the judge and the
+                // rubric writer see the same question text.
+                question: r.question_paraphrase.clone(),
+                reference_answer: Some(r.reference_answers.join("\n\n"))
+                    .filter(|s| !s.trim().is_empty()),
+            });
+        }
+    }
+    let responses: Vec<EvalResponse> = rows
+        .iter()
+        .map(|r| EvalResponse {
+            item_id: format!("medquad-{}", r.qid),
+            response_id: format!("line{}", r.line),
+            text: r.answer.clone(),
+        })
+        .collect();
+    let grades: Vec<f64> = rows.iter().map(|r| f64::from(r.score)).collect();
+    let mut labels = vec![0; 4];
+    for r in &rows {
+        labels[usize::from(r.score) - 1] += 1;
+    }
+    let (rubrics, rubric_summary) = rubrics(ctx, Dataset::Medquad, &questions)?;
+    let mut methods = Vec::new();
+    for method in Method::ALL {
+        let (rewards, mut result) = judge(
+            ctx,
+            Dataset::Medquad,
+            method,
+            &questions,
+            &rubrics,
+            &responses,
+        )?;
+        let (x, y): (Vec<f64>, Vec<f64>) = rewards
+            .iter()
+            .zip(&grades)
+            .filter_map(|(r, g)| r.map(|r| (r, *g)))
+            .unzip();
+        let n = x.len();
+        let rho = |idx: &[usize]| stats::spearman(&stats::pick(&x, idx), &stats::pick(&y, idx));
+        let tau =
+            |idx: &[usize]| stats::kendall_tau_b(&stats::pick(&x, idx), &stats::pick(&y, idx));
+        result.scored = n;
+        result.spearman = stats::bootstrap(n, rho, config.resamples, CONFIDENCE, config.seed);
+        result.kendall_tau_b = stats::bootstrap(n, tau, config.resamples, CONFIDENCE, config.seed);
+        result.mean_reward = mean(&x);
+        methods.push(result);
+    }
+    Ok(DatasetResult {
+        dataset: Dataset::Medquad,
+        samples: rows.len(),
+        available,
+        labels,
+        rubrics: rubric_summary,
+        methods,
+    })
+}
+
+fn llmbar(ctx: &Context<'_>) -> Result<DatasetResult, EvalError> {
+    let config = ctx.config;
+    let all = datasets::read_llmbar(&config.data_dir.join(datasets::LLMBAR_DIR))?;
+    let available = all.len();
+    let pairs: Vec<LlmBarPair> = datasets::sample(all, config.limit, config.seed);
+    let questions: Vec<Question> = pairs
+        .iter()
+        .map(|p| Question {
+            id: format!("llmbar-{}", p.id),
+            question: p.input.clone(),
+            reference_answer: None,
+        })
+        .collect();
+    let responses: Vec<EvalResponse> = pairs
+        .iter()
+        .flat_map(|p| {
+            [("output_1", &p.output_1), ("output_2", &p.output_2)].map(|(id, text)| EvalResponse {
+                item_id: format!("llmbar-{}", p.id),
+                response_id: id.to_string(),
+                text: text.clone(),
+            })
+        })
+        .collect();
+    let labels = vec![
+        pairs.iter().filter(|p| p.label == 1).count(),
+        pairs.iter().filter(|p| p.label == 2).count(),
+    ];
+    let (rubrics, rubric_summary) = rubrics(ctx, Dataset::Llmbar, &questions)?;
+    let mut methods = Vec::new();
+    for method in Method::ALL {
+        let (rewards, mut result) = judge(
+            ctx,
+            Dataset::Llmbar,
+            method,
+            &questions,
+            &rubrics,
+            &responses,
+        )?;
+        // Per pair: (reward of the preferred output, reward of the other), both scored.
+        let mut scored: Vec<(f64, f64)> = Vec::new();
+        let mut failed_pairs: BTreeMap<String, usize> = BTreeMap::new();
+        for (p, r) in pairs.iter().zip(rewards.chunks(2)) {
+            match (r[0], r[1]) {
+                (Some(a), Some(b)) => scored.push(if p.label == 1 { (a, b) } else { (b, a) }),
+                _ => {
+                    *failed_pairs
+                        .entry("a response not scored".into())
+                        .or_default() += 1
+                }
+            }
+        }
+        let accuracy = |idx: &[usize]| {
+            let picked: Vec<(f64, f64)> = idx.iter().map(|&i| scored[i]).collect();
+            stats::pairwise_accuracy(&picked)
+        };
+        let all_rewards: Vec<f64> = rewards.iter().flatten().copied().collect();
+        result.mean_reward = mean(&all_rewards);
+        result.scored = scored.len();
+        // Failures are counted per pair here; the per-response reasons stay in the records.
+        let response_failures = std::mem::take(&mut result.failed);
+        result.failed = failed_pairs;
+        for (why, n) in response_failures {
+            result.failed.insert(format!("responses: {why}"), n);
+        }
+        result.ties = Some(scored.iter().filter(|(a, b)| a == b).count());
+        result.pairwise_accuracy = stats::bootstrap(
+            scored.len(),
+            accuracy,
+            config.resamples,
+            CONFIDENCE,
+            config.seed,
+        );
+        methods.push(result);
+    }
+    Ok(DatasetResult {
+        dataset: Dataset::Llmbar,
+        samples: pairs.len(),
+        available,
+        labels,
+        rubrics: rubric_summary,
+        methods,
+    })
+}
+
+fn mean(xs: &[f64]) -> Option<f64> {
+    (!xs.is_empty()).then(|| xs.iter().sum::<f64>() / xs.len() as f64)
+}
+
+/// The generation settings a stored rubric must have been made with to be reused.
+fn generation_settings(config: &RubricGenConfig) -> Value {
+    serde_json::json!({"max_tokens": config.max_tokens, "sampling": config.sampling})
+}
+
+/// A rubric per question: reused from `rubrics-<dataset>.jsonl` when it was made for the same
+/// question, reference answer, template, model and settings; generated (all missing ones in one
+/// batch) otherwise. The file is rewritten with every usable rubric it held plus the new ones.
+fn rubrics(
+    ctx: &Context<'_>,
+    dataset: Dataset,
+    questions: &[Question],
+) -> Result<(HashMap<String, RubricItem>, RubricSummary), EvalError> {
+    let t0 = Instant::now();
+    let path = ctx
+        .config
+        .out_dir
+        .join(format!("rubrics-{}.jsonl", dataset.as_str()));
+    let failed_path = ctx
+        .config
+        .out_dir
+        .join(format!("rubrics-{}.failed.jsonl", dataset.as_str()));
+    let gen = RubricGenerator::new(ctx.generator, ctx.model_sha256, ctx.config.rubric.clone())?;
+    let settings = generation_settings(&ctx.config.rubric);
+    let mut stored: BTreeMap<String, RubricItem> = BTreeMap::new();
+    if path.exists() {
+        for result in formats::read_jsonl(&path, Format::Ares)? {
+            match result {
+                Ok(item) => {
+                    stored.insert(item.id.clone(), item);
+                }
+                Err(e) => tracing::warn!("{e}; that rubric will be generated again"),
+            }
+        }
+    }
+    let fresh = |item: &RubricItem, q: &Question| {
+        let extra = |k: &str| item.extra.get(k);
+        item.question == q.question
+            && item.reference_answer == q.reference_answer
+            && extra("template_hash").and_then(Value::as_str) == Some(gen.template_hash())
+            && extra("model_sha256").and_then(Value::as_str) == Some(ctx.model_sha256)
+            && extra("eval_generation") == Some(&settings)
+    };
+    let mut out: HashMap<String, RubricItem> = HashMap::new();
+    let mut missing: Vec<Question> = Vec::new();
+    for q in questions {
+        match stored.get(&q.id) {
+            Some(item) if fresh(item, q) => {
+                out.insert(q.id.clone(), item.clone());
+            }
+            _ => missing.push(q.clone()),
+        }
+    }
+    let reused = out.len();
+    let stage = format!("{}: rubrics", dataset.as_str());
+    let total = missing.len();
+    let report = |done: usize| {
+        (ctx.progress)(&EvalProgress {
+            stage: stage.clone(),
+            done,
+            total,
+            requests_done: done,
+            requests_total: total,
+            seconds: t0.elapsed().as_secs_f64(),
+        })
+    };
+    report(0);
+    let counting = Counting {
+        inner: ctx.generator,
+        done: AtomicUsize::new(0),
+        on_done: &report,
+    };
+    let gen = RubricGenerator::new(&counting, ctx.model_sha256, ctx.config.rubric.clone())?;
+    let outcomes = gen.generate(&missing);
+    let mut failures = Vec::new();
+    for (q, outcome) in missing.iter().zip(outcomes) {
+        stored.remove(&q.id);
+        match outcome.item {
+            Ok(mut item) => {
+                item.extra
+                    .insert("eval_generation".into(), settings.clone());
+                stored.insert(q.id.clone(), item.clone());
+                out.insert(q.id.clone(), item);
+            }
+            Err(e) => failures.push(RubricFailure {
+                id: q.id.clone(),
+                status: e.status(),
+                error: e.to_string(),
+            }),
+        }
+    }
+    let items: Vec<RubricItem> = stored.into_values().collect();
+    formats::write_jsonl(&path, Format::Ares, &items)?;
+    crate::jsonl::write_records(&failed_path, &failures).map_err(|source| EvalError::Io {
+        path: failed_path.clone(),
+        source,
+    })?;
+    let criteria: Vec<f64> = out.values().map(|i| i.criteria.len() as f64).collect();
+    let summary = RubricSummary {
+        questions: questions.len(),
+        reused,
+        generated: out.len() - reused,
+        failed: failures.len(),
+        mean_criteria: mean(&criteria),
+        seconds: t0.elapsed().as_secs_f64(),
+        file: path,
+    };
+    Ok((out, summary))
+}
+
+/// The item the plain holistic judge gets: the question, and a placeholder criterion that only
+/// satisfies the rubric model's validation. The plain template has no `{{rubric}}`, so the
+/// model never sees it.
+fn plain_item(q: &Question) -> RubricItem {
+    RubricItem::new(
+        q.id.clone(),
+        q.question.clone(),
+        vec![Criterion::new(
+            "none",
+            "(plain holistic judging: no rubric is shown)",
+            1.0,
+            Category::Essential,
+        )],
+    )
+}
+
+/// Judges every response with `method`: the reward of each (None when not scored) and the
+/// method's result without its statistics. Writes the records.
+fn judge(
+    ctx: &Context<'_>,
+    dataset: Dataset,
+    method: Method,
+    questions: &[Question],
+    rubrics: &HashMap<String, RubricItem>,
+    responses: &[EvalResponse],
+) -> Result<(Vec<Option<f64>>, MethodResult), EvalError> {
+    let t0 = Instant::now();
+    let mode = match method {
+        Method::RubricLogprob => Mode::Logprob,
+        Method::RubricHolistic | Method::PlainHolistic => Mode::Holistic,
+    };
+    let config = JudgeConfig {
+        mode,
+        max_in_flight: ctx.config.max_in_flight.max(1),
+        ..JudgeConfig::default()
+    };
+    let mut judge = Judge::new(ctx.generator, ctx.tokenizer, ctx.model_sha256, config)?;
+    if method == Method::PlainHolistic {
+        judge = judge.with_template(plain_template()?);
+    }
+    if let Some(cache) = &ctx.cache {
+        judge = judge.with_cache(cache);
+    }
+    let items: Vec<RubricItem> = if method.uses_rubric() {
+        questions
+            .iter()
+            .filter_map(|q| rubrics.get(&q.id).cloned())
+            .collect()
+    } else {
+        questions.iter().map(plain_item).collect()
+    };
+    let set = RubricSet::from_items(items);
+    let mut failed: BTreeMap<String, usize> = BTreeMap::new();
+    // Responses with an item to judge against, and where each one sits in `responses`.
+    let mut entries = Vec::new();
+    let mut positions = Vec::new();
+    for (i, r) in responses.iter().enumerate() {
+        if set.get(&r.item_id).is_none() {
+            *failed.entry("no_rubric".into()).or_default() += 1;
+            continue;
+        }
+        positions.push(i);
+        entries.push(ResponseEntry {
+            line: i + 1,
+            parsed: Ok(ResponseLine {
+                item_id: r.item_id.clone(),
+                response_id: r.response_id.clone(),
+                response: r.text.clone(),
+            }),
+        });
+    }
+    let stage = format!("{}: {}", dataset.as_str(), method.as_str());
+    let progress = |p: &JudgeProgress| {
+        (ctx.progress)(&EvalProgress {
+            stage: stage.clone(),
+            done: p.responses_done,
+            total: p.responses_total,
+            requests_done: p.requests_done,
+            requests_total: p.requests_total,
+            seconds: p.seconds,
+        })
+    };
+    let (records, summary) = judge.run(&set, &entries, &progress);
+    let mut rewards = vec![None; responses.len()];
+    for (record, &i) in records.iter().zip(&positions) {
+        match (record.status, record.reward) {
+            (Status::Ok, Some(r)) => rewards[i] = Some(r),
+            (status, _) => *failed.entry(status.as_str().to_string()).or_default() += 1,
+        }
+    }
+    let path = ctx.config.out_dir.join(format!(
+        "judged-{}-{}.jsonl",
+        dataset.as_str(),
+        method.as_str()
+    ));
+    write_records(&path, &records)?;
+    Ok((
+        rewards,
+        MethodResult {
+            method,
+            scored: 0,
+            failed,
+            spearman: None,
+            kendall_tau_b: None,
+            pairwise_accuracy: None,
+            ties: None,
+            mean_reward: None,
+            requests: summary.requests,
+            cache_hits: summary.cache_hits,
+            seconds: t0.elapsed().as_secs_f64(),
+            template_hash: judge.template_hash().to_string(),
+            records: path,
+        },
+    ))
+}
+
+fn write_records(path: &Path, records: &[JudgeRecord]) -> Result<(), EvalError> {
+    crate::jsonl::write_records(path, records).map_err(|source| EvalError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_template_parses_and_shows_no_rubric() -> Result<(), Box<dyn std::error::Error>> {
+        let t = plain_template()?;
+        assert_eq!(t.hash().len(), 16);
+        let messages = t.render(&[
+            ("question", "Q?"),
+            ("rubric", "- (+5) secret criterion"),
+            ("response", "R."),
+        ])?;
+        let text: String = messages.iter().map(|m| m.content.as_str()).collect();
+        assert!(text.contains("Q?") && text.contains("R."));
+        assert!(!text.contains("secret criterion"), "{text}");
+        assert_ne!(t.hash(), PromptTemplate::holistic()?.hash());
+        Ok(())
+    }
+
+    #[test]
+    fn table_has_one_row_per_dataset_and_method() {
+        let est = |v: f64| {
+            Some(Estimate {
+                value: v,
+                low: v - 0.1,
+                high: v + 0.1,
+                resamples: 1000,
+            })
+        };
+        let result = |method, dataset: Dataset| MethodResult {
+            method,
+            scored: 10,
+            failed: BTreeMap::from([("no_rubric".to_string(), 2)]),
+            spearman: (dataset == Dataset::Medquad).then_some(est(0.25)).flatten(),
+            kendall_tau_b: (dataset == Dataset::Medquad).then_some(est(0.2)).flatten(),
+            pairwise_accuracy: (dataset == Dataset::Llmbar).then_some(est(0.6)).flatten(),
+            ties: (dataset == Dataset::Llmbar).then_some(1),
+            mean_reward: Some(0.5),
+            requests: 0,
+            cache_hits: 0,
+            seconds: 0.0,
+            template_hash: "0".repeat(16),
+            records: PathBuf::from("x"),
+        };
+        let rubrics = RubricSummary {
+            questions: 3,
+            reused: 1,
+            generated: 2,
+            failed: 0,
+            mean_criteria: Some(6.0),
+            seconds: 0.0,
+            file: PathBuf::from("r"),
+        };
+        let report = EvalReport {
+            schema_version: EVAL_REPORT_VERSION,
+            command: "ares eval".into(),
+            model_sha256: "ab".repeat(32),
+            templates: BTreeMap::new(),
+            limit: Some(10),
+            seed: 0,
+            resamples: 1000,
+            confidence: CONFIDENCE,
+            datasets: [Dataset::Medquad, Dataset::Llmbar]
+                .map(|d| DatasetResult {
+                    dataset: d,
+                    samples: 12,
+                    available: 100,
+                    labels: vec![],
+                    rubrics: rubrics.clone(),
+                    methods: Method::ALL.map(|m| result(m, d)).to_vec(),
+                })
+                .to_vec(),
+            seconds: 0.0,
+        };
+        let table = report.to_markdown();
+        let rows: Vec<&str> = table
+            .lines()
+            .filter(|l| l.starts_with("| medquad") || l.starts_with("| llmbar"))
+            .collect();
+        assert_eq!(rows.len(), 6, "{table}");
+        assert!(
+            rows[0].contains("0.250 [0.150, 0.350]") && rows[0].contains("| 10 | 2 |"),
+            "{}",
+            rows[0]
+        );
+        assert!(
+            rows[3].contains("0.600 [0.500, 0.700] (1 ties)"),
+            "{}",
+            rows[3]
+        );
+        assert!(rows[5].contains("no rubric"), "{}", rows[5]);
+    }
+}

@@ -1,0 +1,229 @@
+//! Gemma 3 (text) from GGUF: HF `modeling_gemma3.py`, llama.cpp `llm_build_gemma3_iswa`.
+//!
+//! What differs from llama: the embedding is scaled by sqrt(hidden); every block has pre- and
+//! post-norms around both attention and the MLP; q and k get a per-head RMSNorm before RoPE; the
+//! MLP is GeGLU (GELU-tanh); RoPE pairs halves (NEOX); layers alternate `pattern - 1` sliding-window
+//! layers (window `attention.sliding_window`, rope base 10 000, no scaling) with one global layer
+//! (rope base and scaling from metadata); scores are scaled by 1/sqrt(query_pre_attn_scalar), which
+//! llama.cpp takes as head_dim (all sizes but 27B); BOS is required (the tokenizer adds it).
+//!
+//! Norm weights: HF computes `x * (1 + w)`; llama.cpp's converter (`Gemma3Model.modify_tensors`,
+//! `norm_shift`) stores `w + 1` in the GGUF, so GGUF norms multiply as they are, like llama's. The
+//! golden test against llama.cpp is what confirms it (a missing or doubled +1 costs whole nats).
+//!
+//! Like every model here it holds no per-sequence state; every row is computed independently.
+
+use crate::engine::batch::Batch;
+use crate::engine::kv_cache::KvStorage;
+use crate::error::{Error, Result};
+use crate::model::config::ModelConfig;
+use crate::model::gguf::{GgufFile, Weight};
+use crate::model::layers::{self, linear, linear_many};
+use crate::model::Model;
+
+/// Every `SWA_PATTERN`-th layer is global (Gemma 3: 5 local : 1 global; llama.cpp
+/// `hparams.set_swa_pattern(6)`), unless the GGUF says otherwise.
+const SWA_PATTERN: usize = 6;
+/// Rope base of the local layers (llama.cpp `rope_freq_base_train_swa` for gemma3).
+const LOCAL_ROPE_BASE: f32 = 10_000.0;
+
+struct Block {
+    attn_norm: Vec<f32>,
+    wq: Weight,
+    wk: Weight,
+    wv: Weight,
+    /// (head_dim,) per-head RMSNorm weights of q and k.
+    q_norm: Vec<f32>,
+    k_norm: Vec<f32>,
+    wo: Weight,
+    post_attn_norm: Vec<f32>,
+    ffn_norm: Vec<f32>,
+    w_gate: Weight,
+    w_up: Weight,
+    w_down: Weight,
+    post_ffn_norm: Vec<f32>,
+    /// Sliding window of this layer (None: global).
+    window: Option<usize>,
+}
+
+pub struct Gemma3 {
+    cfg: ModelConfig,
+    tok_embd: Weight,
+    blocks: Vec<Block>,
+    norm: Vec<f32>,
+    output: Weight,
+    rope_global: layers::RopeFreqs,
+    rope_local: layers::RopeFreqs,
+    attn_scale: f32,
+    embd_scale: f32,
+    weight_bytes: usize,
+}
+
+impl Gemma3 {
+    pub fn from_gguf(g: &GgufFile) -> Result<Self> {
+        let arch = "gemma3";
+        let tok_embd = g.weight("token_embd.weight")?;
+        let cfg = ModelConfig::from_gguf(g, arch, tok_embd.n)?;
+        if cfg.n_head == 0 || cfg.n_kv_head == 0 || cfg.n_head % cfg.n_kv_head != 0 {
+            return Err(Error::InvalidGguf {
+                path: g.path.clone(),
+                reason: format!(
+                    "head_count {} is not a multiple of head_count_kv {}",
+                    cfg.n_head, cfg.n_kv_head
+                ),
+            });
+        }
+        if tok_embd.k != cfg.hidden {
+            return Err(Error::BadTensorShape {
+                path: g.path.clone(),
+                name: "token_embd.weight".into(),
+                actual: vec![tok_embd.n, tok_embd.k],
+                expected: vec![tok_embd.n, cfg.hidden],
+            });
+        }
+        let window = g.usize(&format!("{arch}.attention.sliding_window"))?;
+        let pattern = g.usize_or(
+            &format!("{arch}.attention.sliding_window_pattern"),
+            SWA_PATTERN,
+        )?;
+        let local_base = g.f32_or(&format!("{arch}.rope.freq_base_swa"), LOCAL_ROPE_BASE)?;
+        let query_pre_attn_scalar = g.usize_or(
+            &format!("{arch}.attention.query_pre_attn_scalar"),
+            cfg.head_dim,
+        )?;
+        let (h, hd, qd, kvd, f) = (
+            cfg.hidden,
+            cfg.head_dim,
+            cfg.n_head * cfg.head_dim,
+            cfg.kv_dim(),
+            cfg.ffn_hidden,
+        );
+        let vector = |name: &str, len: usize| -> Result<Vec<f32>> {
+            Ok(g.weight_shaped(name, 1, len)?.to_f32())
+        };
+        let mut blocks = Vec::with_capacity(cfg.n_layer);
+        for i in 0..cfg.n_layer {
+            let p = |s: &str| format!("blk.{i}.{s}.weight");
+            let global = pattern > 0 && (i + 1) % pattern == 0;
+            blocks.push(Block {
+                attn_norm: vector(&p("attn_norm"), h)?,
+                wq: g.weight_shaped(&p("attn_q"), qd, h)?,
+                wk: g.weight_shaped(&p("attn_k"), kvd, h)?,
+                wv: g.weight_shaped(&p("attn_v"), kvd, h)?,
+                q_norm: vector(&p("attn_q_norm"), hd)?,
+                k_norm: vector(&p("attn_k_norm"), hd)?,
+                wo: g.weight_shaped(&p("attn_output"), h, qd)?,
+                post_attn_norm: vector(&p("post_attention_norm"), h)?,
+                ffn_norm: vector(&p("ffn_norm"), h)?,
+                w_gate: g.weight_shaped(&p("ffn_gate"), f, h)?,
+                w_up: g.weight_shaped(&p("ffn_up"), f, h)?,
+                w_down: g.weight_shaped(&p("ffn_down"), h, f)?,
+                post_ffn_norm: vector(&p("post_ffw_norm"), h)?,
+                window: (!global).then_some(window),
+            });
+        }
+        let mut output = if g.has_tensor("output.weight") {
+            g.weight_shaped("output.weight", cfg.vocab, h)?
+        } else {
+            tok_embd.clone()
+        };
+        let rope_global = layers::rope_freqs(&cfg, Vec::new());
+        let rope_local = layers::rope_freqs_with_base(&cfg, local_base, 1.0, Vec::new());
+        let norm = vector("output_norm.weight", h)?;
+        let mut mats: Vec<&mut Weight> = vec![&mut output];
+        for b in blocks.iter_mut() {
+            mats.extend([
+                &mut b.wq,
+                &mut b.wk,
+                &mut b.wv,
+                &mut b.wo,
+                &mut b.w_gate,
+                &mut b.w_up,
+                &mut b.w_down,
+            ]);
+        }
+        let weight_bytes = layers::pack_weights(g, mats);
+        Ok(Gemma3 {
+            attn_scale: 1.0 / (query_pre_attn_scalar as f32).sqrt(),
+            embd_scale: (cfg.hidden as f32).sqrt(),
+            cfg,
+            tok_embd,
+            blocks,
+            norm,
+            output,
+            rope_global,
+            rope_local,
+            weight_bytes,
+        })
+    }
+
+    /// Sliding window of each layer (None: global attention).
+    pub fn windows(&self) -> Vec<Option<usize>> {
+        self.blocks.iter().map(|b| b.window).collect()
+    }
+}
+
+impl Model for Gemma3 {
+    fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    fn weight_bytes(&self) -> usize {
+        self.weight_bytes
+    }
+
+    fn forward(&self, batch: &Batch, kv: &mut KvStorage) -> Result<Vec<f32>> {
+        let cfg = &self.cfg;
+        let (n, h, hd) = (batch.n_tokens(), cfg.hidden, cfg.head_dim);
+        // x: (n_tokens, hidden), the embedding times sqrt(hidden) (llama.cpp `ggml_scale`).
+        let mut x = vec![0f32; n * h];
+        for (row, &t) in x.chunks_mut(h).zip(&batch.tokens) {
+            self.tok_embd.dequantize_row(t as usize, row);
+            row.iter_mut().for_each(|v| *v *= self.embd_scale);
+        }
+        let global = layers::rope_tables(&batch.positions, &self.rope_global);
+        let local = layers::rope_tables(&batch.positions, &self.rope_local);
+        let tables = layers::raw_block_tables(batch);
+        let mut hbuf = vec![0f32; n * h];
+        let mut attn = vec![0f32; n * cfg.n_head * hd];
+        for (l, b) in self.blocks.iter().enumerate() {
+            let (cos, sin) = if b.window.is_some() { &local } else { &global };
+            layers::rms_norm_into(&x, &b.attn_norm, cfg.rms_eps, &mut hbuf);
+            // q: (n, n_head, head_dim); k, v: (n, n_kv_head, head_dim)
+            let [mut q, mut k, v] = linear_many([&b.wq, &b.wk, &b.wv], &hbuf);
+            layers::rms_norm(&mut q, &b.q_norm, cfg.rms_eps);
+            layers::rms_norm(&mut k, &b.k_norm, cfg.rms_eps);
+            layers::apply_rope(&mut q, cfg.n_head, hd, cfg.rope_style, cos, sin);
+            layers::apply_rope(&mut k, cfg.n_kv_head, hd, cfg.rope_style, cos, sin);
+            layers::store_kv(kv, l, batch, &k, &v);
+            layers::paged_attention(
+                kv,
+                l,
+                batch,
+                &tables,
+                &q,
+                &mut attn,
+                cfg,
+                layers::AttnParams {
+                    scale: self.attn_scale,
+                    window: b.window,
+                },
+            );
+            let mut o = linear(&b.wo, &attn);
+            layers::rms_norm(&mut o, &b.post_attn_norm, cfg.rms_eps);
+            x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+            layers::rms_norm_into(&x, &b.ffn_norm, cfg.rms_eps, &mut hbuf);
+            let [mut g, u] = linear_many([&b.w_gate, &b.w_up], &hbuf);
+            layers::gelu_tanh_mul(&mut g, &u);
+            let mut d = linear(&b.w_down, &g);
+            layers::rms_norm(&mut d, &b.post_ffn_norm, cfg.rms_eps);
+            x.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
+        }
+        let mut rows = Vec::with_capacity(batch.logit_rows.len() * h);
+        for &r in &batch.logit_rows {
+            rows.extend_from_slice(&x[r * h..(r + 1) * h]);
+        }
+        layers::rms_norm(&mut rows, &self.norm, cfg.rms_eps);
+        Ok(linear(&self.output, &rows))
+    }
+}

@@ -1,0 +1,483 @@
+//! The filters every generated item goes through, each recording a [`FilterVerdict`]:
+//!
+//! - self-containment, rules ([`SelfContainmentRules`]): no reference to material the reader
+//!   cannot see ("according to the text/passage/document/article", "this study", "the author",
+//!   "the table above", "mentioned above", ...);
+//! - self-containment, model: P(yes) that the question is understood without a document;
+//! - leakage ([`leakage`]): the answer is not given away in the question, by normalised n-gram
+//!   overlap (lowercased words, stopwords removed; trigrams, or single words for answers of fewer
+//!   than three content words);
+//! - faithfulness, model: P(yes) that the reference answer is supported by the chunk;
+//! - rubric validity, structure ([`rubric_structure`]): count, weights, atomic criteria, no
+//!   near-duplicate criteria, at least one positive criterion; then, through the judge, the
+//!   reference answer scores at least a threshold and a degraded answer ([`degrade`]) scores
+//!   lower by a margin (discriminativeness).
+//!
+//! Model checks read P(yes) from the next-token log-probabilities of the verdict tokens, exactly
+//! as the judge's logprob mode ([`AnswerTokens`]): one forward each, no decoding, nothing to
+//! parse.
+
+use std::collections::HashSet;
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+use unicode_segmentation::UnicodeSegmentation;
+
+use crate::judge::rubric_gen::{MAX_CRITERIA, MAX_WEIGHT, MIN_CRITERIA};
+use crate::judge::{Category, RubricItem};
+
+/// Names of the filters, in the order of the funnel.
+pub const SELF_CONTAINMENT_RULES: &str = "self_containment_rules";
+pub const SELF_CONTAINMENT_MODEL: &str = "self_containment_model";
+pub const LEAKAGE: &str = "leakage";
+pub const FAITHFULNESS: &str = "faithfulness";
+pub const RUBRIC_STRUCTURE: &str = "rubric_structure";
+pub const RUBRIC_REFERENCE: &str = "rubric_reference_reward";
+pub const RUBRIC_DISCRIMINATION: &str = "rubric_discrimination";
+
+/// One filter's outcome on one item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FilterVerdict {
+    pub filter: String,
+    pub passed: bool,
+    /// The measured value (P(yes), overlap, reward, reward margin), when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    /// The threshold the score was held to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    pub reason: String,
+}
+
+impl FilterVerdict {
+    pub fn pass(filter: &str, reason: impl Into<String>) -> Self {
+        FilterVerdict {
+            filter: filter.into(),
+            passed: true,
+            score: None,
+            threshold: None,
+            reason: reason.into(),
+        }
+    }
+
+    pub fn fail(filter: &str, reason: impl Into<String>) -> Self {
+        FilterVerdict {
+            passed: false,
+            ..Self::pass(filter, reason)
+        }
+    }
+
+    /// Passed when `score >= threshold` (or `<=` when `at_most`).
+    pub fn scored(filter: &str, score: f64, threshold: f64, at_most: bool, what: &str) -> Self {
+        let passed = if at_most {
+            score <= threshold
+        } else {
+            score >= threshold
+        };
+        let cmp = match (passed, at_most) {
+            (true, false) => ">=",
+            (false, false) => "<",
+            (true, true) => "<=",
+            (false, true) => ">",
+        };
+        FilterVerdict {
+            filter: filter.into(),
+            passed,
+            score: Some(score),
+            threshold: Some(threshold),
+            reason: format!("{what} {score:.3} {cmp} {threshold}"),
+        }
+    }
+}
+
+/// Phrases that point at material the reader of the question cannot see.
+const DEICTIC_PATTERNS: [&str; 8] = [
+    r"\b(according to|based on|as (stated|described|mentioned|shown|discussed|explained|noted) in|in light of|from|in|per) (the|this|that|these|above|given|provided) (text|passage|document|article|excerpt|paragraph|material|context|reading|source|report|section|chapter|table|figure|study|abstract|paper|snippet|page|content|information|data)\b",
+    r"\b(this|the present|the above|the given|the provided|the current) (study|article|passage|text|document|excerpt|paper|report|paragraph|table|figure|abstract|section|material|snippet)\b",
+    r"\bthe (author|authors|writer|researchers|investigators)\b",
+    r"\b(mentioned|described|stated|shown|given|listed|discussed|cited|provided) (above|below|earlier|previously)\b",
+    r"\b(above|following|preceding|previous) (text|passage|paragraph|section|table|figure|example|excerpt|list)\b",
+    r"\b(in|from) the (given|provided|above|following) (information|context|text|passage|data)\b",
+    r"\bthe (text|passage|document|article|excerpt|paragraph)(\s*[?,.]|\s*$| (says?|states?|describes?|mentions?|suggests?|discusses|explains?|argues?)\b)",
+    r"\b(we|our) (study|results|findings|data|analysis)\b",
+];
+
+/// The self-containment rules, compiled.
+pub struct SelfContainmentRules {
+    patterns: Vec<Regex>,
+}
+
+impl Default for SelfContainmentRules {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SelfContainmentRules {
+    pub fn new() -> Self {
+        SelfContainmentRules {
+            patterns: DEICTIC_PATTERNS
+                .iter()
+                .map(|p| Regex::new(&format!("(?i){p}")).expect("static regex"))
+                .collect(),
+        }
+    }
+
+    pub fn check(&self, question: &str) -> FilterVerdict {
+        for p in &self.patterns {
+            if let Some(m) = p.find(question) {
+                return FilterVerdict::fail(
+                    SELF_CONTAINMENT_RULES,
+                    format!("refers to unseen material: {:?}", m.as_str()),
+                );
+            }
+        }
+        FilterVerdict::pass(SELF_CONTAINMENT_RULES, "no reference to unseen material")
+    }
+}
+
+/// Common English function words, left out of the leakage overlap.
+const STOPWORDS: [&str; 60] = [
+    "a", "an", "the", "and", "or", "but", "of", "to", "in", "on", "at", "by", "for", "with",
+    "from", "as", "is", "are", "was", "were", "be", "been", "being", "it", "its", "this", "that",
+    "these", "those", "which", "who", "whom", "what", "when", "where", "why", "how", "do", "does",
+    "did", "can", "could", "should", "would", "will", "may", "might", "has", "have", "had", "not",
+    "no", "so", "such", "than", "then", "there", "their", "they", "if",
+];
+
+/// Lowercased alphanumeric words without stopwords.
+pub fn content_words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .filter(|w| !STOPWORDS.contains(&w.as_str()))
+        .collect()
+}
+
+/// The share of the answer's n-grams that appear in the question (see the module docs), in
+/// [0, 1]. 0 for an answer without content words.
+pub fn answer_overlap(question: &str, answer: &str) -> f64 {
+    let a = content_words(answer);
+    let q = content_words(question);
+    if a.is_empty() {
+        return 0.0;
+    }
+    let n = if a.len() < 3 { 1 } else { 3 };
+    let grams = |w: &[String]| -> Vec<String> { w.windows(n).map(|g| g.join(" ")).collect() };
+    let qg: HashSet<String> = grams(&q).into_iter().collect();
+    let ag = grams(&a);
+    if ag.is_empty() {
+        return 0.0;
+    }
+    ag.iter().filter(|g| qg.contains(*g)).count() as f64 / ag.len() as f64
+}
+
+/// Leakage verdict: overlap at most `max_overlap`.
+pub fn leakage(question: &str, answer: &str, max_overlap: f64) -> FilterVerdict {
+    FilterVerdict::scored(
+        LEAKAGE,
+        answer_overlap(question, answer),
+        max_overlap,
+        true,
+        "share of the answer's n-grams found in the question",
+    )
+}
+
+/// Structure checks of a generated rubric (beyond what the schema and `to_item` enforce).
+pub fn rubric_structure(item: &RubricItem, max_criterion_words: usize) -> FilterVerdict {
+    let n = item.criteria.len();
+    if !(MIN_CRITERIA..=MAX_CRITERIA).contains(&n) {
+        return FilterVerdict::fail(
+            RUBRIC_STRUCTURE,
+            format!("{n} criteria (need {MIN_CRITERIA}-{MAX_CRITERIA})"),
+        );
+    }
+    let sentence_join = Regex::new(r"[.!?]\s+\p{Lu}").expect("static regex");
+    for c in &item.criteria {
+        let w = c.weight.abs();
+        if !c.weight.is_finite() || !(1.0..=MAX_WEIGHT as f64).contains(&w) {
+            return FilterVerdict::fail(
+                RUBRIC_STRUCTURE,
+                format!(
+                    "criterion {}: weight {} outside 1-{MAX_WEIGHT}",
+                    c.id, c.weight
+                ),
+            );
+        }
+        let words = c.text.split_whitespace().count();
+        let real_words = c
+            .text
+            .split_whitespace()
+            .filter(|w| w.chars().filter(|ch| ch.is_alphabetic()).count() >= 2)
+            .count();
+        let visible: Vec<char> = c.text.chars().filter(|ch| !ch.is_whitespace()).collect();
+        let letters = visible.iter().filter(|ch| ch.is_alphanumeric()).count();
+        if real_words < 2 || (letters as f64) < 0.7 * visible.len() as f64 {
+            return FilterVerdict::fail(
+                RUBRIC_STRUCTURE,
+                format!(
+                    "criterion {} is not a checkable statement: {:?}",
+                    c.id, c.text
+                ),
+            );
+        }
+        if words > max_criterion_words || sentence_join.is_match(&c.text) || c.text.contains(';') {
+            return FilterVerdict::fail(
+                RUBRIC_STRUCTURE,
+                format!(
+                    "criterion {} is not atomic ({words} words, several statements): {:?}",
+                    c.id, c.text
+                ),
+            );
+        }
+    }
+    for (i, a) in item.criteria.iter().enumerate() {
+        let wa: HashSet<String> = content_words(&a.text).into_iter().collect();
+        for b in &item.criteria[i + 1..] {
+            let wb: HashSet<String> = content_words(&b.text).into_iter().collect();
+            let union = wa.union(&wb).count();
+            let jaccard = wa.intersection(&wb).count() as f64 / union.max(1) as f64;
+            if union > 0 && jaccard >= 0.8 {
+                return FilterVerdict::fail(
+                    RUBRIC_STRUCTURE,
+                    format!(
+                        "criteria {} and {} are near duplicates (word Jaccard {jaccard:.2})",
+                        a.id, b.id
+                    ),
+                );
+            }
+        }
+    }
+    if !item
+        .criteria
+        .iter()
+        .any(|c| matches!(c.category, Category::Essential | Category::Important))
+    {
+        return FilterVerdict::fail(RUBRIC_STRUCTURE, "no essential or important criterion");
+    }
+    FilterVerdict::pass(
+        RUBRIC_STRUCTURE,
+        format!("{n} atomic, distinct criteria with weights in 1-{MAX_WEIGHT}"),
+    )
+}
+
+/// `Err(reason)` when a generated text is not prose a reader could use: fewer than `min_words`
+/// words of two or more letters, letters and digits under 70% of the visible characters, or
+/// template braces (`{{`, `}}`) that a small model copies from the prompt.
+pub fn well_formed(what: &str, text: &str, min_words: usize) -> Result<(), String> {
+    let words = text
+        .split_whitespace()
+        .filter(|w| w.chars().filter(|c| c.is_alphabetic()).count() >= 2)
+        .count();
+    let visible: Vec<char> = text.chars().filter(|c| !c.is_whitespace()).collect();
+    let alnum = visible.iter().filter(|c| c.is_alphanumeric()).count();
+    if text.contains("{{") || text.contains("}}") {
+        return Err(format!("{what} is not well-formed: template braces in {text:?}"));
+    }
+    if words < min_words || (alnum as f64) < 0.7 * visible.len() as f64 {
+        return Err(format!(
+            "{what} is not well-formed: {words} words, {alnum} of {} characters letters or digits",
+            visible.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Word Jaccard similarity of two texts' content words.
+pub fn word_jaccard(a: &str, b: &str) -> f64 {
+    let wa: HashSet<String> = content_words(a).into_iter().collect();
+    let wb: HashSet<String> = content_words(b).into_iter().collect();
+    let union = wa.union(&wb).count();
+    if union == 0 {
+        return 0.0;
+    }
+    wa.intersection(&wb).count() as f64 / union as f64
+}
+
+/// How a degraded answer was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Degradation {
+    /// Only the first sentence kept (the rest, and the facts in it, removed).
+    FirstSentence,
+    /// A one-sentence answer cut to its first half.
+    Truncated,
+    /// An answer too short to cut: replaced by a non-answer.
+    NonAnswer,
+}
+
+/// The non-answer used when the reference is too short to cut.
+pub const NON_ANSWER: &str = "I am not sure.";
+
+/// A worse version of `answer`, which a discriminative rubric scores lower.
+pub fn degrade(answer: &str) -> (String, Degradation) {
+    let sentences: Vec<&str> = answer
+        .unicode_sentences()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if sentences.len() >= 2 {
+        return (sentences[0].to_string(), Degradation::FirstSentence);
+    }
+    let words: Vec<&str> = answer.split_whitespace().collect();
+    if words.len() >= 6 {
+        return (
+            format!("{} ...", words[..words.len() / 2].join(" ")),
+            Degradation::Truncated,
+        );
+    }
+    (NON_ANSWER.to_string(), Degradation::NonAnswer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::judge::Criterion;
+
+    #[test]
+    fn deictic_questions_fail_the_rules_and_plain_ones_pass() {
+        let r = SelfContainmentRules::new();
+        for q in [
+            "According to the text, what causes anemia?",
+            "What did this study find about dogs and autism?",
+            "What does the author recommend?",
+            "Which method is described above?",
+            "Based on the passage, why is the sky blue?",
+            "What do our results show?",
+            "What is the main point of the article?",
+        ] {
+            let v = r.check(q);
+            assert!(!v.passed, "{q}");
+            assert!(
+                v.reason.starts_with("refers to unseen material"),
+                "{}",
+                v.reason
+            );
+        }
+        for q in [
+            "What are the symptoms of iron-deficiency anemia?",
+            "Why does the Debian constitution give developers the final say on General Resolutions?",
+            "How does Python's sorted() differ from list.sort()?",
+        ] {
+            assert!(r.check(q).passed, "{q}");
+        }
+    }
+
+    #[test]
+    fn leakage_measures_answer_ngrams_in_the_question() {
+        let q = "What is the capital of France?";
+        assert!(leakage(q, "Paris is the capital.", 0.5).passed);
+        assert!(!leakage("Is Paris the capital of France?", "Paris.", 0.5).passed);
+        let long_q = "Given that iron supplements treat iron deficiency anemia by restoring hemoglobin, how is it treated?";
+        let v = leakage(
+            long_q,
+            "Iron supplements treat iron deficiency anemia.",
+            0.5,
+        );
+        assert!(!v.passed && v.score.unwrap_or(0.0) > 0.5, "{v:?}");
+        assert_eq!(answer_overlap("Anything?", "the of a"), 0.0);
+    }
+
+    fn item(criteria: Vec<(&str, f64, Category)>) -> RubricItem {
+        RubricItem::new(
+            "i",
+            "Q?",
+            criteria
+                .into_iter()
+                .enumerate()
+                .map(|(i, (t, w, c))| Criterion::new(format!("c{}", i + 1), t, w, c))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn rubric_structure_rejects_compound_duplicate_and_all_optional_rubrics() {
+        let good = item(vec![
+            (
+                "States that the sum is 900 degrees.",
+                10.0,
+                Category::Essential,
+            ),
+            (
+                "Uses the formula for interior angles.",
+                5.0,
+                Category::Important,
+            ),
+            (
+                "Claims that the sum is 1260 degrees.",
+                -8.0,
+                Category::Pitfall,
+            ),
+        ]);
+        assert!(rubric_structure(&good, 30).passed);
+        let compound = item(vec![
+            (
+                "States the sum. Explains the formula.",
+                10.0,
+                Category::Essential,
+            ),
+            ("Uses the formula.", 5.0, Category::Important),
+            ("Is short.", 1.0, Category::Optional),
+        ]);
+        assert!(rubric_structure(&compound, 30)
+            .reason
+            .contains("not atomic"));
+        let dup = item(vec![
+            (
+                "States that the sum is 900 degrees.",
+                10.0,
+                Category::Essential,
+            ),
+            ("States the sum is 900 degrees.", 8.0, Category::Essential),
+            ("Is short and clear.", 1.0, Category::Optional),
+        ]);
+        assert!(rubric_structure(&dup, 30)
+            .reason
+            .contains("near duplicates"));
+        let optional = item(vec![
+            ("Is short and clear.", 1.0, Category::Optional),
+            ("Uses plain words.", 2.0, Category::Optional),
+            ("Claims a wrong sum.", -3.0, Category::Pitfall),
+        ]);
+        assert!(!rubric_structure(&optional, 30).passed);
+    }
+
+    #[test]
+    fn malformed_text_and_copied_examples_are_recognised() {
+        assert!(well_formed("question", "What is Debian Linux?", 3).is_ok());
+        assert!(well_formed("question", "{{Question}}", 3).is_err());
+        assert!(well_formed("question", "#6a3b #dbee, {No}", 3).is_err());
+        assert!(well_formed("answer", "Paris.", 1).is_ok());
+        let j = word_jaccard(
+            "How is the President of the United States elected?",
+            "how is the president of the united states elected",
+        );
+        assert!((j - 1.0).abs() < 1e-9);
+        assert!(word_jaccard("What is Debian?", "Why is the sky blue?") < 0.2);
+    }
+
+    #[test]
+    fn degraded_answers_lose_content() {
+        assert_eq!(
+            degrade("Paris is the capital. It lies on the Seine."),
+            (
+                "Paris is the capital.".to_string(),
+                Degradation::FirstSentence
+            )
+        );
+        let (t, d) = degrade("Rayleigh scattering of sunlight by air molecules makes it blue");
+        assert_eq!(d, Degradation::Truncated);
+        assert_eq!(t, "Rayleigh scattering of sunlight by ...");
+        assert_eq!(
+            degrade("Paris."),
+            (NON_ANSWER.to_string(), Degradation::NonAnswer)
+        );
+    }
+
+    #[test]
+    fn scored_verdicts_compare_both_ways() {
+        let v = FilterVerdict::scored("f", 0.8, 0.7, false, "reward");
+        assert!(v.passed && v.reason == "reward 0.800 >= 0.7");
+        assert!(!FilterVerdict::scored("f", 0.8, 0.5, true, "overlap").passed);
+    }
+}

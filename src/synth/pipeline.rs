@@ -1,0 +1,1143 @@
+//! The synth run: documents in, records out, through the [`Generator`] trait only.
+//!
+//! Work is cut into batches of `batch_chunks` chunks. A batch goes through the model stages one
+//! after the other, and within a stage every request of the batch is submitted before any is
+//! collected (`generate_many`), so the engine batches them and shares their prefixes (the
+//! personas of one chunk share the whole generate prompt up to the persona; the checks of one
+//! chunk share the chunk). `workers` batches run at once on their own threads, so while one
+//! batch waits for its slowest generation, another keeps the engine busy.
+//!
+//! Reproducibility: label and checks are greedy; each generation samples with a seed derived
+//! from `--seed`, the chunk id and the persona, and the engine computes every row independently
+//! of the batch, so a chunk gets the same items whatever ran beside it. Documents and chunks come
+//! in a fixed order (see `ingest.rs`).
+//!
+//! Bookkeeping: every chunk (and every input that produced no document) is one unit; its records
+//! are written and journaled together when the batch finishes (see `output.rs`), so a killed run
+//! loses at most the batches in flight and `--resume` skips finished units.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use serde_json::Value;
+
+use crate::engine::{Completion, Constraint, Generator, Prompt, Request, SamplingParams};
+use crate::error::Error as EngineError;
+use crate::judge::formats::{self, Format};
+use crate::judge::judge::{
+    AnswerTokens, Judge, JudgeConfig, JudgeError, ResponseEntry, ResponseLine, RubricSet, Status,
+};
+use crate::judge::template::TemplateError;
+use crate::judge::{FormatError, RubricItem};
+use crate::model::tokenizer::Tokenizer;
+use crate::synth::chunk::{Chunk, ChunkConfig, ChunkEvent, Chunker};
+use crate::synth::dedup::Deduper;
+use crate::synth::filters::{self, degrade, FilterVerdict, SelfContainmentRules};
+use crate::synth::generate::{item_schema, parse_generated, rubric_item, GeneratedItem};
+use crate::synth::ingest::{DocItem, DocumentStream, IngestConfig, SkipKind};
+use crate::synth::label::{
+    label_max_tokens, label_schema, parse_label, Label, WorthConfig, WorthRules,
+};
+use crate::synth::output::{count_lines, OutputError, RunFiles};
+use crate::synth::prompts::{SynthPrompts, DEFAULT_DOMAINS};
+use crate::synth::record::{Provenance, RejectedRecord, SamplingRecord, SYNTH_RECORD_VERSION};
+use crate::synth::report::SynthReport;
+use crate::synth::short_hash;
+
+/// Everything a run needs; the CLI flags map onto it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SynthConfig {
+    /// Files and directories to read.
+    pub inputs: Vec<PathBuf>,
+    /// Run directory (dataset.jsonl, rejected.jsonl, journal.jsonl, report.json).
+    pub out: PathBuf,
+    pub ingest: IngestConfig,
+    pub chunk: ChunkConfig,
+    pub worth: WorthConfig,
+    /// Estimated Jaccard at or above which a chunk is a near duplicate.
+    pub near_duplicate: f64,
+    pub domains: Vec<String>,
+    /// Personas per chunk, at most.
+    pub personas: usize,
+    /// Documents read, at most (skipped inputs do not count).
+    pub max_docs: Option<usize>,
+    /// Chunks taken from one document, at most (the rest of it is not read).
+    pub max_chunks_per_doc: Option<usize>,
+    pub seed: u64,
+    /// Sampling of the generate stage (label and checks are greedy).
+    pub temperature: f32,
+    pub top_p: f32,
+    pub repeat_penalty: f32,
+    /// Token budget of one generated item.
+    pub max_tokens: usize,
+    /// Format of the accepted items in `dataset.jsonl`.
+    pub format: Format,
+    pub resume: bool,
+    /// Model self-containment: P(yes) at least this.
+    pub min_self_contained: f64,
+    /// Model faithfulness: P(yes) at least this.
+    pub min_faithful: f64,
+    /// Leakage: share of the answer's n-grams in the question at most this.
+    pub max_leakage: f64,
+    /// Judge reward of the reference answer at least this.
+    pub min_reference_reward: f64,
+    /// Reference reward minus degraded reward at least this.
+    pub min_margin: f64,
+    /// A criterion with more words is not atomic.
+    pub max_criterion_words: usize,
+    /// Chunks per batch.
+    pub batch_chunks: usize,
+    /// Batches in flight at once.
+    pub workers: usize,
+}
+
+impl Default for SynthConfig {
+    fn default() -> Self {
+        SynthConfig {
+            inputs: Vec::new(),
+            out: PathBuf::from("synth-out"),
+            ingest: IngestConfig::default(),
+            chunk: ChunkConfig::default(),
+            worth: WorthConfig::default(),
+            near_duplicate: 0.8,
+            domains: DEFAULT_DOMAINS.iter().map(|d| d.to_string()).collect(),
+            personas: 3,
+            max_docs: None,
+            max_chunks_per_doc: None,
+            seed: 0,
+            temperature: 0.7,
+            top_p: 0.95,
+            repeat_penalty: 1.2,
+            max_tokens: 640,
+            format: Format::Ares,
+            resume: false,
+            min_self_contained: 0.15,
+            min_faithful: 0.3,
+            max_leakage: 0.5,
+            min_reference_reward: 0.7,
+            min_margin: 0.1,
+            max_criterion_words: 30,
+            batch_chunks: 8,
+            workers: 2,
+        }
+    }
+}
+
+/// Errors that stop the run (everything per item is a rejected record instead).
+#[derive(Debug, thiserror::Error)]
+pub enum SynthError {
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Input(std::io::Error),
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error(transparent)]
+    Judge(#[from] JudgeError),
+    #[error("{path}: {source}")]
+    Dataset {
+        path: PathBuf,
+        #[source]
+        source: FormatError,
+    },
+    #[error("writing {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A snapshot of the counters, for progress bars.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SynthProgress {
+    pub documents: usize,
+    pub chunks: usize,
+    /// Chunks through the label stage.
+    pub labelled: usize,
+    /// (chunk, persona) items generated (parsed or not).
+    pub generated: usize,
+    /// Items through every filter.
+    pub filtered: usize,
+    pub accepted: usize,
+    pub rejected: usize,
+    pub seconds: f64,
+}
+
+/// Token and request counts of model calls.
+#[derive(Debug, Clone, Copy, Default)]
+struct Usage {
+    requests: usize,
+    errors: usize,
+    prompt: usize,
+    cached: usize,
+    completion: usize,
+}
+
+impl Usage {
+    fn add(&mut self, r: &Result<Completion, EngineError>) {
+        self.requests += 1;
+        match r {
+            Ok(c) => {
+                self.prompt += c.usage.prompt_tokens;
+                self.cached += c.usage.cached_tokens;
+                self.completion += c.usage.completion_tokens;
+            }
+            Err(_) => self.errors += 1,
+        }
+    }
+}
+
+/// The records of one unit, written together.
+#[derive(Default)]
+struct UnitLines {
+    accepted: Vec<String>,
+    rejected: Vec<String>,
+}
+
+/// Reads documents and hands out batches of new chunks (under a lock).
+struct Feeder<'a> {
+    docs: DocumentStream,
+    current: Option<Chunker<'a>>,
+    current_chunks: usize,
+    docs_taken: usize,
+    dedup: Deduper,
+    finished: bool,
+}
+
+/// State the workers share.
+struct Run<'a> {
+    config: &'a SynthConfig,
+    generator: &'a dyn Generator,
+    judge: Judge<'a>,
+    verdicts: AnswerTokens,
+    prompts: SynthPrompts,
+    /// The guidance files' example questions (copies are rejected).
+    examples: Vec<String>,
+    rules: WorthRules,
+    self_rules: SelfContainmentRules,
+    model_sha256: &'a str,
+    feeder: Mutex<Feeder<'a>>,
+    files: Mutex<RunFiles>,
+    report: Mutex<SynthReport>,
+    progress: Mutex<SynthProgress>,
+    t0: Instant,
+    callback: &'a (dyn Fn(&SynthProgress) + Sync),
+    /// Tokens of a text (the model tokenizer's count), for chunking.
+    counter: &'a (dyn Fn(&str) -> usize + Sync),
+}
+
+fn line<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("records serialize: plain data, string keys")
+}
+
+fn clip(text: &str, n: usize) -> String {
+    text.chars().take(n).collect()
+}
+
+/// P(yes) of a model check, or why there is none.
+type Check = Result<f64, String>;
+
+/// A candidate item between generate and the end of the filters.
+struct Candidate {
+    chunk: usize,
+    persona: String,
+    item_id: String,
+    seed: u64,
+    generated: GeneratedItem,
+    rubric: Result<RubricItem, String>,
+    filters: Vec<FilterVerdict>,
+    prompt_tokens: usize,
+    completion_tokens: usize,
+    /// The funnel stage that rejected it, and why.
+    rejected: Option<(&'static str, String)>,
+    reference_reward: Option<f64>,
+    degraded_reward: Option<f64>,
+    degraded: (String, filters::Degradation),
+}
+
+/// A seed for one item: from the run seed, the chunk and the persona.
+fn item_seed(seed: u64, chunk_id: &str, persona: usize) -> u64 {
+    let h = short_hash(&["seed", &seed.to_string(), chunk_id, &persona.to_string()]);
+    u64::from_str_radix(&h, 16).unwrap_or(seed)
+}
+
+impl<'a> Feeder<'a> {
+    /// Up to `n` new chunks; rejections met on the way (skipped inputs, duplicates) are written
+    /// at once. Empty when the input is exhausted.
+    fn next_batch(&mut self, run: &Run<'a>, n: usize) -> Result<Vec<Chunk>, SynthError> {
+        let mut batch = Vec::new();
+        while batch.len() < n && !self.finished {
+            let Some(chunker) = self.current.as_mut() else {
+                if run.config.max_docs.is_some_and(|m| self.docs_taken >= m) {
+                    self.finished = true;
+                    break;
+                }
+                match self.docs.next() {
+                    None => self.finished = true,
+                    Some(DocItem::Skipped(s)) => {
+                        let unit = s.unit_id();
+                        let mut report = lock(&run.report);
+                        report.enter("ingest", 1);
+                        *report
+                            .ingest
+                            .skipped
+                            .entry(s.kind.as_str().to_string())
+                            .or_default() += 1;
+                        drop(report);
+                        tracing::warn!(
+                            "synth: {}{}: skipped: {}",
+                            s.source,
+                            s.line.map(|l| format!(":{l}")).unwrap_or_default(),
+                            s.reason
+                        );
+                        let mut r = RejectedRecord::new("ingest", &s.reason, &unit, &s.source);
+                        r.line = s.line;
+                        run.write_unit(
+                            &unit,
+                            UnitLines {
+                                accepted: Vec::new(),
+                                rejected: vec![line(&r)],
+                            },
+                        )?;
+                    }
+                    Some(DocItem::Doc(d)) => {
+                        self.docs_taken += 1;
+                        self.current_chunks = 0;
+                        lock(&run.report).enter("ingest", 1);
+                        lock(&run.progress).documents += 1;
+                        self.current = Some(Chunker::new(d, run.config.chunk, run.count()));
+                    }
+                }
+                continue;
+            };
+            let capped = run
+                .config
+                .max_chunks_per_doc
+                .is_some_and(|m| self.current_chunks >= m);
+            let event = if capped { None } else { chunker.next() };
+            match event {
+                None => {
+                    let (doc_id, source) =
+                        (chunker.doc_id().to_string(), chunker.source().to_string());
+                    let empty = chunker.paragraphs_read() == 0;
+                    let invalid = chunker.invalid_utf8_bytes();
+                    self.current = None;
+                    let mut report = lock(&run.report);
+                    if capped {
+                        report.ingest.chunks_capped += 1;
+                    }
+                    if invalid > 0 {
+                        report.ingest.lossy_documents += 1;
+                        tracing::warn!(
+                            "synth: {doc_id}: {invalid} bytes of invalid UTF-8 replaced with U+FFFD"
+                        );
+                    }
+                    if empty {
+                        let reason = "empty document: no text after normalisation";
+                        report.reject("ingest", reason);
+                        *report
+                            .ingest
+                            .skipped
+                            .entry(SkipKind::Empty.as_str().to_string())
+                            .or_default() += 1;
+                        drop(report);
+                        let unit = short_hash(&["empty", &doc_id]);
+                        let mut r = RejectedRecord::new("ingest", reason, &unit, &source);
+                        r.doc_id = Some(doc_id);
+                        run.write_unit(
+                            &unit,
+                            UnitLines {
+                                accepted: Vec::new(),
+                                rejected: vec![line(&r)],
+                            },
+                        )?;
+                    } else {
+                        report.ingest.documents += 1;
+                        report.pass("ingest", 1);
+                    }
+                }
+                Some(ChunkEvent::ReadError(e)) => {
+                    tracing::warn!("synth: {e}");
+                    lock(&run.report).ingest.read_errors += 1;
+                }
+                Some(ChunkEvent::Chunk(c)) => {
+                    self.current_chunks += 1;
+                    lock(&run.report).ingest.chunks += 1;
+                    lock(&run.progress).chunks += 1;
+                    let dup = self.dedup.check(&c.id, &c.text);
+                    let files = lock(&run.files);
+                    let done = files.is_finished(&c.id);
+                    drop(files);
+                    if done {
+                        lock(&run.report).skipped_finished_units += 1;
+                        continue;
+                    }
+                    let mut report = lock(&run.report);
+                    report.enter("dedup", 1);
+                    match dup {
+                        Some(d) => {
+                            let reason = d.to_string();
+                            report.reject("dedup", &reason);
+                            drop(report);
+                            let mut r = RejectedRecord::new("dedup", reason, &c.id, &c.source);
+                            r.doc_id = Some(c.doc_id.clone());
+                            r.chunk_id = Some(c.id.clone());
+                            r.span = Some(c.span);
+                            run.write_unit(
+                                &c.id,
+                                UnitLines {
+                                    accepted: Vec::new(),
+                                    rejected: vec![line(&r)],
+                                },
+                            )?;
+                        }
+                        None => {
+                            report.pass("dedup", 1);
+                            batch.push(c);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(batch)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A worker that panicked holding the lock leaves data that is still consistent per field.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl<'a> Run<'a> {
+    fn count(&self) -> &'a (dyn Fn(&str) -> usize + Sync) {
+        self.counter
+    }
+
+    fn write_unit(&self, unit: &str, lines: UnitLines) -> Result<(), SynthError> {
+        let mut files = lock(&self.files);
+        files.finish_unit(unit, &lines.accepted, &lines.rejected)?;
+        let mut p = lock(&self.progress);
+        p.accepted += lines.accepted.len();
+        p.rejected += lines.rejected.len();
+        p.seconds = self.t0.elapsed().as_secs_f64();
+        (self.callback)(&p);
+        Ok(())
+    }
+
+    fn tick(&self, f: impl FnOnce(&mut SynthProgress)) {
+        let mut p = lock(&self.progress);
+        f(&mut p);
+        p.seconds = self.t0.elapsed().as_secs_f64();
+        (self.callback)(&p);
+    }
+
+    fn chat(
+        &self,
+        template: &crate::judge::template::PromptTemplate,
+        values: &[(&str, &str)],
+    ) -> Result<String, String> {
+        let messages = template.render(values).map_err(|e| e.to_string())?;
+        self.generator
+            .chat_prompt(&messages)
+            .map_err(|e| format!("rendering the prompt: {e}"))
+    }
+
+    /// Runs requests (all submitted at once), counting usage.
+    fn run_requests(
+        &self,
+        reqs: Vec<Request>,
+        usage: &mut Usage,
+    ) -> Vec<Result<Completion, EngineError>> {
+        let results = self.generator.generate_many(reqs);
+        for r in &results {
+            usage.add(r);
+        }
+        results
+    }
+
+    /// P(yes) of each yes/no prompt (one forward each, see the module docs of `filters.rs`).
+    fn yes_no(
+        &self,
+        prompts: Vec<(String, String)>,
+        usage: &mut Usage,
+    ) -> Vec<Result<f64, String>> {
+        let reqs = prompts
+            .into_iter()
+            .map(|(id, p)| Request {
+                max_tokens: 1,
+                logprob_ids: self.verdicts.ids(),
+                ..Request::new(id, Prompt::Text(p))
+            })
+            .collect();
+        self.run_requests(reqs, usage)
+            .into_iter()
+            .map(|r| {
+                let c = r.map_err(|e| format!("engine: {e}"))?;
+                let requested = c
+                    .tokens
+                    .first()
+                    .map(|t| t.requested.clone())
+                    .unwrap_or_default();
+                self.verdicts
+                    .distribution(&requested)
+                    .map(|d| d.probs[0])
+                    .ok_or_else(|| "no probability on the Yes/No tokens".to_string())
+            })
+            .collect()
+    }
+
+    fn rejected_for(&self, chunk: &Chunk, stage: &str, reason: &str) -> RejectedRecord {
+        let mut r = RejectedRecord::new(stage, reason, &chunk.id, &chunk.source);
+        r.doc_id = Some(chunk.doc_id.clone());
+        r.chunk_id = Some(chunk.id.clone());
+        r.span = Some(chunk.span);
+        r
+    }
+
+    /// One batch through label, generate and the filters; writes its units.
+    fn process(&self, chunks: Vec<Chunk>) -> Result<(), SynthError> {
+        let cfg = self.config;
+        let mut usage = Usage::default();
+        let mut units: Vec<UnitLines> = chunks.iter().map(|_| UnitLines::default()).collect();
+        let mut labels: Vec<Option<Label>> = vec![None; chunks.len()];
+        let mut rejections: Vec<(&'static str, String)> = Vec::new();
+
+        // Label: rules, then the model.
+        let domains_list = cfg.domains.join(", ");
+        let personas = cfg.personas.to_string();
+        let mut reqs = Vec::new();
+        let mut which = Vec::new();
+        for (i, c) in chunks.iter().enumerate() {
+            let prompt = self.rules.check(c).and_then(|()| {
+                self.chat(
+                    &self.prompts.label,
+                    &[
+                        ("domains", &domains_list),
+                        ("personas", &personas),
+                        ("chunk", &c.text),
+                    ],
+                )
+            });
+            match prompt {
+                Err(reason) => {
+                    units[i]
+                        .rejected
+                        .push(line(&self.rejected_for(c, "label", &reason)));
+                    rejections.push(("label", reason));
+                }
+                Ok(p) => {
+                    reqs.push(Request {
+                        max_tokens: label_max_tokens(cfg.personas),
+                        sampling: SamplingParams::greedy(),
+                        constraint: Some(Constraint::JsonSchema(label_schema(
+                            &cfg.domains,
+                            cfg.personas,
+                        ))),
+                        ..Request::new(format!("label/{}", c.id), Prompt::Text(p))
+                    });
+                    which.push(i);
+                }
+            }
+        }
+        for (i, r) in which.into_iter().zip(self.run_requests(reqs, &mut usage)) {
+            let parsed = r.map_err(|e| format!("engine: {e}")).and_then(|c| {
+                parse_label(&c.text, &cfg.domains, cfg.personas)
+                    .map_err(|e| format!("{e} (finish {:?})", c.finish_reason))
+            });
+            match parsed {
+                Ok(l) => labels[i] = Some(l),
+                Err(reason) => {
+                    units[i]
+                        .rejected
+                        .push(line(&self.rejected_for(&chunks[i], "label", &reason)));
+                    rejections.push(("label", reason));
+                }
+            }
+        }
+        {
+            let mut report = lock(&self.report);
+            report.enter("label", chunks.len());
+            let ok = labels.iter().filter(|l| l.is_some()).count();
+            report.pass("label", ok);
+            for (stage, reason) in rejections.drain(..) {
+                report.reject(stage, &reason);
+            }
+            for l in labels.iter().flatten() {
+                let d = report.domain_mut(&l.domain);
+                d.chunks += 1;
+                d.items += l.personas.len();
+            }
+        }
+        self.tick(|p| p.labelled += chunks.len());
+
+        // Generate: one constrained pass per (chunk, persona).
+        let mut reqs = Vec::new();
+        let mut slots: Vec<(usize, String, String, u64)> = Vec::new();
+        for (i, (c, l)) in chunks.iter().zip(&labels).enumerate() {
+            let Some(l) = l else { continue };
+            for (k, persona) in l.personas.iter().enumerate() {
+                let item_id = format!("s-{}", short_hash(&["item", &c.id, persona]));
+                let seed = item_seed(cfg.seed, &c.id, k);
+                let prompt = self.chat(
+                    &self.prompts.generate,
+                    &[
+                        ("domain", &l.domain),
+                        ("guidance", self.prompts.guidance(&l.domain)),
+                        ("chunk", &c.text),
+                        ("persona", persona),
+                    ],
+                );
+                match prompt {
+                    Ok(p) => {
+                        reqs.push(Request {
+                            max_tokens: cfg.max_tokens,
+                            sampling: SamplingParams {
+                                temperature: cfg.temperature,
+                                top_p: cfg.top_p,
+                                repeat_penalty: cfg.repeat_penalty,
+                                seed,
+                                ..SamplingParams::default()
+                            },
+                            constraint: Some(Constraint::JsonSchema(item_schema())),
+                            ..Request::new(format!("generate/{item_id}"), Prompt::Text(p))
+                        });
+                        slots.push((i, persona.clone(), item_id, seed));
+                    }
+                    Err(reason) => {
+                        let mut r = self.rejected_for(c, "generate", &reason);
+                        r.domain = Some(l.domain.clone());
+                        r.persona = Some(persona.clone());
+                        units[i].rejected.push(line(&r));
+                        rejections.push(("generate", reason));
+                    }
+                }
+            }
+        }
+        let n_items = slots.len() + rejections.len();
+        let mut candidates: Vec<Candidate> = Vec::new();
+        for ((i, persona, item_id, seed), r) in
+            slots.into_iter().zip(self.run_requests(reqs, &mut usage))
+        {
+            let label = labels[i].as_ref().expect("only labelled chunks generate");
+            let result = r.map_err(|e| (format!("engine: {e}"), None)).and_then(|c| {
+                let g = parse_generated(&c.text).map_err(|e| {
+                    (
+                        format!("{e}; finish {:?} after {} tokens", c.finish_reason, c.usage.completion_tokens),
+                        Some(clip(&c.text, 400)),
+                    )
+                })?;
+                let copied = self
+                    .examples
+                    .iter()
+                    .map(|q| filters::word_jaccard(q, &g.question))
+                    .fold(0.0, f64::max);
+                filters::well_formed("question", &g.question, 3)
+                    .and_then(|()| filters::well_formed("answer", &g.answer, 1))
+                    .and_then(|()| {
+                        if copied >= 0.6 {
+                            Err(format!("question copies a prompt example (word Jaccard {copied:.2})"))
+                        } else {
+                            Ok(())
+                        }
+                    })
+                    .map_err(|e| (e, Some(clip(&c.text, 400))))?;
+                Ok((g, c.usage))
+            });
+            match result {
+                Ok((g, u)) => {
+                    let rubric = rubric_item(
+                        &item_id,
+                        &g,
+                        self.prompts.generate.hash(),
+                        self.model_sha256,
+                    )
+                    .map_err(|e| e.to_string());
+                    let degraded = degrade(&g.answer);
+                    candidates.push(Candidate {
+                        chunk: i,
+                        persona,
+                        item_id,
+                        seed,
+                        generated: g,
+                        rubric,
+                        filters: Vec::new(),
+                        prompt_tokens: u.prompt_tokens,
+                        completion_tokens: u.completion_tokens,
+                        rejected: None,
+                        reference_reward: None,
+                        degraded_reward: None,
+                        degraded,
+                    });
+                }
+                Err((reason, output)) => {
+                    let mut r = self.rejected_for(&chunks[i], "generate", &reason);
+                    r.domain = Some(label.domain.clone());
+                    r.persona = Some(persona);
+                    r.output = output;
+                    units[i].rejected.push(line(&r));
+                    rejections.push(("generate", reason));
+                }
+            }
+        }
+        {
+            let mut report = lock(&self.report);
+            report.enter("generate", n_items);
+            report.pass("generate", candidates.len());
+            for (stage, reason) in rejections.drain(..) {
+                report.reject(stage, &reason);
+            }
+        }
+        self.tick(|p| p.generated += n_items);
+
+        // Filters. Rules and structure are computed for all; the two model checks for every
+        // item whose question passed the rules; the judge for items that passed everything else.
+        for c in &mut candidates {
+            let v = self.self_rules.check(&c.generated.question);
+            c.filters.push(v);
+        }
+        let mut check_prompts = Vec::new();
+        let mut check_of = Vec::new();
+        for (k, c) in candidates.iter().enumerate() {
+            if !c.filters[0].passed {
+                continue;
+            }
+            let chunk = &chunks[c.chunk];
+            let sc = self.chat(
+                &self.prompts.self_contained,
+                &[("question", &c.generated.question)],
+            );
+            let fa = self.chat(
+                &self.prompts.faithful,
+                &[
+                    ("chunk", &chunk.text),
+                    ("question", &c.generated.question),
+                    ("answer", &c.generated.answer),
+                ],
+            );
+            if let (Ok(sc), Ok(fa)) = (sc, fa) {
+                check_prompts.push((format!("self_contained/{}", c.item_id), sc));
+                check_prompts.push((format!("faithful/{}", c.item_id), fa));
+                check_of.push(k);
+            }
+        }
+        let mut answers = self.yes_no(check_prompts, &mut usage).into_iter();
+        let mut model_checks: BTreeMap<usize, (Check, Check)> = BTreeMap::new();
+        for k in check_of {
+            let sc = answers.next().unwrap_or_else(|| Err("missing".into()));
+            let fa = answers.next().unwrap_or_else(|| Err("missing".into()));
+            model_checks.insert(k, (sc, fa));
+        }
+        let mut to_judge: Vec<usize> = Vec::new();
+        for (k, c) in candidates.iter_mut().enumerate() {
+            let checks = model_checks.remove(&k);
+            let model_verdict = |name: &str, r: &Result<f64, String>, min: f64, what: &str| match r
+            {
+                Ok(p) => FilterVerdict::scored(name, *p, min, false, what),
+                Err(e) => FilterVerdict::fail(name, e.clone()),
+            };
+            // self_containment: rules, then the model.
+            if !c.filters[0].passed {
+                c.rejected = Some(("self_containment", c.filters[0].reason.clone()));
+            } else {
+                let (sc, fa) = checks.unwrap_or_else(|| {
+                    (
+                        Err("prompt could not be rendered".into()),
+                        Err("prompt could not be rendered".into()),
+                    )
+                });
+                let v = model_verdict(
+                    filters::SELF_CONTAINMENT_MODEL,
+                    &sc,
+                    cfg.min_self_contained,
+                    "P(self-contained)",
+                );
+                let sc_ok = v.passed;
+                let sc_reason = v.reason.clone();
+                c.filters.push(v);
+                let leak =
+                    filters::leakage(&c.generated.question, &c.generated.answer, cfg.max_leakage);
+                let leak_ok = leak.passed;
+                let leak_reason = leak.reason.clone();
+                c.filters.push(leak);
+                let fv = model_verdict(filters::FAITHFULNESS, &fa, cfg.min_faithful, "P(faithful)");
+                let fa_ok = fv.passed;
+                let fa_reason = fv.reason.clone();
+                c.filters.push(fv);
+                let structure = match &c.rubric {
+                    Ok(item) => filters::rubric_structure(item, cfg.max_criterion_words),
+                    Err(e) => FilterVerdict::fail(filters::RUBRIC_STRUCTURE, e.clone()),
+                };
+                let st_ok = structure.passed;
+                let st_reason = structure.reason.clone();
+                c.filters.push(structure);
+                c.rejected = if !sc_ok {
+                    Some(("self_containment", sc_reason))
+                } else if !leak_ok {
+                    Some(("leakage", leak_reason))
+                } else if !fa_ok {
+                    Some(("faithfulness", fa_reason))
+                } else if !st_ok {
+                    Some(("rubric_validity", st_reason))
+                } else {
+                    None
+                };
+            }
+            if c.rejected.is_none() {
+                to_judge.push(k);
+            }
+        }
+
+        // Rubric validity through the judge: the reference answer and a degraded one.
+        if !to_judge.is_empty() {
+            let items: Vec<RubricItem> = to_judge
+                .iter()
+                .filter_map(|&k| candidates[k].rubric.as_ref().ok().cloned())
+                .collect();
+            let set = RubricSet::from_items(items);
+            let mut entries = Vec::new();
+            for &k in &to_judge {
+                let c = &candidates[k];
+                for (rid, text) in [
+                    ("reference", c.generated.answer.clone()),
+                    ("degraded", c.degraded.0.clone()),
+                ] {
+                    entries.push(ResponseEntry {
+                        line: entries.len() + 1,
+                        parsed: Ok(ResponseLine {
+                            item_id: c.item_id.clone(),
+                            response_id: rid.to_string(),
+                            response: text,
+                        }),
+                    });
+                }
+            }
+            let (records, summary) = self.judge.run(&set, &entries, &|_| {});
+            usage.requests += summary.requests;
+            usage.prompt += summary.prompt_tokens;
+            usage.cached += summary.cached_tokens;
+            for (j, &k) in to_judge.iter().enumerate() {
+                let c = &mut candidates[k];
+                let (rr, dr) = (&records[2 * j], &records[2 * j + 1]);
+                let status_reason = |r: &crate::judge::judge::JudgeRecord| {
+                    format!(
+                        "judge: {} response: status {}: {}",
+                        r.response_id.as_deref().unwrap_or("?"),
+                        r.status,
+                        r.error.as_deref().unwrap_or("")
+                    )
+                };
+                let verdict = match (rr.status, rr.reward, dr.status, dr.reward) {
+                    (Status::Ok, Some(r), Status::Ok, Some(d)) => {
+                        c.reference_reward = Some(r);
+                        c.degraded_reward = Some(d);
+                        let rv = FilterVerdict::scored(
+                            filters::RUBRIC_REFERENCE,
+                            r,
+                            cfg.min_reference_reward,
+                            false,
+                            "judge reward of the reference answer",
+                        );
+                        let dv = FilterVerdict::scored(
+                            filters::RUBRIC_DISCRIMINATION,
+                            r - d,
+                            cfg.min_margin,
+                            false,
+                            &format!("reference minus degraded ({:?}) reward", c.degraded.1),
+                        );
+                        let out = if !rv.passed {
+                            Some(rv.reason.clone())
+                        } else if !dv.passed {
+                            Some(dv.reason.clone())
+                        } else {
+                            None
+                        };
+                        c.filters.push(rv);
+                        c.filters.push(dv);
+                        out
+                    }
+                    (Status::Ok, _, _, _) => {
+                        let reason = status_reason(dr);
+                        c.filters.push(FilterVerdict::fail(
+                            filters::RUBRIC_DISCRIMINATION,
+                            reason.clone(),
+                        ));
+                        Some(reason)
+                    }
+                    _ => {
+                        let reason = status_reason(rr);
+                        c.filters.push(FilterVerdict::fail(
+                            filters::RUBRIC_REFERENCE,
+                            reason.clone(),
+                        ));
+                        Some(reason)
+                    }
+                };
+                if let Some(reason) = verdict {
+                    c.rejected = Some(("rubric_validity", reason));
+                }
+            }
+        }
+
+        // Records and the funnel.
+        let funnel = [
+            "self_containment",
+            "leakage",
+            "faithfulness",
+            "rubric_validity",
+            "accepted",
+        ];
+        let mut accepted_domains: Vec<String> = Vec::new();
+        for c in &mut candidates {
+            let chunk = &chunks[c.chunk];
+            let label = labels[c.chunk]
+                .as_ref()
+                .expect("candidates come from labelled chunks");
+            if c.rejected.is_none() {
+                let Ok(mut item) = c.rubric.clone() else {
+                    continue;
+                };
+                let prov = Provenance {
+                    schema_version: SYNTH_RECORD_VERSION,
+                    unit: chunk.id.clone(),
+                    doc_id: chunk.doc_id.clone(),
+                    source: chunk.source.clone(),
+                    span: chunk.span,
+                    chunk_index: chunk.index,
+                    domain: label.domain.clone(),
+                    persona: c.persona.clone(),
+                    model_sha256: self.model_sha256.to_string(),
+                    prompt_hashes: self
+                        .prompts
+                        .hashes(&label.domain, self.judge.template_hash()),
+                    sampling: SamplingRecord {
+                        temperature: cfg.temperature,
+                        top_p: cfg.top_p,
+                        repeat_penalty: cfg.repeat_penalty,
+                        seed: c.seed,
+                    },
+                    filters: c.filters.clone(),
+                    reference_reward: c.reference_reward,
+                    degraded_reward: c.degraded_reward,
+                    degraded_answer: c.degraded.0.clone(),
+                    degradation: c.degraded.1,
+                    prompt_tokens: c.prompt_tokens,
+                    completion_tokens: c.completion_tokens,
+                };
+                item.extra.insert(
+                    "synth".into(),
+                    serde_json::to_value(&prov).expect("provenance serializes"),
+                );
+                match formats::to_line(cfg.format, &item) {
+                    Ok(l) => {
+                        units[c.chunk].accepted.push(l);
+                        accepted_domains.push(label.domain.clone());
+                        continue;
+                    }
+                    Err(e) => {
+                        let reason = format!("cannot export to {}: {e}", cfg.format);
+                        c.rejected = Some(("rubric_validity", reason));
+                    }
+                }
+            }
+            let (stage, reason) = c.rejected.clone().expect("rejected or exported above");
+            let mut r = self.rejected_for(chunk, stage, &reason);
+            r.domain = Some(label.domain.clone());
+            r.persona = Some(c.persona.clone());
+            r.question = Some(c.generated.question.clone());
+            r.answer = Some(c.generated.answer.clone());
+            r.criteria = c
+                .rubric
+                .as_ref()
+                .map(|i| i.criteria.clone())
+                .unwrap_or_default();
+            r.filters = c.filters.clone();
+            units[c.chunk].rejected.push(line(&r));
+        }
+        {
+            let mut report = lock(&self.report);
+            for c in &candidates {
+                let end = match &c.rejected {
+                    Some((stage, _)) => funnel.iter().position(|s| s == stage).unwrap_or(0),
+                    None => funnel.len() - 1,
+                };
+                for (s, stage) in funnel.iter().enumerate().take(end + 1) {
+                    report.enter(stage, 1);
+                    if s < end || c.rejected.is_none() {
+                        report.pass(stage, 1);
+                    }
+                }
+                if let Some((stage, reason)) = &c.rejected {
+                    report.reject(stage, reason);
+                }
+            }
+            for d in &accepted_domains {
+                report.domain_mut(d).accepted += 1;
+            }
+            report.requests += usage.requests;
+            report.engine_errors += usage.errors;
+            report.prompt_tokens += usage.prompt;
+            report.cached_prompt_tokens += usage.cached;
+            report.completion_tokens += usage.completion;
+        }
+        self.tick(|p| p.filtered += candidates.len());
+        for (c, lines) in chunks.iter().zip(units) {
+            self.write_unit(&c.id, lines)?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs synth. Returns the report (also written to `OUT/report.json`).
+pub fn run(
+    config: &SynthConfig,
+    generator: &dyn Generator,
+    tokenizer: &Tokenizer,
+    model_sha256: &str,
+    progress: &(dyn Fn(&SynthProgress) + Sync),
+) -> Result<SynthReport, SynthError> {
+    let t0 = Instant::now();
+    if config.inputs.is_empty() {
+        return Err(SynthError::Config("no input given (--input PATH)".into()));
+    }
+    if config.domains.is_empty() {
+        return Err(SynthError::Config("the domain list is empty".into()));
+    }
+    if config.personas == 0 {
+        return Err(SynthError::Config("--personas must be at least 1".into()));
+    }
+    let counter = |s: &str| tokenizer.encode(s).map(|t| t.len()).unwrap_or(s.len() / 4);
+    let prompts = SynthPrompts::new(&config.domains)?;
+    let judge = Judge::new(generator, tokenizer, model_sha256, JudgeConfig::default())?;
+    let verdicts = AnswerTokens::verdicts(|s| tokenizer.encode(s))?;
+    let files = RunFiles::open(&config.out, config.resume)?;
+    let docs =
+        DocumentStream::open(&config.inputs, config.ingest.clone()).map_err(SynthError::Input)?;
+    let mut report = SynthReport::new();
+    report.model_sha256 = model_sha256.to_string();
+    report.seed = config.seed;
+    report.domains_configured = config.domains.clone();
+    report.personas = config.personas;
+    report.resumed = config.resume;
+    report.resume = files.resume.clone();
+    report.ingest.unsupported_files = docs.unsupported_files;
+    report.dataset = files.dataset_path().display().to_string();
+    report.rejected = files.rejected_path().display().to_string();
+    let report_path = files.report_path();
+    let run = Run {
+        config,
+        generator,
+        judge,
+        verdicts,
+        examples: prompts.example_questions(),
+        prompts,
+        rules: WorthRules::new(config.worth),
+        self_rules: SelfContainmentRules::new(),
+        model_sha256,
+        feeder: Mutex::new(Feeder {
+            docs,
+            current: None,
+            current_chunks: 0,
+            docs_taken: 0,
+            dedup: Deduper::new(config.near_duplicate),
+            finished: false,
+        }),
+        files: Mutex::new(files),
+        report: Mutex::new(report),
+        progress: Mutex::new(SynthProgress::default()),
+        t0,
+        callback: progress,
+        counter: &counter,
+    };
+    let abort = AtomicBool::new(false);
+    let errors: Mutex<Vec<SynthError>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..config.workers.max(1) {
+            s.spawn(|| {
+                while !abort.load(Ordering::Relaxed) {
+                    let batch = {
+                        let mut feeder = lock(&run.feeder);
+                        feeder.next_batch(&run, config.batch_chunks.max(1))
+                    };
+                    let result = match batch {
+                        Ok(b) if b.is_empty() => break,
+                        Ok(b) => run.process(b),
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = result {
+                        abort.store(true, Ordering::Relaxed);
+                        lock(&errors).push(e);
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = errors
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .next()
+    {
+        return Err(e);
+    }
+    let mut report = run.report.into_inner().unwrap_or_else(|e| e.into_inner());
+    let files = run.files.into_inner().unwrap_or_else(|e| e.into_inner());
+    report.totals.accepted = count_lines(&files.dataset_path());
+    report.totals.rejected = count_lines(&files.rejected_path());
+    report.finish(t0.elapsed().as_secs_f64());
+    let json = serde_json::to_string_pretty(&report).expect("report serializes");
+    crate::jsonl::write_lines(&report_path, [json]).map_err(|source| SynthError::Write {
+        path: report_path.clone(),
+        source,
+    })?;
+    Ok(report)
+}
+
+/// Writes a responses file for `ares judge` from the run's dataset: for every accepted item, its
+/// reference answer (`response_id` "reference") and its degraded answer ("degraded"). Returns the
+/// number of items.
+pub fn write_responses(
+    dataset: &std::path::Path,
+    format: Format,
+    out: &std::path::Path,
+) -> Result<usize, SynthError> {
+    let results = formats::read_jsonl(dataset, format).map_err(|source| SynthError::Dataset {
+        path: dataset.to_path_buf(),
+        source,
+    })?;
+    let mut lines = Vec::new();
+    let mut items = 0;
+    for r in results {
+        let item = r.map_err(|source| SynthError::Dataset {
+            path: dataset.to_path_buf(),
+            source,
+        })?;
+        let degraded = item
+            .extra
+            .get("synth")
+            .and_then(|s| s.get("degraded_answer"))
+            .and_then(Value::as_str)
+            .unwrap_or(filters::NON_ANSWER)
+            .to_string();
+        let reference = item.reference_answer.clone().unwrap_or_default();
+        for (rid, text) in [("reference", reference), ("degraded", degraded)] {
+            lines.push(line(&ResponseLine {
+                item_id: item.id.clone(),
+                response_id: rid.to_string(),
+                response: text,
+            }));
+        }
+        items += 1;
+    }
+    crate::jsonl::write_lines(out, lines).map_err(|source| SynthError::Write {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    Ok(items)
+}

@@ -1,0 +1,300 @@
+//! The run report: per-stage counts in and out with pass rates and rejection reasons, per-domain
+//! counts, tokens and speed. Returned to the caller, written to `report.json`, and rendered as a
+//! plain-text table ([`SynthReport::to_table`]) that the binary prints.
+//!
+//! Counts cover this session (a resumed run does not recount finished units); `totals` gives
+//! the line counts of the output files across sessions.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::synth::output::ResumeState;
+use crate::synth::record::STAGES;
+
+/// Version of [`SynthReport`].
+pub const REPORT_VERSION: u32 = 1;
+
+/// In and out of one stage.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StageCount {
+    pub stage: String,
+    /// Units that reached the stage: inputs for `ingest`, chunks for `dedup` and `label`,
+    /// (chunk, persona) items from `generate` on.
+    pub input: usize,
+    pub output: usize,
+    pub pass_rate: Option<f64>,
+    /// Rejections by reason (the reason's text up to its first `:` or `(`).
+    pub reasons: BTreeMap<String, usize>,
+}
+
+/// Per domain.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DomainCount {
+    pub chunks: usize,
+    pub items: usize,
+    pub accepted: usize,
+}
+
+/// Ingest counts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct IngestCount {
+    pub documents: usize,
+    pub chunks: usize,
+    /// Skipped inputs by kind (empty, binary, unreadable, bad_record).
+    pub skipped: BTreeMap<String, usize>,
+    /// Files a directory walk left out for their extension.
+    pub unsupported_files: usize,
+    /// Documents decoded with invalid UTF-8 replaced.
+    pub lossy_documents: usize,
+    /// Chunks not read because of `--max-chunks-per-doc`.
+    pub chunks_capped: usize,
+    /// Documents that could not be read to the end.
+    pub read_errors: usize,
+}
+
+/// Line counts of the output files, all sessions.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Totals {
+    pub accepted: usize,
+    pub rejected: usize,
+}
+
+/// Everything a run reports.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SynthReport {
+    pub schema_version: u32,
+    pub model_sha256: String,
+    pub seed: u64,
+    pub domains_configured: Vec<String>,
+    pub personas: usize,
+    pub resumed: bool,
+    pub resume: ResumeState,
+    /// Units skipped because an earlier session finished them.
+    pub skipped_finished_units: usize,
+    pub ingest: IngestCount,
+    pub stages: Vec<StageCount>,
+    pub domains: BTreeMap<String, DomainCount>,
+    pub requests: usize,
+    pub engine_errors: usize,
+    pub prompt_tokens: usize,
+    pub cached_prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub seconds: f64,
+    /// (prompt + completion tokens) / seconds, all model calls of the session.
+    pub tokens_per_second: f64,
+    /// Generated tokens / seconds.
+    pub completion_tokens_per_second: f64,
+    /// Accepted items per minute of wall time.
+    pub items_per_minute: f64,
+    /// Generated (chunk, persona) items per minute of wall time.
+    pub generated_per_minute: f64,
+    pub totals: Totals,
+    pub dataset: String,
+    pub rejected: String,
+}
+
+/// Short key of a reason for grouping: up to the first `": "` or `" ("`, numbers replaced by
+/// `N` (so "P(yes) 0.31 < 0.5" and "P(yes) 0.12 < 0.5" group together).
+pub fn reason_key(reason: &str) -> String {
+    let end = [reason.find(": "), reason.find(" (")]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(reason.len());
+    let mut key = String::new();
+    let mut in_number = false;
+    for c in reason[..end].trim().chars() {
+        if c.is_ascii_digit() || (in_number && c == '.') {
+            if !in_number {
+                key.push('N');
+            }
+            in_number = true;
+        } else {
+            in_number = false;
+            key.push(c);
+        }
+    }
+    key.chars().take(80).collect()
+}
+
+impl SynthReport {
+    pub fn new() -> Self {
+        SynthReport {
+            schema_version: REPORT_VERSION,
+            stages: STAGES
+                .iter()
+                .map(|s| StageCount {
+                    stage: s.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn stage_mut(&mut self, stage: &str) -> &mut StageCount {
+        let i = self
+            .stages
+            .iter()
+            .position(|s| s.stage == stage)
+            .expect("stage names come from STAGES");
+        &mut self.stages[i]
+    }
+
+    /// `n` units entered `stage`.
+    pub fn enter(&mut self, stage: &str, n: usize) {
+        self.stage_mut(stage).input += n;
+    }
+
+    /// `n` units left `stage` successfully.
+    pub fn pass(&mut self, stage: &str, n: usize) {
+        self.stage_mut(stage).output += n;
+    }
+
+    /// One unit was rejected at `stage`.
+    pub fn reject(&mut self, stage: &str, reason: &str) {
+        *self
+            .stage_mut(stage)
+            .reasons
+            .entry(reason_key(reason))
+            .or_default() += 1;
+    }
+
+    pub fn domain_mut(&mut self, domain: &str) -> &mut DomainCount {
+        self.domains.entry(domain.to_string()).or_default()
+    }
+
+    /// Fills the derived fields (pass rates, speeds).
+    pub fn finish(&mut self, seconds: f64) {
+        self.seconds = seconds;
+        for s in &mut self.stages {
+            s.pass_rate = (s.input > 0).then(|| s.output as f64 / s.input as f64);
+        }
+        let t = seconds.max(1e-9);
+        self.tokens_per_second = (self.prompt_tokens + self.completion_tokens) as f64 / t;
+        self.completion_tokens_per_second = self.completion_tokens as f64 / t;
+        let accepted = self
+            .stages
+            .iter()
+            .find(|s| s.stage == "accepted")
+            .map(|s| s.output)
+            .unwrap_or(0);
+        self.items_per_minute = accepted as f64 * 60.0 / t;
+        let generated = self
+            .stages
+            .iter()
+            .find(|s| s.stage == "generate")
+            .map(|s| s.output)
+            .unwrap_or(0);
+        self.generated_per_minute = generated as f64 * 60.0 / t;
+    }
+
+    /// The human-readable summary: stages, domains, speed.
+    pub fn to_table(&self) -> String {
+        let mut out = String::new();
+        out.push_str(&format!(
+            "{:<18} {:>8} {:>8} {:>7}  top rejection reasons\n",
+            "stage", "in", "out", "pass"
+        ));
+        for s in &self.stages {
+            let rate = s
+                .pass_rate
+                .map(|r| format!("{:.1}%", 100.0 * r))
+                .unwrap_or_else(|| "-".into());
+            let mut reasons: Vec<(&String, &usize)> = s.reasons.iter().collect();
+            reasons.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+            let top: Vec<String> = reasons
+                .iter()
+                .take(3)
+                .map(|(r, n)| format!("{r} ({n})"))
+                .collect();
+            out.push_str(&format!(
+                "{:<18} {:>8} {:>8} {:>7}  {}\n",
+                s.stage,
+                s.input,
+                s.output,
+                rate,
+                top.join("; ")
+            ));
+        }
+        out.push_str(&format!(
+            "\n{:<26} {:>7} {:>7} {:>9}\n",
+            "domain", "chunks", "items", "accepted"
+        ));
+        for (d, c) in &self.domains {
+            out.push_str(&format!(
+                "{:<26} {:>7} {:>7} {:>9}\n",
+                d, c.chunks, c.items, c.accepted
+            ));
+        }
+        out.push_str(&format!(
+            "\n{} documents, {} chunks ({} capped), skipped inputs {:?}, {} lossy UTF-8 documents\n",
+            self.ingest.documents,
+            self.ingest.chunks,
+            self.ingest.chunks_capped,
+            self.ingest.skipped,
+            self.ingest.lossy_documents
+        ));
+        out.push_str(&format!(
+            "{} model requests ({} engine errors): {} prompt tokens ({} cached) + {} generated in {:.1} s = {:.1} tokens/s ({:.1} generated tokens/s); {:.2} accepted items/min, {:.2} generated items/min\n",
+            self.requests,
+            self.engine_errors,
+            self.prompt_tokens,
+            self.cached_prompt_tokens,
+            self.completion_tokens,
+            self.seconds,
+            self.tokens_per_second,
+            self.completion_tokens_per_second,
+            self.items_per_minute,
+            self.generated_per_minute
+        ));
+        if self.resumed {
+            out.push_str(&format!(
+                "resumed: {} units finished earlier were skipped; {} half-written lines and {} records of unfinished units removed\n",
+                self.skipped_finished_units,
+                self.resume.partial_lines_removed,
+                self.resume.unfinished_records_removed
+            ));
+        }
+        out.push_str(&format!(
+            "files (all sessions): {} accepted in {}, {} rejected in {}\n",
+            self.totals.accepted, self.dataset, self.totals.rejected, self.rejected
+        ));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pass_rates_speeds_and_table() {
+        let mut r = SynthReport::new();
+        r.enter("generate", 4);
+        r.pass("generate", 3);
+        r.reject("generate", "output is not item JSON (EOF while parsing)");
+        r.enter("accepted", 2);
+        r.pass("accepted", 2);
+        r.completion_tokens = 300;
+        r.prompt_tokens = 700;
+        r.domain_mut("Math").accepted += 2;
+        r.finish(60.0);
+        let g = r
+            .stages
+            .iter()
+            .find(|s| s.stage == "generate")
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(g.pass_rate, Some(0.75));
+        assert_eq!(g.reasons.get("output is not item JSON"), Some(&1));
+        assert!((r.items_per_minute - 2.0).abs() < 1e-9);
+        assert!((r.tokens_per_second - 1000.0 / 60.0).abs() < 1e-9);
+        let t = r.to_table();
+        assert!(
+            t.contains("generate") && t.contains("75.0%") && t.contains("Math"),
+            "{t}"
+        );
+    }
+}

@@ -1,0 +1,266 @@
+//! `ares eval` and the verdict cache it relies on (`ares judge --cache`), on the real default
+//! model: a small eval run writes its report, table, rubrics and records, and a rerun reuses the
+//! rubrics and verdicts and reproduces the figures exactly; `ares judge --cache` replays
+//! identical records without the engine, and a corrupt cache file is a clear error.
+
+use crate::common::{ares, default_model_path, shared_dir};
+use serde_json::{json, Value};
+use std::path::Path;
+
+fn model_arg() -> String {
+    default_model_path().to_string_lossy().into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf8 path")
+}
+
+fn report(dir: &Path) -> Value {
+    let text = std::fs::read_to_string(dir.join("report.json")).expect("report.json");
+    serde_json::from_str(&text).expect("report.json is JSON")
+}
+
+/// The figures of a report: per data set and method, (scored, failed, statistics).
+fn figures(r: &Value) -> Vec<Value> {
+    r["datasets"]
+        .as_array()
+        .expect("datasets")
+        .iter()
+        .flat_map(|d| d["methods"].as_array().expect("methods").iter())
+        .map(|m| {
+            json!([
+                m["method"],
+                m["scored"],
+                m["failed"],
+                m["spearman"],
+                m["kendall_tau_b"],
+                m["pairwise_accuracy"],
+                m["mean_reward"]
+            ])
+        })
+        .collect()
+}
+
+#[test]
+fn eval_on_a_small_sample_reports_every_method_and_a_rerun_reuses_rubrics_and_verdicts() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = dir.path().join("eval");
+    let data = shared_dir().join("eval");
+    let args = [
+        "eval",
+        "-m",
+        &model_arg(),
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+        "--limit",
+        "3",
+        "--resamples",
+        "200",
+        "--seed",
+        "5",
+    ];
+    let first = ares(&args);
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert_eq!(first.status.code(), Some(0), "stderr: {stderr}");
+    let table = String::from_utf8_lossy(&first.stdout);
+    for row in [
+        "| medquad | rubric, logprob per criterion |",
+        "| medquad | rubric, holistic 0-9 |",
+        "| medquad | no rubric, holistic 0-9 |",
+        "| llmbar | rubric, logprob per criterion |",
+        "| llmbar | no rubric, holistic 0-9 |",
+    ] {
+        assert!(table.contains(row), "{row} missing from:\n{table}");
+    }
+    let r = report(&out);
+    assert_eq!(r["limit"], 3);
+    assert_eq!(r["seed"], 5);
+    assert_eq!(r["resamples"], 200);
+    let datasets = r["datasets"].as_array().expect("datasets");
+    assert_eq!(datasets.len(), 2);
+    let model_sha = ares::model::sha256_file(&default_model_path()).expect("hash model");
+    assert_eq!(r["model_sha256"], model_sha.as_str());
+    for d in datasets {
+        assert_eq!(d["samples"], 3, "{d}");
+        let rubrics = &d["rubrics"];
+        assert_eq!(rubrics["reused"], 0);
+        let methods = d["methods"].as_array().expect("methods");
+        assert_eq!(methods.len(), 3);
+        for m in methods {
+            // Every sample is scored or counted as failed with a reason, never dropped.
+            let failed: u64 = m["failed"]
+                .as_object()
+                .expect("failed")
+                .iter()
+                .filter(|(k, _)| !k.starts_with("responses: "))
+                .map(|(_, v)| v.as_u64().expect("count"))
+                .sum();
+            assert_eq!(m["scored"].as_u64().expect("scored") + failed, 3, "{m}");
+            let records = std::fs::read_to_string(m["records"].as_str().expect("records path"))
+                .expect("records file");
+            assert!(records.lines().count() > 0);
+            for line in records.lines() {
+                let rec: Value = serde_json::from_str(line).expect("record JSON");
+                assert_eq!(rec["model_sha256"], model_sha.as_str());
+                assert_eq!(rec["template_hash"], m["template_hash"]);
+            }
+        }
+        let stat = if d["dataset"] == "medquad" {
+            "spearman"
+        } else {
+            "pairwise_accuracy"
+        };
+        // With three samples a statistic can be undefined (for example, equal grades); when
+        // it is defined its interval brackets it.
+        for m in methods {
+            if let Some(e) = m.get(stat).filter(|e| !e.is_null()) {
+                let (v, lo, hi) = (
+                    e["value"].as_f64().expect("value"),
+                    e["low"].as_f64().expect("low"),
+                    e["high"].as_f64().expect("high"),
+                );
+                assert!(lo <= hi && (-1.0..=1.0).contains(&v), "{e}");
+            }
+        }
+    }
+    let rubric_file = out.join("rubrics-medquad.jsonl");
+    let generated = std::fs::read_to_string(&rubric_file).expect("rubric file");
+    // The stored rubrics are the ares rubric format `ares judge` reads.
+    let items = ares::judge::read_jsonl(&rubric_file, ares::judge::Format::Ares).expect("read");
+    assert!(items.iter().all(|i| i.is_ok()), "{items:?}");
+    assert!(out.join("verdicts.redb").exists());
+
+    // Rerun: rubrics reused, every verdict from the cache, the same figures.
+    let second = ares(&args);
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(0), "stderr: {stderr}");
+    let r2 = report(&out);
+    for d in r2["datasets"].as_array().expect("datasets") {
+        let rubrics = &d["rubrics"];
+        assert_eq!(rubrics["generated"], 0, "{rubrics}");
+        assert_eq!(
+            rubrics["reused"],
+            rubrics["questions"].as_u64().expect("n") - rubrics["failed"].as_u64().expect("n")
+        );
+        for m in d["methods"].as_array().expect("methods") {
+            assert_eq!(m["requests"], 0, "engine was not needed: {m}");
+        }
+    }
+    assert_eq!(figures(&r2), figures(&r), "a rerun reproduces the figures");
+    assert_eq!(
+        std::fs::read_to_string(&rubric_file).expect("rubric file"),
+        generated
+    );
+}
+
+fn paris_rubric() -> String {
+    json!({"schema_version": 1, "id": "paris", "question": "What is the capital of France?",
+    "criteria": [
+        {"id": "c1", "text": "Says the capital is Paris.", "weight": 5, "category": "essential"},
+        {"id": "c2", "text": "Claims the capital is Lyon.", "weight": -3, "category": "pitfall"}
+    ]})
+    .to_string()
+}
+
+fn responses(texts: &[&str]) -> String {
+    texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            json!({"item_id": "paris", "response_id": format!("r{i}"), "response": t}).to_string()
+                + "\n"
+        })
+        .collect()
+}
+
+#[test]
+fn judge_cache_replays_identical_records_and_misses_on_a_changed_response() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let rubrics = dir.path().join("rubrics.jsonl");
+    std::fs::write(&rubrics, paris_rubric()).expect("write");
+    let resp = dir.path().join("responses.jsonl");
+    let cache = dir.path().join("cache");
+    let run = |texts: &[&str], out: &Path, mode: &str| {
+        std::fs::write(&resp, responses(texts)).expect("write");
+        let model = model_arg();
+        let o = ares(&[
+            "judge",
+            "-m",
+            &model,
+            "--rubrics",
+            s(&rubrics),
+            "--responses",
+            s(&resp),
+            "--out",
+            s(out),
+            "--mode",
+            mode,
+            "--cache",
+            s(&cache),
+        ]);
+        let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(0), "stderr: {stderr}");
+        stderr
+    };
+    let texts = ["The capital of France is Paris.", "It is Lyon."];
+    let (a, b, c) = (
+        dir.path().join("a.jsonl"),
+        dir.path().join("b.jsonl"),
+        dir.path().join("c.jsonl"),
+    );
+    let first = run(&texts, &a, "logprob");
+    assert!(first.contains("0 hits, 4 misses"), "{first}");
+    let second = run(&texts, &b, "logprob");
+    assert!(second.contains("4 hits, 0 misses"), "{second}");
+    assert!(
+        second.contains("0 criteria in"),
+        "the engine judged nothing: {second}"
+    );
+    assert_eq!(
+        std::fs::read(&a).expect("a"),
+        std::fs::read(&b).expect("b"),
+        "a record from the cache is byte-identical to the computed one"
+    );
+    let changed = run(&[texts[0], "Lyon, surely."], &c, "logprob");
+    assert!(changed.contains("2 hits, 2 misses"), "{changed}");
+    let holistic = run(&texts, &c, "holistic");
+    assert!(
+        holistic.contains("0 hits, 2 misses"),
+        "mode is in the key: {holistic}"
+    );
+}
+
+#[test]
+fn a_corrupt_cache_file_is_a_clear_error_not_a_crash() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let rubrics = dir.path().join("rubrics.jsonl");
+    std::fs::write(&rubrics, paris_rubric()).expect("write");
+    let resp = dir.path().join("responses.jsonl");
+    std::fs::write(&resp, responses(&["Paris."])).expect("write");
+    let bad = dir.path().join("bad.redb");
+    std::fs::write(&bad, b"not a redb file at all\n".repeat(100)).expect("write");
+    let out = dir.path().join("out.jsonl");
+    let o = ares(&[
+        "judge",
+        "-m",
+        &model_arg(),
+        "--rubrics",
+        s(&rubrics),
+        "--responses",
+        s(&resp),
+        "--out",
+        s(&out),
+        "--cache-file",
+        s(&bad),
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "fatal: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains("bad.redb") && stderr.contains("verdict cache"),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "nothing judged, nothing written");
+}
