@@ -10,6 +10,8 @@ pub enum Isa {
     Scalar,
     /// x86_64 with AVX2, FMA and F16C.
     Avx2,
+    /// aarch64 (NEON is part of the base architecture).
+    Neon,
 }
 
 static ISA: OnceLock<Isa> = OnceLock::new();
@@ -55,6 +57,9 @@ fn detect() -> Isa {
             return Isa::Avx2;
         }
     }
+    #[cfg(target_arch = "aarch64")]
+    return Isa::Neon;
+    #[allow(unreachable_code)]
     Isa::Scalar
 }
 
@@ -80,7 +85,7 @@ pub fn cpu_features() -> String {
         }
     }
     #[cfg(target_arch = "aarch64")]
-    out.push("neon");
+    out.extend(["neon"]);
     let tier = match (isa(), vnni()) {
         (Isa::Avx2, true) => "Avx2+Avx512Vnni".to_string(),
         (t, _) => format!("{t:?}"),

@@ -15,6 +15,8 @@ pub mod avx512;
 pub mod dispatch;
 pub mod formats;
 pub mod matmul;
+#[cfg(target_arch = "aarch64")]
+pub mod neon;
 pub mod packed;
 pub mod paged;
 pub mod pool;

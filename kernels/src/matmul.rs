@@ -7,6 +7,9 @@
 //! (i, j) with the same arithmetic whatever the tile shape, so results do not depend on what else
 //! is in the batch.
 
+// The x86 tiers are compiled out elsewhere, which leaves some of their plumbing unused there.
+#![cfg_attr(not(target_arch = "x86_64"), allow(unused_variables, unused_imports))]
+
 use crate::dispatch::{isa, Isa};
 use crate::formats::{BlockQ8, WeightType, QK};
 use crate::pool::parallel_for;
@@ -242,7 +245,7 @@ pub fn matmul_many(ws: &[Mat<'_>], x: &[f32], ys: &mut [&mut [f32]]) {
                     })
                 };
             } else {
-                let dot = scalar_qdot(w.ty);
+                let dot = pair_qdot(w.ty);
                 for j in j0..j1 {
                     for i in p0..p1 {
                         let v = dot(w.row(j), &a[i * nb..(i + 1) * nb]);
@@ -528,6 +531,20 @@ fn avx2_pair_dot(ty: WeightType) -> Option<QDot> {
     }
 }
 
+/// The per-pair dot of the non-x86 paths: NEON for the formats it has, else the scalar reference.
+fn pair_qdot(ty: WeightType) -> QDot {
+    #[cfg(target_arch = "aarch64")]
+    if isa() == Isa::Neon {
+        match ty {
+            WeightType::Q4_0 => return crate::neon::dot_q4_0,
+            WeightType::Q4_1 => return crate::neon::dot_q4_1,
+            WeightType::Q8_0 => return crate::neon::dot_q8_0,
+            _ => {}
+        }
+    }
+    scalar_qdot(ty)
+}
+
 fn scalar_qdot(ty: WeightType) -> QDot {
     match ty {
         WeightType::Q4_0 => scalar::dot_q4_0,
@@ -547,6 +564,8 @@ fn fdot_for(ty: WeightType) -> FDot {
         (Isa::Avx2, WeightType::F32) => |w, x| unsafe { crate::x86::dot_f32(w, x) },
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx2, WeightType::F16) => |w, x| unsafe { crate::x86::dot_f16(w, x) },
+        #[cfg(target_arch = "aarch64")]
+        (Isa::Neon, WeightType::F32) => crate::neon::dot_f32,
         (_, WeightType::F32) => scalar::dot_f32,
         (_, WeightType::F16) => scalar::dot_f16,
         _ => unreachable!("quantized weights use the tiled path"),
@@ -561,6 +580,10 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
         // SAFETY: features detected by isa().
         return unsafe { crate::x86::dot(a, b) };
     }
+    #[cfg(target_arch = "aarch64")]
+    if isa() == Isa::Neon {
+        return crate::neon::dot(a, b);
+    }
     scalar::dot(a, b)
 }
 
@@ -571,6 +594,10 @@ pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     if isa() == Isa::Avx2 {
         // SAFETY: features detected by isa().
         return unsafe { crate::x86::axpy(a, x, y) };
+    }
+    #[cfg(target_arch = "aarch64")]
+    if isa() == Isa::Neon {
+        return crate::neon::axpy(a, x, y);
     }
     for (o, v) in y.iter_mut().zip(x) {
         *o += a * v;
