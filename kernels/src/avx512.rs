@@ -17,16 +17,41 @@ use crate::packed::vnni_geometry;
 use crate::x86::{Q4_0, Q4_1, Q8_0};
 use std::arch::x86_64::*;
 
+static HIGH_BITS: [i32; 16] = high_bit_table();
+
 /// Activation rows per kernel call at most (2 accumulators each, 8 weight vectors, scales: fits
 /// the 32 vector registers).
 pub const MAX_TILE: usize = 6;
+
+/// Q5_0's tag for [`gemm16`] (the other tags are `crate::x86`'s).
+pub const Q5_0: u8 = 3;
 
 const fn weight_type(t: u8) -> WeightType {
     match t {
         Q4_0 => WeightType::Q4_0,
         Q4_1 => WeightType::Q4_1,
+        Q5_0 => WeightType::Q5_0,
         _ => WeightType::Q8_0,
     }
+}
+
+/// Dword p (0..16) has byte t = 0x10 when bit t of p is set: 4 high bits -> bit 4 of 4 bytes.
+const fn high_bit_table() -> [i32; 16] {
+    let mut t = [0i32; 16];
+    let mut p = 0;
+    while p < 16 {
+        let mut v = 0u32;
+        let mut b = 0;
+        while b < 4 {
+            if p & (1 << b) != 0 {
+                v |= 0x10 << (8 * b);
+            }
+            b += 1;
+        }
+        t[p] = v as i32;
+        p += 1;
+    }
+    t
 }
 
 /// Integer sum of each activation block's 32 values (needed for Q4_0 and Q8_0's offsets).
@@ -77,6 +102,25 @@ pub unsafe fn gemm16<const T: u8, const R: usize>(
                 w[c] = _mm512_and_si512(raw, nib);
                 w[c + 4] = _mm512_and_si512(_mm512_srli_epi16::<4>(raw), nib);
             }
+            if T == Q5_0 {
+                // Bit 4 of element j is bit j of the row's high word: 4 bits per chunk vector,
+                // expanded to bytes through a 16-entry dword table.
+                let qh = _mm512_loadu_si512(base.add(32) as *const _);
+                let table = _mm512_loadu_si512(HIGH_BITS.as_ptr() as *const _);
+                let four = _mm512_set1_epi32(0xF);
+                for c in 0..4 {
+                    let lo = _mm512_and_si512(
+                        _mm512_srlv_epi32(qh, _mm512_set1_epi32(4 * c as i32)),
+                        four,
+                    );
+                    let hi = _mm512_and_si512(
+                        _mm512_srlv_epi32(qh, _mm512_set1_epi32(16 + 4 * c as i32)),
+                        four,
+                    );
+                    w[c] = _mm512_or_si512(w[c], _mm512_permutexvar_epi32(lo, table));
+                    w[c + 4] = _mm512_or_si512(w[c + 4], _mm512_permutexvar_epi32(hi, table));
+                }
+            }
         }
         let mw = if T == Q4_1 {
             _mm512_cvtph_ps(_mm256_loadu_si256(base.add(32) as *const __m256i))
@@ -97,7 +141,11 @@ pub unsafe fn gemm16<const T: u8, const R: usize>(
             }
             let mut isum = _mm512_add_epi32(s0, s1);
             if T != Q4_1 {
-                let off = if T == Q4_0 { 8 } else { 128 };
+                let off = match T {
+                    Q4_0 => 8,
+                    Q5_0 => 16,
+                    _ => 128,
+                };
                 isum = _mm512_sub_epi32(isum, _mm512_set1_epi32(off * *asum[r].add(b)));
             }
             let f = _mm512_cvtepi32_ps(isum);

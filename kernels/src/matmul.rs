@@ -177,7 +177,7 @@ pub fn matmul_many(ws: &[Mat<'_>], x: &[f32], ys: &mut [&mut [f32]]) {
     let mut asum = Vec::new();
     if vnni
         && ws.iter().any(
-            |w| matches!(w, Mat::Packed(p) if matches!(p.ty, WeightType::Q4_0 | WeightType::Q8_0)),
+            |w| matches!(w, Mat::Packed(p) if matches!(p.ty, WeightType::Q4_0 | WeightType::Q5_0 | WeightType::Q8_0)),
         )
     {
         asum = vec![0i32; m * nb];
@@ -453,7 +453,7 @@ unsafe fn panel_vnni(
     p1: usize,
     put: &mut dyn FnMut(usize, usize, &[f32; 16]),
 ) {
-    use crate::avx512::{gemm16, MAX_TILE};
+    use crate::avx512::{gemm16, MAX_TILE, Q5_0};
     use crate::x86::{Q4_0, Q4_1, Q8_0};
     debug_assert!(j0.is_multiple_of(16));
     let gb = crate::packed::vnni_geometry(ty).0 * nb;
@@ -474,7 +474,8 @@ unsafe fn panel_vnni(
                 WeightType::Q4_0 => gemm16::<Q4_0, $r>($g, nb, acts, ss, &mut out),
                 WeightType::Q4_1 => gemm16::<Q4_1, $r>($g, nb, acts, ss, &mut out),
                 WeightType::Q8_0 => gemm16::<Q8_0, $r>($g, nb, acts, ss, &mut out),
-                _ => unreachable!("only Q4_0, Q4_1 and Q8_0 are packable"),
+                WeightType::Q5_0 => gemm16::<Q5_0, $r>($g, nb, acts, ss, &mut out),
+                _ => unreachable!("only Q4_0, Q4_1, Q5_0 and Q8_0 are packable"),
             }
             out
         }};
@@ -738,6 +739,48 @@ mod tests {
                 matmul(&w, &x, &mut y1);
                 matmul_many(&[Mat::Packed(p)], &x, &mut [&mut y2]);
                 assert_eq!(y1, y2, "{ty:?} m={m} n={n} k={k}");
+            }
+        }
+    }
+
+    /// Q5_0 is packed only for the VNNI kernels, whose float steps differ from the AVX2 per-pair
+    /// dot: equal within rounding, and batch-invariant on their own.
+    #[test]
+    fn q5_0_packed_matches_rows_and_is_batch_invariant() {
+        if !crate::dispatch::vnni() {
+            return;
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(22);
+        let ty = WeightType::Q5_0;
+        for (m, n, k) in [(1usize, 13usize, 64usize), (9, 40, 640), (14, 17, 96)] {
+            let data = random_matrix(&mut rng, ty, n, k);
+            let w = WeightMatrix {
+                ty,
+                n,
+                k,
+                data: &data,
+            };
+            let packed = crate::packed::pack(ty, n, k, &data);
+            let p = PackedMatrix {
+                ty,
+                n,
+                k,
+                data: &packed,
+            };
+            let x: Vec<f32> = (0..m * k).map(|_| rng.gen_range(-2.0f32..2.0)).collect();
+            let (mut y1, mut y2) = (vec![0f32; m * n], vec![0f32; m * n]);
+            matmul(&w, &x, &mut y1);
+            matmul_many(&[Mat::Packed(p)], &x, &mut [&mut y2]);
+            for (a, b) in y1.iter().zip(&y2) {
+                assert!(
+                    (a - b).abs() <= 1e-4 * (1.0 + a.abs()),
+                    "m={m} n={n} k={k}: {a} vs {b}"
+                );
+            }
+            for i in 0..m {
+                let mut one = vec![0f32; n];
+                matmul_many(&[Mat::Packed(p)], &x[i * k..(i + 1) * k], &mut [&mut one]);
+                assert_eq!(&y2[i * n..(i + 1) * n], &one[..], "row {i}");
             }
         }
     }

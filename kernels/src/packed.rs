@@ -12,8 +12,9 @@
 //! 64-byte vectors, vector c holding bytes 4c..4c+4 of each of the 16 rows' quantized values (lane
 //! r = row r). Q4_0/Q4_1 store the ggml nibble bytes as they are (4 vectors: low nibbles are
 //! elements 4c..4c+4, high nibbles elements 16+4c..); Q8_0 stores its int8 values offset by 128 as
-//! unsigned bytes (8 vectors), because `vpdpbusd` multiplies unsigned by signed bytes. One group
-//! block is 288 (Q4_0), 320 (Q4_1) or 544 (Q8_0) bytes. A broadcast 4-byte activation chunk times
+//! unsigned bytes (8 vectors), because `vpdpbusd` multiplies unsigned by signed bytes; Q5_0 keeps
+//! its nibbles the same way plus each row's 32 high bits as one lane-sized word after the scales.
+//! One group block is 288 (Q4_0), 320 (Q4_1), 352 (Q5_0) or 544 (Q8_0) bytes. A broadcast 4-byte activation chunk times
 //! one vector gives 16 rows' partial dot products with no horizontal reduction.
 
 use crate::formats::{WeightType, QK};
@@ -47,13 +48,26 @@ pub const fn vnni_geometry(ty: WeightType) -> (usize, usize) {
     match ty {
         WeightType::Q4_0 => (32 + 256, 32),
         WeightType::Q4_1 => (64 + 256, 64),
+        // d, then the 16 rows' 32-bit high-bit words (bit j = bit 4 of element j), then nibbles.
+        WeightType::Q5_0 => (32 + 64 + 256, 96),
         _ => (32 + 512, 32),
     }
 }
 
 /// Whether `ty` has a packed layout.
 pub fn packable(ty: WeightType) -> bool {
-    matches!(ty, WeightType::Q4_0 | WeightType::Q4_1 | WeightType::Q8_0)
+    packable_in(layout(), ty)
+}
+
+/// Whether `ty` has a packed form in `layout`.
+pub fn packable_in(layout: Layout, ty: WeightType) -> bool {
+    match layout {
+        Layout::Rows8 => matches!(ty, WeightType::Q4_0 | WeightType::Q4_1 | WeightType::Q8_0),
+        Layout::Vnni16 => matches!(
+            ty,
+            WeightType::Q4_0 | WeightType::Q4_1 | WeightType::Q5_0 | WeightType::Q8_0
+        ),
+    }
 }
 
 /// (group block bytes, header bytes, qs bytes per row, scale fields per row)
@@ -97,7 +111,10 @@ pub fn pack_in(layout: Layout, ty: WeightType, n: usize, k: usize, rows: &[u8]) 
 }
 
 fn pack_vnni16(ty: WeightType, n: usize, k: usize, rows: &[u8]) -> Vec<u8> {
-    assert!(packable(ty), "{ty:?} has no packed layout");
+    assert!(
+        packable_in(Layout::Vnni16, ty),
+        "{ty:?} has no packed layout"
+    );
     let (gb, hdr) = vnni_geometry(ty);
     let n_scales = if ty == WeightType::Q4_1 { 2 } else { 1 };
     let nb = k / QK;
@@ -118,7 +135,11 @@ fn pack_vnni16(ty: WeightType, n: usize, k: usize, rows: &[u8]) -> Vec<u8> {
             for f in 0..n_scales {
                 dst[f * 32 + 2 * l..f * 32 + 2 * l + 2].copy_from_slice(&src[2 * f..2 * f + 2]);
             }
-            let qs = &src[2 * n_scales..];
+            let mut qs = &src[2 * n_scales..];
+            if ty == WeightType::Q5_0 {
+                dst[32 + 4 * l..32 + 4 * l + 4].copy_from_slice(&qs[..4]);
+                qs = &qs[4..];
+            }
             let chunks = if ty == WeightType::Q8_0 { 8 } else { 4 };
             for c in 0..chunks {
                 let at = hdr + c * 64 + 4 * l;
