@@ -313,6 +313,20 @@ fn synth(margs: &ModelArgs, args: &SynthArgs) -> Result<Outcome> {
     }
     let r = &outcome.report;
     print!("{}", r.to_table());
+    for item in &outcome.shown {
+        let synth = &item.extra["synth"];
+        println!(
+            "\n[{}] {} / {}\nQ: {}\nA: {}",
+            item.id,
+            synth["domain"].as_str().unwrap_or("-"),
+            synth["persona"].as_str().unwrap_or("-"),
+            item.question,
+            item.reference_answer.as_deref().unwrap_or("")
+        );
+        for c in &item.criteria {
+            println!("  {:+5.1} {:<9} {}", c.weight, c.category.as_str(), c.text);
+        }
+    }
     println!("report: {}", args.out.join("report.json").display());
     if let (Some(n), Some(path)) = (outcome.responses, &args.responses_out) {
         println!(

@@ -35,7 +35,8 @@ fn figures(r: &Value) -> Vec<Value> {
                 m["spearman"],
                 m["kendall_tau_b"],
                 m["pairwise_accuracy"],
-                m["mean_reward"]
+                m["mean_reward"],
+                m["vs_plain"]
             ])
         })
         .collect()
@@ -93,11 +94,17 @@ fn eval_on_a_small_sample_reports_every_method_and_a_rerun_reuses_rubrics_and_ve
             let failed: u64 = m["failed"]
                 .as_object()
                 .expect("failed")
-                .iter()
-                .filter(|(k, _)| !k.starts_with("responses: "))
-                .map(|(_, v)| v.as_u64().expect("count"))
+                .values()
+                .map(|v| v.as_u64().expect("count"))
                 .sum();
             assert_eq!(m["scored"].as_u64().expect("scored") + failed, 3, "{m}");
+            // Rubric methods are compared with plain judging on the samples both scored.
+            if m["method"] == "plain_holistic" {
+                assert!(m.get("vs_plain").is_none(), "{m}");
+            } else {
+                let common = m["vs_plain"]["common"].as_u64().expect("vs_plain.common");
+                assert!(common <= m["scored"].as_u64().expect("scored"), "{m}");
+            }
             let records = std::fs::read_to_string(m["records"].as_str().expect("records path"))
                 .expect("records file");
             assert!(records.lines().count() > 0);

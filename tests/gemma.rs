@@ -206,5 +206,7 @@ fn tiny_gemma_global_layer_sees_past_the_window_and_batched_equals_alone() {
         assert_eq!(step.feed(&m, &[t])[0], whole[i], "position {i}");
     }
     batched_equals_alone(&m, &random_prompts(6, 35, TINY_VOCAB), 12);
-    crate::invariants::chunked_equals_one_shot(&m, base);
+    crate::invariants::chunked_equals_one_shot(&m, base.clone());
+    // Shared prefix blocks (read once for the group) under windowed layers.
+    crate::invariants::prefix_shared_equals_scratch(&m, base[..40].to_vec(), base[40..50].to_vec());
 }

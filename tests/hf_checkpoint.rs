@@ -252,6 +252,10 @@ fn f32_checkpoints_equal_their_gguf_bit_for_bit() {
             .contains("<user>hi"));
         assert_eq!(m.tokenizer.add_bos, arch == "gemma3");
         assert_eq!(m.tokenizer.bos, Some(2));
+        let sha = m
+            .sha256()
+            .expect("a checkpoint has a sha256 (over its files)");
+        assert_eq!(sha.len(), 64);
     }
 }
 
@@ -309,4 +313,29 @@ fn checkpoint_without_config_is_a_clear_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let err = load(dir.path()).err().expect("fails").to_string();
     assert!(err.contains("config.json"), "{err}");
+}
+
+/// The binary takes a checkpoint directory as `-m` and `--quantize` on it.
+#[test]
+fn cli_generates_from_a_checkpoint_directory_with_quantize() {
+    let (_g, _m, dir) = checkpoint_of("qwen3", Dtype::BF16, 70);
+    let d = dir.path().to_str().expect("utf-8 path");
+    let out = crate::common::ares(&[
+        "generate",
+        "-m",
+        d,
+        "--quantize",
+        "q8_0",
+        "-n",
+        "3",
+        "--ignore-eos",
+        "t5",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bad = crate::common::ares(&["generate", "-m", d, "--quantize", "q3", "t5"]);
+    assert!(!bad.status.success(), "unknown quantization is refused");
 }

@@ -13,3 +13,4 @@ mod judge;
 mod qwen;
 mod rubric;
 mod serve;
+mod synth;

@@ -171,3 +171,12 @@ fn llama_f32_logits_match_candle() {
 fn llama_q8_0_logits_match_candle() {
     matches_candle(&spec("llama", GgmlDType::Q8_0), 16, TOL);
 }
+
+/// Mistral GGUFs name their architecture `mistral` and run through the llama file.
+#[test]
+fn mistral_batched_equals_alone() {
+    let (_d, p) = tiny_model(&spec("mistral", GgmlDType::Q8_0), 25);
+    let m = load(&p).expect("tiny loads");
+    assert_eq!(m.model.config().arch, "mistral");
+    batched_equals_alone(&m, &random_prompts(6, 26, TINY_VOCAB), 10);
+}

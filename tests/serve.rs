@@ -216,12 +216,16 @@ fn every_endpoint_answers_and_rewards_equal_the_judge() {
     assert_eq!(v["statuses"], json!(["ok", "ok", "ok", "ok"]));
     assert_eq!(v["extra_logs"]["judge_ok"], json!([1.0, 1.0, 1.0, 1.0]));
     let local = local_rewards(&f.engine, &paris(), &responses, JudgeConfig::default());
-    // Bit-identical to the judge run directly (batch-invariant engine, same template and tokens).
-    assert_eq!(
-        rewards[..2],
-        local[..],
-        "server {rewards:?} vs judge {local:?}"
-    );
+    // The judge run directly gives the same rewards (batch-invariant engine, same template and
+    // tokens); compared within 1e-12 because serde_json's default float parsing (this test's
+    // client) may be one ulp off.
+    for (s, l) in rewards.iter().zip(&local) {
+        let (s, l) = (s.expect("reward"), l.expect("reward"));
+        assert!(
+            (s - l).abs() < 1e-12,
+            "server {rewards:?} vs judge {local:?}"
+        );
+    }
     assert_eq!(rewards[2], rewards[3]);
     assert!(rewards
         .iter()
@@ -238,7 +242,7 @@ fn every_endpoint_answers_and_rewards_equal_the_judge() {
         v["records"][0]["criteria"].as_array().map(Vec::len),
         Some(3)
     );
-    assert_eq!(v["rewards"][0].as_f64(), local[0]);
+    assert!((v["rewards"][0].as_f64().expect("reward") - local[0].expect("reward")).abs() < 1e-12);
     let (code, v) = post(
         &format!("{base}/v1/rubric/score"),
         &json!({"item_id": "sky", "responses": ["Rayleigh scattering."], "mode": "holistic"}),
@@ -534,10 +538,10 @@ fn wait_busy(engine: &EngineHandle, above: u64) {
 #[test]
 fn a_client_that_disconnects_cancels_its_sequences() {
     let mut limits = test_limits();
-    limits.max_tokens = 4000;
+    limits.max_tokens = 1000;
     let f = start(limits, None);
     let long = |stream: bool| {
-        json!({"prompt": "Once upon a time", "max_tokens": 4000, "ignore_eos": true, "stream": stream})
+        json!({"prompt": "Once upon a time", "max_tokens": 1000, "ignore_eos": true, "stream": stream})
             .to_string()
     };
     for stream in [true, false] {
@@ -555,13 +559,18 @@ fn a_client_that_disconnects_cancels_its_sequences() {
         drop(s); // the client goes away
         let after = wait_idle(&f.engine);
         assert!(
-            after - before < 3000,
+            after - before < 900,
             "stream={stream}: {} tokens decoded: not cancelled",
             after - before
         );
     }
     let (_, m) = get(&format!("{}/metrics", f.base()), None);
     assert!(m.contains("ares_cancelled_requests_total 2"), "{m}");
+    // The non-streaming request ended before its response head: counted as 499.
+    assert!(
+        m.contains("ares_http_requests_total{route=\"/v1/completions\",status=\"499\"} 1"),
+        "{m}"
+    );
 }
 
 #[test]
@@ -656,7 +665,9 @@ fn judge_with(
 
 #[test]
 fn remote_backend_against_ares_serve_gives_the_local_rewards() {
-    let f = start(test_limits(), None);
+    let mut limits = test_limits();
+    limits.max_tokens = 512; // generate mode asks for 256
+    let f = start(limits, None);
     let items = [paris(), sky()];
     let responses = [
         ("paris", "Paris."),
@@ -728,19 +739,20 @@ fn judge_cli_with_backend_and_shards_merges_to_the_local_output() {
     let f = start(test_limits(), None);
     let dir = tempfile::tempdir().expect("tmp");
     let rubrics = dir.path().join("rubrics.jsonl");
-    let lines: Vec<String> = (0..6)
+    // Ids q0..q7: sha256 puts q1 in shard 0 of 2 and the others in shard 1.
+    let lines: Vec<String> = (0..8)
         .map(|i| {
             let mut item = if i % 2 == 0 { paris() } else { sky() };
-            item.id = format!("item-{i}");
+            item.id = format!("q{i}");
             serde_json::to_string(&item).expect("json")
         })
         .collect();
     std::fs::write(&rubrics, lines.join("\n")).expect("write");
     let responses = dir.path().join("responses.jsonl");
-    let rlines: Vec<String> = (0..6)
+    let rlines: Vec<String> = (0..8)
         .flat_map(|i| {
             (0..2).map(move |j| {
-                json!({"item_id": format!("item-{i}"), "response_id": format!("r{j}"),
+                json!({"item_id": format!("q{i}"), "response_id": format!("r{j}"),
                        "response": if j == 0 { "Paris, by scattering." } else { "Lyon, the ocean." }})
                 .to_string()
             })
@@ -828,4 +840,172 @@ fn python_trainer_shims_score_through_the_server() {
     assert_eq!(trl.parse::<f64>().expect("float"), local);
     let conv = py("import trl_ares_reward as t; print(repr(t.ares_reward(['q'], [[{'role': 'assistant', 'content': 'Paris.'}]], item_id=['paris'])[0]))");
     assert_eq!(conv.parse::<f64>().expect("float"), local);
+}
+
+#[test]
+fn rubric_cli_with_backend_writes_the_local_output() {
+    let mut limits = test_limits();
+    limits.max_tokens = 1024;
+    let f = start(limits, None);
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = dir.path().join("questions.jsonl");
+    std::fs::write(
+        &input,
+        "{\"id\": \"a\", \"question\": \"Why do leaves change colour in autumn?\"}\n",
+    )
+    .expect("write");
+    let model = default_model_path().to_string_lossy().into_owned();
+    let run = |name: &str, extra: &[&str]| -> (String, Vec<Value>) {
+        let out = dir.path().join(name);
+        let mut args = vec![
+            "rubric",
+            "-m",
+            &model,
+            "--input",
+            input.to_str().expect("utf8"),
+            "--out",
+            out.to_str().expect("utf8"),
+            "--max-tokens",
+            "48",
+        ];
+        args.extend_from_slice(extra);
+        let o = ares(&args);
+        // 48 tokens cut the rubric off: exit code 1 with status `unparseable`, both ways.
+        assert!(
+            o.status.code() == Some(0) || o.status.code() == Some(1),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let status = crate::common::read_jsonl(&dir.path().join(format!("{name}.status.jsonl")));
+        (std::fs::read_to_string(&out).expect("output"), status)
+    };
+    let (local_out, local_status) = run("local.jsonl", &[]);
+    let base = f.base();
+    let (remote_out, remote_status) = run("remote.jsonl", &["--backend", &base]);
+    assert_eq!(remote_out, local_out);
+    for key in [
+        "status",
+        "criteria",
+        "completion_tokens",
+        "prompt_tokens",
+        "error",
+    ] {
+        assert_eq!(
+            remote_status[0][key], local_status[0][key],
+            "{key}: {remote_status:?} vs {local_status:?}"
+        );
+    }
+}
+
+/// A scripted HTTP server: answers the i-th connection with `script[i]` (status, JSON body),
+/// one request per connection; records the request lines.
+fn scripted_server(script: Vec<(u16, String)>) -> (String, std::thread::JoinHandle<Vec<String>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let handle = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for (status, body) in script {
+            let (mut s, _) = listener.accept().expect("accept");
+            let mut buf = Vec::new();
+            let mut byte = [0u8; 1];
+            while !buf.ends_with(b"\r\n\r\n") {
+                if s.read(&mut byte).expect("read") == 0 {
+                    break;
+                }
+                buf.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&buf).to_string();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            let mut body_in = vec![0u8; len];
+            s.read_exact(&mut body_in).expect("body");
+            seen.push(head.lines().next().unwrap_or("").to_string());
+            write!(
+                s,
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .expect("write");
+        }
+        seen
+    });
+    (format!("http://{addr}"), handle)
+}
+
+#[test]
+fn remote_backend_retries_busy_servers_and_reports_client_errors() {
+    let models = json!({"data": [{"id": "m", "max_model_len": 2048}]}).to_string();
+    // A foreign server: verdict tokens come back as top log-probs, matched by text.
+    let completion = json!({"choices": [{"index": 0, "text": " Yes", "finish_reason": "length",
+        "logprobs": {"tokens": [" Yes"], "token_logprobs": [-0.1],
+                     "top_logprobs": [{" Yes": -0.1, " No": -2.5, "Yes": -4.0}]}}],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 1}})
+    .to_string();
+    let busy = json!({"error": {"message": "overloaded", "type": "x"}}).to_string();
+    let (url, server) = scripted_server(vec![
+        (503, busy.clone()),
+        (200, models),
+        (429, busy.clone()),
+        (502, busy),
+        (200, completion),
+        (
+            400,
+            json!({"error": {"message": "bad prompt", "type": "BadRequestError"}}).to_string(),
+        ),
+    ]);
+    let (tokenizer, template) = load_vocab(&default_model_path()).expect("vocab");
+    let gen = RemoteGenerator::connect(
+        RemoteConfig {
+            url,
+            concurrency: 1,
+            backoff: Duration::from_millis(10),
+            ..RemoteConfig::default()
+        },
+        tokenizer.clone(),
+        template,
+        None,
+    )
+    .expect("connects after a 503");
+    assert!(!gen.info().is_ares);
+    assert_eq!(gen.info().n_ctx, Some(2048));
+    let ids: Vec<u32> = [" Yes", " No", "Yes", "No"]
+        .iter()
+        .map(|s| tokenizer.encode(s).expect("encode")[0])
+        .collect();
+    let req = |id: &str| ares::engine::Request {
+        max_tokens: 1,
+        logprob_ids: ids.clone(),
+        ..ares::engine::Request::new(id, ares::engine::Prompt::Text("Is it? Answer:".into()))
+    };
+    let c = gen.generate(req("a")).expect("succeeds after 429 and 502");
+    let got = &c.tokens[0].requested;
+    assert_eq!(got[0], (ids[0], -0.1));
+    assert_eq!(got[1], (ids[1], -2.5));
+    assert_eq!(got[2], (ids[2], -4.0));
+    assert_eq!(
+        got[3].1,
+        f32::NEG_INFINITY,
+        "a spelling outside the top-k has no mass"
+    );
+    let e = gen.generate(req("b")).expect_err("a 400 is not retried");
+    assert!(e.to_string().contains("bad prompt"), "{e}");
+    // Too long for the server's context: refused before sending anything.
+    let long = ares::engine::Request {
+        max_tokens: 10,
+        ..ares::engine::Request::new("c", ares::engine::Prompt::Text("word ".repeat(3000)))
+    };
+    assert!(matches!(
+        gen.submit(long),
+        Err(ares::Error::PromptTooLong { n_ctx: 2048, .. })
+    ));
+    drop(gen);
+    let seen = server.join().expect("script ran");
+    assert_eq!(seen.len(), 6);
+    assert!(seen[4].starts_with("POST /v1/completions"), "{seen:?}");
 }

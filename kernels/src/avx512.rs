@@ -25,12 +25,15 @@ pub const MAX_TILE: usize = 6;
 
 /// Q5_0's tag for [`gemm16`] (the other tags are `crate::x86`'s).
 pub const Q5_0: u8 = 3;
+/// Q4_K's tag: packed as Q4_1-like sub-blocks with f32 scales (see `crate::packed`).
+pub const Q4K: u8 = 4;
 
 const fn weight_type(t: u8) -> WeightType {
     match t {
         Q4_0 => WeightType::Q4_0,
         Q4_1 => WeightType::Q4_1,
         Q5_0 => WeightType::Q5_0,
+        Q4K => WeightType::Q4_K,
         _ => WeightType::Q8_0,
     }
 }
@@ -88,7 +91,11 @@ pub unsafe fn gemm16<const T: u8, const R: usize>(
         _mm_prefetch::<_MM_HINT_T0>(base.add(2 * gb + 128) as *const i8);
         _mm_prefetch::<_MM_HINT_T0>(base.add(2 * gb + 192) as *const i8);
         _mm_prefetch::<_MM_HINT_T0>(base.add(2 * gb + 256) as *const i8);
-        let dw = _mm512_cvtph_ps(_mm256_loadu_si256(base as *const __m256i));
+        let dw = if T == Q4K {
+            _mm512_loadu_ps(base as *const f32)
+        } else {
+            _mm512_cvtph_ps(_mm256_loadu_si256(base as *const __m256i))
+        };
         let qs = base.add(hdr);
         // w[c]: 16 rows' elements 4c..4c+4 as unsigned bytes.
         let mut w = [_mm512_setzero_si512(); 8];
@@ -124,6 +131,8 @@ pub unsafe fn gemm16<const T: u8, const R: usize>(
         }
         let mw = if T == Q4_1 {
             _mm512_cvtph_ps(_mm256_loadu_si256(base.add(32) as *const __m256i))
+        } else if T == Q4K {
+            _mm512_loadu_ps(base.add(64) as *const f32)
         } else {
             _mm512_setzero_ps()
         };
@@ -140,7 +149,7 @@ pub unsafe fn gemm16<const T: u8, const R: usize>(
                 s1 = _mm512_dpbusd_epi32(s1, w[c + 4], x1);
             }
             let mut isum = _mm512_add_epi32(s0, s1);
-            if T != Q4_1 {
+            if T != Q4_1 && T != Q4K {
                 let off = match T {
                     Q4_0 => 8,
                     Q5_0 => 16,
@@ -150,13 +159,13 @@ pub unsafe fn gemm16<const T: u8, const R: usize>(
             }
             let f = _mm512_cvtepi32_ps(isum);
             acc[r] = _mm512_fmadd_ps(f, _mm512_mul_ps(dw, _mm512_set1_ps(ab.d)), acc[r]);
-            if T == Q4_1 {
+            if T == Q4_1 || T == Q4K {
                 accm[r] = _mm512_fmadd_ps(mw, _mm512_set1_ps(ab.s), accm[r]);
             }
         }
     }
     for r in 0..R {
-        let v = if T == Q4_1 {
+        let v = if T == Q4_1 || T == Q4K {
             _mm512_add_ps(acc[r], accm[r])
         } else {
             acc[r]

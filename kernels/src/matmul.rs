@@ -453,7 +453,7 @@ unsafe fn panel_vnni(
     p1: usize,
     put: &mut dyn FnMut(usize, usize, &[f32; 16]),
 ) {
-    use crate::avx512::{gemm16, MAX_TILE, Q5_0};
+    use crate::avx512::{gemm16, MAX_TILE, Q4K, Q5_0};
     use crate::x86::{Q4_0, Q4_1, Q8_0};
     debug_assert!(j0.is_multiple_of(16));
     let gb = crate::packed::vnni_geometry(ty).0 * nb;
@@ -475,7 +475,8 @@ unsafe fn panel_vnni(
                 WeightType::Q4_1 => gemm16::<Q4_1, $r>($g, nb, acts, ss, &mut out),
                 WeightType::Q8_0 => gemm16::<Q8_0, $r>($g, nb, acts, ss, &mut out),
                 WeightType::Q5_0 => gemm16::<Q5_0, $r>($g, nb, acts, ss, &mut out),
-                _ => unreachable!("only Q4_0, Q4_1, Q5_0 and Q8_0 are packable"),
+                WeightType::Q4_K => gemm16::<Q4K, $r>($g, nb, acts, ss, &mut out),
+                _ => unreachable!("only Q4_0, Q4_1, Q5_0, Q8_0 and Q4_K are packable"),
             }
             out
         }};
@@ -743,16 +744,22 @@ mod tests {
         }
     }
 
-    /// Q5_0 is packed only for the VNNI kernels, whose float steps differ from the AVX2 per-pair
-    /// dot: equal within rounding, and batch-invariant on their own.
+    /// Q5_0 and Q4_K are packed only for the VNNI kernels, whose float steps differ from the AVX2
+    /// per-pair dots: equal within rounding, and batch-invariant on their own.
     #[test]
-    fn q5_0_packed_matches_rows_and_is_batch_invariant() {
+    fn q5_0_and_q4_k_packed_match_rows_and_are_batch_invariant() {
         if !crate::dispatch::vnni() {
             return;
         }
         let mut rng = rand::rngs::StdRng::seed_from_u64(22);
-        let ty = WeightType::Q5_0;
-        for (m, n, k) in [(1usize, 13usize, 64usize), (9, 40, 640), (14, 17, 96)] {
+        for (ty, m, n, k) in [
+            (WeightType::Q5_0, 1usize, 13usize, 64usize),
+            (WeightType::Q5_0, 9, 40, 640),
+            (WeightType::Q5_0, 14, 17, 96),
+            (WeightType::Q4_K, 1, 13, 256),
+            (WeightType::Q4_K, 9, 40, 512),
+            (WeightType::Q4_K, 14, 17, 768),
+        ] {
             let data = random_matrix(&mut rng, ty, n, k);
             let w = WeightMatrix {
                 ty,
@@ -774,7 +781,7 @@ mod tests {
             for (a, b) in y1.iter().zip(&y2) {
                 assert!(
                     (a - b).abs() <= 1e-4 * (1.0 + a.abs()),
-                    "m={m} n={n} k={k}: {a} vs {b}"
+                    "{ty:?} m={m} n={n} k={k}: {a} vs {b}"
                 );
             }
             for i in 0..m {

@@ -50,6 +50,8 @@ pub const fn vnni_geometry(ty: WeightType) -> (usize, usize) {
         WeightType::Q4_1 => (64 + 256, 64),
         // d, then the 16 rows' 32-bit high-bit words (bit j = bit 4 of element j), then nibbles.
         WeightType::Q5_0 => (32 + 64 + 256, 96),
+        // Per 32-element sub-block: d·sc and −dmin·m as f32, then nibbles in Q4_1's order.
+        WeightType::Q4_K => (64 + 64 + 256, 128),
         _ => (32 + 512, 32),
     }
 }
@@ -65,7 +67,11 @@ pub fn packable_in(layout: Layout, ty: WeightType) -> bool {
         Layout::Rows8 => matches!(ty, WeightType::Q4_0 | WeightType::Q4_1 | WeightType::Q8_0),
         Layout::Vnni16 => matches!(
             ty,
-            WeightType::Q4_0 | WeightType::Q4_1 | WeightType::Q5_0 | WeightType::Q8_0
+            WeightType::Q4_0
+                | WeightType::Q4_1
+                | WeightType::Q5_0
+                | WeightType::Q8_0
+                | WeightType::Q4_K
         ),
     }
 }
@@ -110,11 +116,47 @@ pub fn pack_in(layout: Layout, ty: WeightType, n: usize, k: usize, rows: &[u8]) 
     }
 }
 
+/// Q4_K into the VNNI layout: each 32-element sub-block becomes a Q4_1-like block with f32 scale
+/// `d·sc_j` and offset `−dmin·m_j` (so the kernel is Q4_1's), nibbles reordered to Q4_1's order
+/// (byte t holds elements t and t + 16).
+fn pack_vnni16_q4_k(n: usize, k: usize, rows: &[u8]) -> Vec<u8> {
+    use crate::formats::{f16_at, scale_min_k4};
+    let (gb, hdr) = vnni_geometry(WeightType::Q4_K);
+    let nb = k / QK;
+    let rb = WeightType::Q4_K.row_bytes(k);
+    let mut out = vec![0u8; packed_len_in(Layout::Vnni16, WeightType::Q4_K, n, k)];
+    for j in 0..n {
+        let (g, l) = (j / 16, j % 16);
+        for b in 0..nb {
+            let (sb, sub) = (b / 8, b % 8);
+            let blk = &rows[j * rb + sb * 144..j * rb + (sb + 1) * 144];
+            let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
+            let (sc, m) = scale_min_k4(sub, &blk[4..16]);
+            let dst = &mut out[(g * nb + b) * gb..(g * nb + b + 1) * gb];
+            dst[4 * l..4 * l + 4].copy_from_slice(&(d * sc as f32).to_le_bytes());
+            dst[64 + 4 * l..64 + 4 * l + 4].copy_from_slice(&(-(dmin * m as f32)).to_le_bytes());
+            let qs = &blk[16 + 32 * (sub / 2)..16 + 32 * (sub / 2 + 1)];
+            let shift = 4 * (sub % 2);
+            let q = |e: usize| (qs[e] >> shift) & 0xF;
+            for c in 0..4 {
+                for t in 0..4 {
+                    let e = 4 * c + t;
+                    dst[hdr + c * 64 + 4 * l + t] = q(e) | (q(e + 16) << 4);
+                }
+            }
+        }
+    }
+    out
+}
+
 fn pack_vnni16(ty: WeightType, n: usize, k: usize, rows: &[u8]) -> Vec<u8> {
     assert!(
         packable_in(Layout::Vnni16, ty),
         "{ty:?} has no packed layout"
     );
+    if ty == WeightType::Q4_K {
+        return pack_vnni16_q4_k(n, k, rows);
+    }
     let (gb, hdr) = vnni_geometry(ty);
     let n_scales = if ty == WeightType::Q4_1 { 2 } else { 1 };
     let nb = k / QK;

@@ -111,6 +111,9 @@ pub struct SynthArgs {
     /// Batches in flight at once.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
+    /// Print this many accepted items (of all sessions of the run) after the report.
+    #[arg(long, default_value_t = 0)]
+    pub show: usize,
     /// Also write a responses JSONL for `ares judge`: each accepted item's reference answer and
     /// degraded answer (all sessions of the run).
     #[arg(long)]
@@ -176,6 +179,8 @@ pub struct SynthOutcome {
     pub report: SynthReport,
     /// `--responses-out`: items written.
     pub responses: Option<usize>,
+    /// `--show N`: the first N accepted items of `dataset.jsonl`.
+    pub shown: Vec<crate::judge::RubricItem>,
 }
 
 /// Runs the job: the pipeline, then the responses file if asked for.
@@ -196,5 +201,21 @@ pub fn run(
         )?),
         None => None,
     };
-    Ok(SynthOutcome { report, responses })
+    let dataset = config.out.join(crate::synth::output::DATASET_FILE);
+    let mut shown = Vec::new();
+    if args.show > 0 {
+        let read =
+            crate::judge::formats::read_jsonl(&dataset, config.format).map_err(|source| {
+                SynthError::Dataset {
+                    path: dataset.clone(),
+                    source,
+                }
+            })?;
+        shown = read.into_iter().flatten().take(args.show).collect();
+    }
+    Ok(SynthOutcome {
+        report,
+        responses,
+        shown,
+    })
 }

@@ -5,7 +5,8 @@
 //! How it maps the engine's request:
 //! - prompts are rendered and tokenized locally, with the tokenizer and chat template of the same
 //!   model's GGUF file (only its metadata is read; no weights are loaded), so prompts, verdict
-//!   token ids and the prompt-length check match the local engine; the text prompt is sent as is;
+//!   token ids and the prompt-length check match the local engine; the text prompt is sent as is
+//!   (a GGUF file is needed for this; a safetensors directory is not supported here yet);
 //! - sampling: `temperature`, `top_p`, `seed`, `stop`, `max_tokens`, plus `top_k`, `min_p`,
 //!   `repetition_penalty`, `ignore_eos` when set (vLLM's extensions); a JSON-schema constraint
 //!   becomes `response_format: json_schema`, a regex `guided_regex`, a Lark grammar
@@ -299,13 +300,13 @@ impl Drop for RemoteGenerator {
 
 /// Lets `?` on ureq/io errors inside the retry closure become an [`Attempt`].
 enum AnyError {
-    Ureq(ureq::Error),
+    Ureq(Box<ureq::Error>),
     Io(std::io::Error),
 }
 
 impl From<ureq::Error> for AnyError {
     fn from(e: ureq::Error) -> Self {
-        AnyError::Ureq(e)
+        AnyError::Ureq(Box::new(e))
     }
 }
 
@@ -317,7 +318,7 @@ impl From<std::io::Error> for AnyError {
 
 fn attempt_error_any(e: AnyError) -> Attempt {
     match e {
-        AnyError::Ureq(e) => attempt_error(e),
+        AnyError::Ureq(e) => attempt_error(*e),
         AnyError::Io(e) => Attempt {
             retry: true,
             message: e.to_string(),

@@ -56,6 +56,8 @@ pub enum CacheError {
     },
     #[error("verdict cache {path}: cannot open it as a redb database ({reason}); delete the file or point --cache elsewhere")]
     Open { path: PathBuf, reason: String },
+    #[error("verdict cache {path}: another process has it open (one job at a time per cache)")]
+    Locked { path: PathBuf },
     #[error("verdict cache {path}: {found}; this build reads `{CACHE_FORMAT}` (delete the file or point --cache elsewhere)")]
     Format { path: PathBuf, found: String },
     #[error("verdict cache {path}: {reason}")]
@@ -145,9 +147,12 @@ impl VerdictCache {
     pub fn open(path: &Path) -> Result<Self, CacheError> {
         let path = path.to_path_buf();
         let existed = path.exists();
-        let db = Database::create(&path).map_err(|e| CacheError::Open {
-            path: path.clone(),
-            reason: e.to_string(),
+        let db = Database::create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => CacheError::Locked { path: path.clone() },
+            e => CacheError::Open {
+                path: path.clone(),
+                reason: e.to_string(),
+            },
         })?;
         let cache = VerdictCache { db, path };
         cache.check_format(existed)?;
@@ -442,6 +447,19 @@ mod tests {
             .ok_or("opened a truncated cache")?;
         assert!(matches!(e, CacheError::Open { .. }), "{e:?}");
         assert!(e.to_string().contains("v.redb"), "{e}");
+        Ok(())
+    }
+
+    #[test]
+    fn a_cache_held_by_another_job_is_a_clear_error() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let _held = VerdictCache::open_dir(dir.path())?;
+        let e = VerdictCache::open_dir(dir.path())
+            .map(|_| ())
+            .err()
+            .ok_or("opened twice")?;
+        assert!(matches!(e, CacheError::Locked { .. }), "{e:?}");
+        assert!(e.to_string().contains("another process"), "{e}");
         Ok(())
     }
 

@@ -26,7 +26,8 @@
 //! Verdict cache (optional, [`Judge::with_cache`]): before a request goes to the engine its
 //! [`CacheKey`] is looked up; a hit supplies the answer distribution (or generate-mode verdict)
 //! that the engine would have returned, and the record is built from it by the same code, so it
-//! is identical. Misses are stored when the job ends. See `cache.rs` for what a key covers.
+//! is identical. Computed verdicts are stored in batches and when the job ends. See `cache.rs`
+//! for what a key covers.
 //!
 //! Invariants:
 //! - one record per non-blank line of the responses file, in file order; never a silent 0: a

@@ -87,9 +87,16 @@ impl Gemma3 {
             SWA_PATTERN,
         )?;
         let local_base = g.f32_or(&format!("{arch}.rope.freq_base_swa"), LOCAL_ROPE_BASE)?;
+        // llama.cpp: 1/sqrt(head_dim), except 27B (62 layers): 1/sqrt(hidden / n_head). The key is
+        // written only by our safetensors loader (HF `query_pre_attn_scalar`).
+        let default_scalar = if cfg.n_layer == 62 {
+            cfg.hidden / cfg.n_head
+        } else {
+            cfg.head_dim
+        };
         let query_pre_attn_scalar = g.usize_or(
             &format!("{arch}.attention.query_pre_attn_scalar"),
-            cfg.head_dim,
+            default_scalar,
         )?;
         let (h, hd, qd, kvd, f) = (
             cfg.hidden,

@@ -118,6 +118,8 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
 }
 
 /// GELU (tanh approximation, HF `gelu_pytorch_tanh`)(gate) * up, in place in `gate` (GeGLU).
+/// libm's tanhf: Gemma's greedy choices sit on near-ties often enough that a cheaper σ-based
+/// rewrite (equal within 1e-6) flipped a golden step-0 token, so the exact formula stays.
 pub fn gelu_tanh_mul(gate: &mut [f32], up: &[f32]) {
     fn run(g: &mut [f32], u: &[f32]) {
         const C: f32 = 0.797_884_6; // sqrt(2/pi)
@@ -244,6 +246,23 @@ pub fn paged_attention(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gelu_tanh_mul_matches_the_tanh_formula() {
+        let xs: Vec<f32> = (0..2000).map(|i| (i as f32 - 1000.0) / 97.0).collect();
+        let up: Vec<f32> = (0..2000).map(|i| 1.0 + (i % 7) as f32 / 10.0).collect();
+        let mut g = xs.clone();
+        gelu_tanh_mul(&mut g, &up);
+        for ((x, u), got) in xs.iter().zip(&up).zip(&g) {
+            let c = (2.0f64 / std::f64::consts::PI).sqrt();
+            let x64 = *x as f64;
+            let want = 0.5 * x64 * (1.0 + (c * (x64 + 0.044715 * x64.powi(3))).tanh()) * *u as f64;
+            assert!(
+                (*got as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                "x {x}: {got} vs {want}"
+            );
+        }
+    }
 
     #[test]
     fn rms_norm_of_constant_row_is_weight() {

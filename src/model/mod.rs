@@ -53,16 +53,44 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
-    /// sha256 of the model file, hex (reads the whole file; call once per job).
+    /// sha256 of the model file, hex (reads the whole file; call once per job). For a safetensors
+    /// checkpoint: of its config.json, tokenizer.json and every .safetensors file, in name order.
     pub fn sha256(&self) -> Result<String> {
-        sha256_file(&self.path)
+        if !safetensors::is_checkpoint(&self.path) {
+            return sha256_file(&self.path);
+        }
+        let dir = if self.path.is_dir() {
+            self.path.clone()
+        } else {
+            self.path.parent().unwrap_or(Path::new(".")).to_path_buf()
+        };
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map_err(|e| Error::io(&dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension().is_some_and(|e| e == "safetensors")
+                    || p.file_name()
+                        .is_some_and(|n| n == "config.json" || n == "tokenizer.json")
+            })
+            .collect();
+        files.sort();
+        let mut h = Sha256::new();
+        for f in &files {
+            hash_into(f, &mut h)?;
+        }
+        Ok(format!("{:x}", h.finalize()))
     }
 }
 
 /// Hex sha256 of a file, streamed.
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut h = Sha256::new();
+    hash_into(path, &mut h)?;
+    Ok(format!("{:x}", h.finalize()))
+}
+
+fn hash_into(path: &Path, h: &mut Sha256) -> Result<()> {
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
@@ -71,7 +99,7 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         }
         h.update(&buf[..n]);
     }
-    Ok(format!("{:x}", h.finalize()))
+    Ok(())
 }
 
 /// How to load a model.

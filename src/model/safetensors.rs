@@ -200,7 +200,26 @@ fn metadata(path: &Path, arch: &str, cfg: &Json) -> Result<HashMap<String, Value
             &key("attention.sliding_window"),
             Value::U32(cfg["sliding_window"].as_u64().unwrap_or(512) as u32),
         );
-        if let Some(p) = cfg["sliding_window_pattern"].as_u64() {
+        // The period of local:global layers: `sliding_window_pattern` (older configs,
+        // `_sliding_window_pattern` in newer ones) or the first full layer of `layer_types`.
+        let from_types = cfg["layer_types"].as_array().and_then(|ts| {
+            let first = ts.iter().position(|t| t == "full_attention")? + 1;
+            let periodic = ts
+                .iter()
+                .enumerate()
+                .all(|(i, t)| (t == "full_attention") == ((i + 1) % first == 0));
+            periodic.then_some(first as u64)
+        });
+        if cfg["layer_types"].is_array() && from_types.is_none() {
+            return Err(invalid(
+                path,
+                "config.json: layer_types is not a repeating local/global pattern",
+            ));
+        }
+        let pattern = from_types
+            .or(cfg["sliding_window_pattern"].as_u64())
+            .or(cfg["_sliding_window_pattern"].as_u64());
+        if let Some(p) = pattern {
             put(
                 &key("attention.sliding_window_pattern"),
                 Value::U32(p as u32),
@@ -638,6 +657,90 @@ mod tests {
         assert_eq!(
             out,
             vec![0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15]
+        );
+    }
+
+    /// A mapped f32 source of `v` (n, k).
+    fn source(v: &[f32], n: usize, k: usize) -> (tempfile::NamedTempFile, Source) {
+        use std::io::Write;
+        let mut f = tempfile::NamedTempFile::new().expect("temp");
+        f.write_all(&f32_bytes(v)).expect("write");
+        // SAFETY: the test's own temp file, not modified while mapped.
+        let map = Arc::new(unsafe { Mmap::map(f.as_file()) }.expect("map"));
+        let src = Source {
+            dtype: Dtype::F32,
+            shape: vec![n, k],
+            map,
+            start: 0,
+            len: v.len() * 4,
+        };
+        (f, src)
+    }
+
+    #[test]
+    fn quantize_at_load_makes_q4_k_and_q8_0_blocks_that_dequantize_back() {
+        let (n, k) = (3usize, 512usize);
+        let v: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0)
+            .collect();
+        let (_f, src) = source(&v, n, k);
+        let dir = Path::new(".");
+        for (q, ty, wt, tol) in [
+            (
+                Quantize::Q4K,
+                GgmlDType::Q4K,
+                ares_kernels::WeightType::Q4_K,
+                0.1,
+            ),
+            (
+                Quantize::Q8_0,
+                GgmlDType::Q8_0,
+                ares_kernels::WeightType::Q8_0,
+                0.01,
+            ),
+        ] {
+            let e =
+                convert("qwen2", "blk.0.ffn_up.weight", &src, Some(q), 1, 1, dir).expect("convert");
+            assert_eq!(e.dtype, ty);
+            let bytes = &(*e.data).as_ref()[e.start..e.start + e.len];
+            let rb = wt.row_bytes(k);
+            assert_eq!(bytes.len(), n * rb);
+            let mut row = vec![0f32; k];
+            for r in 0..n {
+                ares_kernels::formats::dequantize_row(wt, &bytes[r * rb..(r + 1) * rb], &mut row);
+                for (a, b) in row.iter().zip(&v[r * k..(r + 1) * k]) {
+                    assert!((a - b).abs() <= tol, "{q:?}: {a} vs {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gemma3_local_global_pattern_comes_from_layer_types() {
+        let base = serde_json::json!({"num_attention_heads": 4, "num_hidden_layers": 6,
+            "hidden_size": 64, "intermediate_size": 128});
+        let mut cfg = base.clone();
+        cfg["layer_types"] = serde_json::json!([
+            "sliding_attention",
+            "sliding_attention",
+            "full_attention",
+            "sliding_attention",
+            "sliding_attention",
+            "full_attention"
+        ]);
+        let m = metadata(Path::new("c.json"), "gemma3", &cfg).expect("metadata");
+        assert_eq!(
+            m["gemma3.attention.sliding_window_pattern"].to_u32().ok(),
+            Some(3)
+        );
+        cfg["layer_types"][4] = "full_attention".into();
+        assert!(metadata(Path::new("c.json"), "gemma3", &cfg).is_err());
+        let mut cfg = base;
+        cfg["_sliding_window_pattern"] = 6.into();
+        let m = metadata(Path::new("c.json"), "gemma3", &cfg).expect("metadata");
+        assert_eq!(
+            m["gemma3.attention.sliding_window_pattern"].to_u32().ok(),
+            Some(6)
         );
     }
 

@@ -194,6 +194,29 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Status recorded for a request whose client went away before the response head (nginx's
+/// "client closed request").
+pub const CLIENT_CLOSED: u16 = 499;
+
+/// Records a request on drop: with its status once known, as [`CLIENT_CLOSED`] if the handler
+/// future was dropped first.
+struct Observation {
+    state: AppState,
+    route: String,
+    t0: Instant,
+    status: Option<u16>,
+}
+
+impl Drop for Observation {
+    fn drop(&mut self) {
+        self.state.inner.metrics.observe_request(
+            &self.route,
+            self.status.unwrap_or(CLIENT_CLOSED),
+            self.t0.elapsed().as_secs_f64(),
+        );
+    }
+}
+
 /// Records every request's route, status and time to the response head.
 pub async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let route = req
@@ -201,12 +224,14 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
-    let t0 = Instant::now();
+    let mut obs = Observation {
+        state,
+        route,
+        t0: Instant::now(),
+        status: None,
+    };
     let resp = next.run(req).await;
-    state
-        .inner
-        .metrics
-        .observe_request(&route, resp.status().as_u16(), t0.elapsed().as_secs_f64());
+    obs.status = Some(resp.status().as_u16());
     resp
 }
 
@@ -226,7 +251,7 @@ mod tests {
         assert_eq!(kind(b"   "), ErrorKind::InvalidJson);
         assert_eq!(kind(b"{\"a\": \"\xff\xfe\"}"), ErrorKind::InvalidJson);
         assert_eq!(kind(b"{\"a\": \"x\"}"), ErrorKind::InvalidRequest);
-        assert_eq!(kind(b"[1, 2]"), ErrorKind::InvalidRequest);
+        assert_eq!(kind(b"[\"x\"]"), ErrorKind::InvalidRequest);
         assert!(parse_json::<T>(b"{\"a\": 3}").is_ok());
     }
 

@@ -6,7 +6,7 @@
 //! engine's constraint (llguidance), so the output always matches it.
 //!
 //! Extensions (also accepted by vLLM unless noted): `top_k`, `min_p`, `repetition_penalty`,
-//! `ignore_eos`; and, ares only, `logprob_token_ids: [id]` (the log-prob of exactly these token
+//! `ignore_eos`, `guided_regex`, `guided_grammar` (llguidance's Lark dialect); and, ares only, `logprob_token_ids: [id]` (the log-prob of exactly these token
 //! ids at every position, returned per choice as `requested_logprobs: [[[id, logprob], ...] per
 //! token]`) and `token_ids` (the generated ids) on every completions choice. `/v1/models` reports
 //! `max_model_len` (as vLLM does) and an `ares` object with the model's sha256 and vocabulary

@@ -52,6 +52,9 @@ pub struct Chunk {
     /// Tokens, as the sum over its sentences (the tokenizer's count of the whole text can differ
     /// by a token or two at sentence joins).
     pub tokens: usize,
+    /// Bytes of invalid UTF-8 replaced by U+FFFD in the document up to the end of this chunk.
+    #[serde(default)]
+    pub invalid_utf8_bytes: usize,
 }
 
 /// The stable id of a chunk: 16 hex digits of sha256(doc id, span, text).
@@ -216,6 +219,7 @@ impl<'a> Chunker<'a> {
             span,
             text,
             tokens: self.window_tokens,
+            invalid_utf8_bytes: self.doc.paragraphs.invalid_utf8_bytes(),
         };
         self.index += 1;
         // Keep trailing sentences up to the overlap for the next chunk.

@@ -272,7 +272,9 @@ pub fn well_formed(what: &str, text: &str, min_words: usize) -> Result<(), Strin
     let visible: Vec<char> = text.chars().filter(|c| !c.is_whitespace()).collect();
     let alnum = visible.iter().filter(|c| c.is_alphanumeric()).count();
     if text.contains("{{") || text.contains("}}") {
-        return Err(format!("{what} is not well-formed: template braces in {text:?}"));
+        return Err(format!(
+            "{what} is not well-formed: template braces in {text:?}"
+        ));
     }
     if words < min_words || (alnum as f64) < 0.7 * visible.len() as f64 {
         return Err(format!(

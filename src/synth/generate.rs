@@ -20,14 +20,27 @@ pub const QUESTION_MAX_CHARS: usize = 300;
 /// Longest reference answer the schema allows, in characters.
 pub const ANSWER_MAX_CHARS: usize = 700;
 
-/// The JSON schema of one generated item.
+/// Strings start with a letter (a capital for questions and criteria) and never contain
+/// braces, brackets, `<>`, `|` or `#`: the 135M default model otherwise starts strings with
+/// template debris such as `{{Question}}` that it copies from the prompt's JSON.
+pub const PROSE_PATTERN: &str = r"^[A-Z][^{}\[\]<>|#]*$";
+pub const ANSWER_PATTERN: &str = r"^[A-Za-z0-9][^{}\[\]<>|#]*$";
+/// Criteria are one sentence: [`PROSE_PATTERN`] without `;` and with `.`, `!`, `?` only at the
+/// end (atomic by construction; the rubric-validity filter still checks).
+pub const CRITERION_PATTERN: &str = r"^[A-Z][^{}\[\]<>|#;.!?]*[.]?$";
+/// Longest criterion the synth schema allows (shorter than `ares rubric`'s 200: one check).
+pub const CRITERION_MAX_CHARS: usize = 120;
+
+/// The JSON schema of one generated item: `ares rubric`'s criteria array with [`PROSE_PATTERN`].
 pub fn item_schema() -> Value {
-    let criteria = rubric_schema()["properties"]["criteria"].clone();
+    let mut criteria = rubric_schema()["properties"]["criteria"].clone();
+    criteria["items"]["properties"]["text"]["pattern"] = json!(CRITERION_PATTERN);
+    criteria["items"]["properties"]["text"]["maxLength"] = json!(CRITERION_MAX_CHARS);
     json!({
         "type": "object",
         "properties": {
-            "question": {"type": "string", "minLength": 10, "maxLength": QUESTION_MAX_CHARS},
-            "answer": {"type": "string", "minLength": 1, "maxLength": ANSWER_MAX_CHARS},
+            "question": {"type": "string", "minLength": 10, "maxLength": QUESTION_MAX_CHARS, "pattern": PROSE_PATTERN},
+            "answer": {"type": "string", "minLength": 1, "maxLength": ANSWER_MAX_CHARS, "pattern": ANSWER_PATTERN},
             "criteria": criteria
         },
         "required": ["question", "answer", "criteria"],
@@ -87,10 +100,10 @@ mod tests {
     #[test]
     fn schema_reuses_the_rubric_criteria_and_bounds_the_strings() {
         let s = item_schema();
-        assert_eq!(
-            s["properties"]["criteria"],
-            rubric_schema()["properties"]["criteria"]
-        );
+        let mut criteria = rubric_schema()["properties"]["criteria"].clone();
+        criteria["items"]["properties"]["text"]["pattern"] = json!(CRITERION_PATTERN);
+        criteria["items"]["properties"]["text"]["maxLength"] = json!(CRITERION_MAX_CHARS);
+        assert_eq!(s["properties"]["criteria"], criteria);
         assert_eq!(s["properties"]["question"]["maxLength"], QUESTION_MAX_CHARS);
         assert_eq!(s["required"].as_array().map(Vec::len), Some(3));
     }

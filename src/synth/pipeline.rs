@@ -261,6 +261,16 @@ struct Candidate {
     degraded: (String, filters::Degradation),
 }
 
+/// The warning for a chunk of a document that was decoded lossily.
+fn lossy_warning(chunk: &Chunk) -> Option<String> {
+    (chunk.invalid_utf8_bytes > 0).then(|| {
+        format!(
+            "invalid UTF-8: {} bytes of the document replaced with U+FFFD",
+            chunk.invalid_utf8_bytes
+        )
+    })
+}
+
 /// A seed for one item: from the run seed, the chunk and the persona.
 fn item_seed(seed: u64, chunk_id: &str, persona: usize) -> u64 {
     let h = short_hash(&["seed", &seed.to_string(), chunk_id, &persona.to_string()]);
@@ -419,8 +429,14 @@ impl<'a> Run<'a> {
         self.counter
     }
 
+    /// Writes a unit's records and journals it; a unit an earlier session finished (an input
+    /// rejected at ingest, met again on resume) is not written twice.
     fn write_unit(&self, unit: &str, lines: UnitLines) -> Result<(), SynthError> {
         let mut files = lock(&self.files);
+        if files.is_finished(unit) {
+            lock(&self.report).skipped_finished_units += 1;
+            return Ok(());
+        }
         files.finish_unit(unit, &lines.accepted, &lines.rejected)?;
         let mut p = lock(&self.progress);
         p.accepted += lines.accepted.len();
@@ -497,6 +513,7 @@ impl<'a> Run<'a> {
         r.doc_id = Some(chunk.doc_id.clone());
         r.chunk_id = Some(chunk.id.clone());
         r.span = Some(chunk.span);
+        r.warning = lossy_warning(chunk);
         r
     }
 
@@ -628,7 +645,10 @@ impl<'a> Run<'a> {
             let result = r.map_err(|e| (format!("engine: {e}"), None)).and_then(|c| {
                 let g = parse_generated(&c.text).map_err(|e| {
                     (
-                        format!("{e}; finish {:?} after {} tokens", c.finish_reason, c.usage.completion_tokens),
+                        format!(
+                            "{e}; finish {:?} after {} tokens",
+                            c.finish_reason, c.usage.completion_tokens
+                        ),
                         Some(clip(&c.text, 400)),
                     )
                 })?;
@@ -641,7 +661,9 @@ impl<'a> Run<'a> {
                     .and_then(|()| filters::well_formed("answer", &g.answer, 1))
                     .and_then(|()| {
                         if copied >= 0.6 {
-                            Err(format!("question copies a prompt example (word Jaccard {copied:.2})"))
+                            Err(format!(
+                                "question copies a prompt example (word Jaccard {copied:.2})"
+                            ))
                         } else {
                             Ok(())
                         }
@@ -848,7 +870,7 @@ impl<'a> Run<'a> {
                             r - d,
                             cfg.min_margin,
                             false,
-                            &format!("reference minus degraded ({:?}) reward", c.degraded.1),
+                            "reward margin of the reference over the degraded answer",
                         );
                         let out = if !rv.passed {
                             Some(rv.reason.clone())
@@ -926,6 +948,7 @@ impl<'a> Run<'a> {
                     degraded_reward: c.degraded_reward,
                     degraded_answer: c.degraded.0.clone(),
                     degradation: c.degraded.1,
+                    warnings: lossy_warning(chunk).into_iter().collect(),
                     prompt_tokens: c.prompt_tokens,
                     completion_tokens: c.completion_tokens,
                 };

@@ -61,6 +61,9 @@ pub struct Provenance {
     pub degraded_reward: Option<f64>,
     pub degraded_answer: String,
     pub degradation: Degradation,
+    /// Problems with the input that did not stop the item (invalid UTF-8 replaced).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// Tokens of this item's generation request.
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
