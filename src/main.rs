@@ -367,8 +367,15 @@ fn open_backend(
 
 fn rubric(margs: &ModelArgs, args: &RubricArgs) -> Result<Outcome> {
     let backend = open_backend(margs, &args.backend)?;
-    let report = ares::cli::rubric::run(args, backend.generator.as_ref(), &backend.model_sha256)
-        .context("rubric")?;
+    // The number of questions is known only inside the job (after shard filtering), so the bar
+    // shows completed generations and their rate.
+    let bar = terminal_bar("rubric {spinner} {pos} rubrics generated ({per_sec}), {elapsed}");
+    bar.enable_steady_tick(std::time::Duration::from_millis(250));
+    let on_done = |n: usize| bar.set_position(n as u64);
+    let counting = ares::eval::runner::Counting::new(backend.generator.as_ref(), &on_done);
+    let report =
+        ares::cli::rubric::run(args, &counting, &backend.model_sha256).context("rubric")?;
+    bar.finish_and_clear();
     for r in &report.failed {
         eprintln!(
             "line {} ({}): {:?}: {}",

@@ -482,6 +482,9 @@ fn bad_inputs_are_reported_and_skipped_and_invalid_utf8_is_decoded_with_a_warnin
     assert_eq!(r["ingest"]["skipped"]["binary"], 1, "{r}");
     assert_eq!(r["ingest"]["skipped"]["empty"], 2, "{r}");
     assert_eq!(r["ingest"]["skipped"]["bad_record"], 2, "{r}");
+    let ingest = stage(&r, "ingest");
+    assert_eq!(ingest["reasons"]["binary file"], 1, "{ingest}");
+    assert_eq!(ingest["reasons"]["empty file"], 1, "{ingest}");
     let latin1 = find("latin1.txt", None);
     assert!(
         latin1["warning"]

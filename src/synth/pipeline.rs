@@ -294,6 +294,7 @@ impl<'a> Feeder<'a> {
                         let unit = s.unit_id();
                         let mut report = lock(&run.report);
                         report.enter("ingest", 1);
+                        report.reject("ingest", &s.reason);
                         *report
                             .ingest
                             .skipped
