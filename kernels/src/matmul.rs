@@ -541,6 +541,8 @@ fn pair_qdot(ty: WeightType) -> QDot {
             WeightType::Q4_0 => return crate::neon::dot_q4_0,
             WeightType::Q4_1 => return crate::neon::dot_q4_1,
             WeightType::Q8_0 => return crate::neon::dot_q8_0,
+            WeightType::Q4_K => return crate::neon::dot_q4_k,
+            WeightType::Q6_K => return crate::neon::dot_q6_k,
             _ => {}
         }
     }

@@ -1,5 +1,5 @@
 //! NEON paths (aarch64, where NEON is always present): the quantized dots of the formats the default
-//! models use (Q4_0, Q4_1, Q8_0) and the float dot / axpy. Same contracts as `scalar`, with the same
+//! models use (Q4_0, Q4_1, Q8_0, and Gemma's Q4_K, Q6_K) and the float dot / axpy. Same contracts as `scalar`, with the same
 //! float operations in the same order around exact integer block sums, so results are
 //! bit-identical to the scalar reference (tested where the target runs; on x86 hosts this file is
 //! only type-checked with `cargo check --target aarch64-unknown-linux-gnu -p ares-kernels`).
@@ -78,6 +78,81 @@ pub fn dot_q8_0(w: &[u8], a: &[BlockQ8]) -> f32 {
         acc += d * ab.d * s as f32;
     }
     debug_assert_eq!(QK, 32);
+    acc
+}
+
+/// [`crate::scalar::dot_q4_k`] on NEON.
+pub fn dot_q4_k(w: &[u8], a: &[BlockQ8]) -> f32 {
+    assert!(
+        a.len().is_multiple_of(8) && w.len() >= a.len() / 8 * 144,
+        "Q4_K row too short"
+    );
+    let mut acc = 0f32;
+    for (sb, acts) in a.chunks_exact(8).enumerate() {
+        let blk = &w[sb * 144..(sb + 1) * 144];
+        let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
+        for (j, ab) in acts.iter().enumerate() {
+            let (sc, m) = crate::formats::scale_min_k4(j, &blk[4..16]);
+            let qs = &blk[16 + 32 * (j / 2)..16 + 32 * (j / 2 + 1)];
+            // SAFETY: qs holds 32 bytes, the activation block 32 values.
+            let s = unsafe {
+                let (r0, r1) = (vld1q_u8(qs.as_ptr()), vld1q_u8(qs.as_ptr().add(16)));
+                let (q0, q1) = if j % 2 == 0 {
+                    let mask = vdupq_n_u8(0x0F);
+                    (vandq_u8(r0, mask), vandq_u8(r1, mask))
+                } else {
+                    (vshrq_n_u8::<4>(r0), vshrq_n_u8::<4>(r1))
+                };
+                let a0 = vld1q_s8(ab.qs.as_ptr());
+                let a1 = vld1q_s8(ab.qs.as_ptr().add(16));
+                let acc = dot16(vdupq_n_s32(0), vreinterpretq_s8_u8(q0), a0);
+                vaddvq_s32(dot16(acc, vreinterpretq_s8_u8(q1), a1))
+            };
+            acc += (d * sc as f32) * ab.d * s as f32 - (dmin * m as f32) * ab.s;
+        }
+    }
+    acc
+}
+
+/// [`crate::scalar::dot_q6_k`] on NEON: activation block b of a super-block reads 32 contiguous
+/// `ql` bytes (low or high nibbles) and 32 `qh` bytes (2 bits each); two 16-element groups with
+/// their own i8 scales.
+pub fn dot_q6_k(w: &[u8], a: &[BlockQ8]) -> f32 {
+    assert!(
+        a.len().is_multiple_of(8) && w.len() >= a.len() / 8 * 210,
+        "Q6_K row too short"
+    );
+    let mut acc = 0f32;
+    for (sb, acts) in a.chunks_exact(8).enumerate() {
+        let blk = &w[sb * 210..(sb + 1) * 210];
+        let d = f16_at(blk, 208);
+        for (b, ab) in acts.iter().enumerate() {
+            let (h, p) = (b / 4, b % 4);
+            let ql = &blk[64 * h + 32 * (p % 2)..64 * h + 32 * (p % 2) + 32];
+            let qh = &blk[128 + 32 * h..128 + 32 * h + 32];
+            let mut s = 0i32;
+            for g in 0..2 {
+                let sc = blk[192 + 2 * b + g] as i8 as i32;
+                // SAFETY: ql and qh hold 32 bytes each; the activation block 32 values.
+                let sg = unsafe {
+                    let l = vld1q_u8(ql.as_ptr().add(16 * g));
+                    let lo = if p < 2 {
+                        vandq_u8(l, vdupq_n_u8(0x0F))
+                    } else {
+                        vshrq_n_u8::<4>(l)
+                    };
+                    let hb = vld1q_u8(qh.as_ptr().add(16 * g));
+                    let hi = vandq_u8(vshlq_u8(hb, vdupq_n_s8(-2 * p as i8)), vdupq_n_u8(3));
+                    let q = vorrq_u8(lo, vshlq_n_u8::<4>(hi));
+                    let q = vsubq_s8(vreinterpretq_s8_u8(q), vdupq_n_s8(32));
+                    let y = vld1q_s8(ab.qs.as_ptr().add(16 * g));
+                    vaddvq_s32(dot16(vdupq_n_s32(0), q, y))
+                };
+                s += sc * sg;
+            }
+            acc += d * ab.d * s as f32;
+        }
+    }
     acc
 }
 
