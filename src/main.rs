@@ -271,8 +271,7 @@ fn eval(margs: &ModelArgs, args: &EvalArgs) -> Result<Outcome> {
 }
 
 fn synth(margs: &ModelArgs, args: &SynthArgs) -> Result<Outcome> {
-    // Synth runs on the local engine for now; `--backend` is wired by the lead (issue #6).
-    let backend = open_backend(margs, &ares::cli::backend::BackendArgs::default())?;
+    let backend = open_backend(margs, &args.backend)?;
     let multi = indicatif::MultiProgress::with_draw_target(if std::io::stderr().is_terminal() {
         indicatif::ProgressDrawTarget::stderr()
     } else {

@@ -111,6 +111,9 @@ pub struct SynthArgs {
     /// Batches in flight at once.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
+    /// Run the model calls on an OpenAI-compatible server and/or do one shard of the job.
+    #[command(flatten)]
+    pub backend: crate::cli::backend::BackendArgs,
     /// Print this many accepted items (of all sessions of the run) after the report.
     #[arg(long, default_value_t = 0)]
     pub show: usize,
@@ -169,6 +172,7 @@ impl SynthArgs {
             max_criterion_words: self.max_criterion_words,
             batch_chunks: self.batch_chunks.max(1),
             workers: self.workers.max(1),
+            shard: self.backend.shard(),
         }
     }
 }

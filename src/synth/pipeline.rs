@@ -24,6 +24,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 
+use crate::cli::backend::Shard;
 use crate::engine::{Completion, Constraint, Generator, Prompt, Request, SamplingParams};
 use crate::error::Error as EngineError;
 use crate::judge::formats::{self, Format};
@@ -92,6 +93,10 @@ pub struct SynthConfig {
     pub batch_chunks: usize,
     /// Batches in flight at once.
     pub workers: usize,
+    /// This machine's part of the job (`--shard i/n`): every shard reads, chunks and dedups all
+    /// documents the same way, then keeps the chunks whose id falls in it, so the outputs of the n
+    /// shards concatenate into the single-machine run without duplicates.
+    pub shard: Shard,
 }
 
 impl Default for SynthConfig {
@@ -105,6 +110,7 @@ impl Default for SynthConfig {
             near_duplicate: 0.8,
             domains: DEFAULT_DOMAINS.iter().map(|d| d.to_string()).collect(),
             personas: 3,
+            shard: Shard::ALL,
             max_docs: None,
             max_chunks_per_doc: None,
             seed: 0,
@@ -382,6 +388,9 @@ impl<'a> Feeder<'a> {
                     lock(&run.report).ingest.chunks += 1;
                     lock(&run.progress).chunks += 1;
                     let dup = self.dedup.check(&c.id, &c.text);
+                    if !run.config.shard.contains(&c.id) {
+                        continue;
+                    }
                     let files = lock(&run.files);
                     let done = files.is_finished(&c.id);
                     drop(files);
