@@ -257,6 +257,37 @@ fn synth_on_the_samples_writes_accepted_items_with_provenance_that_judge_reads()
     }
 }
 
+/// `ares synth` over `input` into `out` with small chunks, one persona and short generations,
+/// plus `extra`.
+fn small_chunk_args(model: &str, input: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "synth",
+        "-m",
+        model,
+        "-i",
+        s(input),
+        "--out",
+        s(out),
+        "--id-field",
+        "doc_id",
+        "--chunk-tokens",
+        "96",
+        "--min-chunk-tokens",
+        "20",
+        "--personas",
+        "1",
+        "--max-tokens",
+        "256",
+        "-t",
+        "2",
+    ]
+    .iter()
+    .map(|x| x.to_string())
+    .collect();
+    a.extend(extra.iter().map(|x| x.to_string()));
+    a
+}
+
 /// Units, and the multiset of (unit, record) lines, of a run directory.
 fn records_by_unit(out: &Path) -> (Vec<String>, BTreeMap<String, usize>) {
     let journal: Vec<String> = lines(&out.join("journal.jsonl"))
@@ -278,36 +309,12 @@ fn a_killed_run_resumes_without_duplicates_or_losses_and_repairs_a_half_written_
     let input = samples().join("medquad_nih_pages.jsonl");
     let model = model_arg();
     let run_args = |out: &Path| -> Vec<String> {
-        let mut a: Vec<String> = [
-            "synth",
-            "-m",
+        small_chunk_args(
             &model,
-            "-i",
-            s(&input),
-            "--out",
-            s(out),
-            "--id-field",
-            "doc_id",
-            "--chunk-tokens",
-            "96",
-            "--min-chunk-tokens",
-            "20",
-            "--batch-chunks",
-            "1",
-            "--workers",
-            "1",
-            "--personas",
-            "1",
-            "--max-tokens",
-            "256",
-            "-t",
-            "2",
-        ]
-        .iter()
-        .map(|x| x.to_string())
-        .collect();
-        a.extend(["--seed", "3"].map(String::from));
-        a
+            &input,
+            out,
+            &["--batch-chunks", "1", "--workers", "1", "--seed", "3"],
+        )
     };
     // The whole run, uninterrupted: what the resumed run must end up with.
     let full = dir.path().join("full");
@@ -625,34 +632,7 @@ fn two_shards_together_equal_the_whole_run() {
     let input = samples().join("medquad_nih_pages.jsonl");
     let model = model_arg();
     let run = |out: &Path, shard: Option<&str>| {
-        let mut a: Vec<String> = [
-            "synth",
-            "-m",
-            &model,
-            "-i",
-            s(&input),
-            "--out",
-            s(out),
-            "--id-field",
-            "doc_id",
-            "--chunk-tokens",
-            "96",
-            "--min-chunk-tokens",
-            "20",
-            "--personas",
-            "1",
-            "--max-tokens",
-            "256",
-            "--max-docs",
-            "3",
-            "-t",
-            "2",
-            "--seed",
-            "5",
-        ]
-        .iter()
-        .map(|x| x.to_string())
-        .collect();
+        let mut a = small_chunk_args(&model, &input, out, &["--max-docs", "3", "--seed", "5"]);
         if let Some(sh) = shard {
             a.extend(["--shard".to_string(), sh.to_string()]);
         }

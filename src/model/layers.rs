@@ -4,6 +4,7 @@
 
 use crate::engine::batch::Batch;
 use crate::engine::kv_cache::KvStorage;
+use crate::error::{Error, Result};
 use crate::model::config::{ModelConfig, RopeStyle};
 use crate::model::gguf::{GgufFile, Weight};
 
@@ -175,6 +176,31 @@ pub fn pack_weights(g: &GgufFile, mut mats: Vec<&mut Weight>) -> usize {
     } else {
         g.file_size()
     }
+}
+
+/// The token embedding and the model config of `arch`, checked against each other: heads divide
+/// into KV heads, and the embedding's rows are `hidden` wide. Every architecture starts here.
+pub fn embedding_and_config(g: &GgufFile, arch: &str) -> Result<(Weight, ModelConfig)> {
+    let tok_embd = g.weight("token_embd.weight")?;
+    let cfg = ModelConfig::from_gguf(g, arch, tok_embd.n)?;
+    if cfg.n_head == 0 || cfg.n_kv_head == 0 || cfg.n_head % cfg.n_kv_head != 0 {
+        return Err(Error::InvalidGguf {
+            path: g.path.clone(),
+            reason: format!(
+                "head_count {} is not a multiple of head_count_kv {}",
+                cfg.n_head, cfg.n_kv_head
+            ),
+        });
+    }
+    if tok_embd.k != cfg.hidden {
+        return Err(Error::BadTensorShape {
+            path: g.path.clone(),
+            name: "token_embd.weight".into(),
+            actual: vec![tok_embd.n, tok_embd.k],
+            expected: vec![tok_embd.n, cfg.hidden],
+        });
+    }
+    Ok((tok_embd, cfg))
 }
 
 /// Write the batch's new K and V rows (n_tokens, kv_dim) into their slots of layer `layer` (K

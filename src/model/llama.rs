@@ -5,7 +5,7 @@
 
 use crate::engine::batch::Batch;
 use crate::engine::kv_cache::KvStorage;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::config::ModelConfig;
 use crate::model::gguf::{GgufFile, Weight};
 use crate::model::layers::{self, linear, linear_many};
@@ -35,25 +35,7 @@ pub struct Llama {
 
 impl Llama {
     pub fn from_gguf(g: &GgufFile, arch: &str) -> Result<Self> {
-        let tok_embd = g.weight("token_embd.weight")?;
-        let cfg = ModelConfig::from_gguf(g, arch, tok_embd.n)?;
-        if cfg.n_head == 0 || cfg.n_kv_head == 0 || cfg.n_head % cfg.n_kv_head != 0 {
-            return Err(Error::InvalidGguf {
-                path: g.path.clone(),
-                reason: format!(
-                    "head_count {} is not a multiple of head_count_kv {}",
-                    cfg.n_head, cfg.n_kv_head
-                ),
-            });
-        }
-        if tok_embd.k != cfg.hidden {
-            return Err(Error::BadTensorShape {
-                path: g.path.clone(),
-                name: "token_embd.weight".into(),
-                actual: vec![tok_embd.n, tok_embd.k],
-                expected: vec![tok_embd.n, cfg.hidden],
-            });
-        }
+        let (tok_embd, cfg) = layers::embedding_and_config(g, arch)?;
         let (h, qd, kvd, f) = (
             cfg.hidden,
             cfg.n_head * cfg.head_dim,
