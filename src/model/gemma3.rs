@@ -208,11 +208,12 @@ impl Model for Gemma3 {
             layers::rms_norm(&mut d, &b.post_ffn_norm, cfg.rms_eps);
             x.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
         }
-        let mut rows = Vec::with_capacity(batch.logit_rows.len() * h);
-        for &r in &batch.logit_rows {
-            rows.extend_from_slice(&x[r * h..(r + 1) * h]);
-        }
-        layers::rms_norm(&mut rows, &self.norm, cfg.rms_eps);
-        Ok(linear(&self.output, &rows))
+        Ok(layers::logits(
+            &x,
+            batch,
+            &self.norm,
+            cfg.rms_eps,
+            &self.output,
+        ))
     }
 }

@@ -203,6 +203,33 @@ pub fn embedding_and_config(g: &GgufFile, arch: &str) -> Result<(Weight, ModelCo
     Ok((tok_embd, cfg))
 }
 
+/// The SwiGLU feed-forward with its pre-norm and residual: x += down(SiLU(gate(n)) · up(n)) with
+/// n = RMSNorm(x) (written into `hbuf`, the caller's reusable buffer).
+pub fn swiglu_residual(
+    x: &mut [f32],
+    norm: &[f32],
+    eps: f32,
+    [gate, up, down]: [&Weight; 3],
+    hbuf: &mut [f32],
+) {
+    rms_norm_into(x, norm, eps, hbuf);
+    let [mut g, u] = linear_many([gate, up], hbuf);
+    silu_mul(&mut g, &u);
+    let d = linear(down, &g);
+    x.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
+}
+
+/// Logits of the batch's `logit_rows`: their hidden rows of `x`, final RMSNorm, output projection.
+pub fn logits(x: &[f32], batch: &Batch, norm: &[f32], eps: f32, output: &Weight) -> Vec<f32> {
+    let h = norm.len();
+    let mut rows = Vec::with_capacity(batch.logit_rows.len() * h);
+    for &r in &batch.logit_rows {
+        rows.extend_from_slice(&x[r * h..(r + 1) * h]);
+    }
+    rms_norm(&mut rows, norm, eps);
+    linear(output, &rows)
+}
+
 /// Write the batch's new K and V rows (n_tokens, kv_dim) into their slots of layer `layer` (K
 /// transposed per block, see `KvStorage`).
 pub fn store_kv(kv: &mut KvStorage, layer: usize, batch: &Batch, k: &[f32], v: &[f32]) {

@@ -178,17 +178,20 @@ impl Model for Qwen {
             );
             let o = linear(&b.wo, &attn);
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
-            layers::rms_norm_into(&x, &b.ffn_norm, cfg.rms_eps, &mut hbuf);
-            let [mut g, u] = linear_many([&b.w_gate, &b.w_up], &hbuf);
-            layers::silu_mul(&mut g, &u);
-            let d = linear(&b.w_down, &g);
-            x.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
+            layers::swiglu_residual(
+                &mut x,
+                &b.ffn_norm,
+                cfg.rms_eps,
+                [&b.w_gate, &b.w_up, &b.w_down],
+                &mut hbuf,
+            );
         }
-        let mut rows = Vec::with_capacity(batch.logit_rows.len() * h);
-        for &r in &batch.logit_rows {
-            rows.extend_from_slice(&x[r * h..(r + 1) * h]);
-        }
-        layers::rms_norm(&mut rows, &self.norm, cfg.rms_eps);
-        Ok(linear(&self.output, &rows))
+        Ok(layers::logits(
+            &x,
+            batch,
+            &self.norm,
+            cfg.rms_eps,
+            &self.output,
+        ))
     }
 }
