@@ -60,7 +60,7 @@ use crate::judge::aggregate::{holistic, holistic_expected, Aggregator, Scored, V
 use crate::judge::cache::{CacheError, CacheKey, CachedVerdict, VerdictCache};
 use crate::judge::error::FormatError;
 use crate::judge::formats::{self, Format};
-use crate::judge::rubric::RubricItem;
+use crate::judge::rubric::{Criterion, RubricItem};
 use crate::judge::template::{PromptTemplate, TemplateError};
 use crate::model::tokenizer::Tokenizer;
 use crate::TokenId;
@@ -598,6 +598,20 @@ pub struct CriterionVerdict {
     /// Generate mode: the judge's rationale.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+impl CriterionVerdict {
+    /// The entry of a criterion that got no usable verdict.
+    fn unusable(c: &Criterion) -> Self {
+        CriterionVerdict {
+            id: c.id.clone(),
+            verdict: None,
+            p_yes: None,
+            weight: c.weight,
+            verdict_mass: None,
+            reason: None,
+        }
+    }
 }
 
 /// Holistic mode's score distribution in a record.
@@ -1321,28 +1335,27 @@ impl<'g> Judge<'g> {
                 }
                 None => {
                     unusable.push(format!("`{}` (no probability on the verdict tokens)", c.id));
-                    CriterionVerdict {
-                        id: c.id.clone(),
-                        verdict: None,
-                        p_yes: None,
-                        weight: c.weight,
-                        verdict_mass: None,
-                        reason: None,
-                    }
+                    CriterionVerdict::unusable(c)
                 }
             };
             record.criteria.push(entry);
         }
+        let note = format!(" (min verdict mass {})", self.config.min_verdict_mass);
+        self.settle(record, &unusable, &note, &scored);
+    }
+
+    /// A record's status and reward from its criteria: `judge_unparseable` naming the unusable
+    /// ones (with `note`), else the aggregator's reward (or `error` when it refuses).
+    fn settle(&self, record: &mut JudgeRecord, unusable: &[String], note: &str, scored: &[Scored]) {
         if !unusable.is_empty() {
             record.status = Status::JudgeUnparseable;
             record.error = Some(format!(
-                "no usable verdict for criteria {} (min verdict mass {})",
-                unusable.join(", "),
-                self.config.min_verdict_mass
+                "no usable verdict for criteria {}{note}",
+                unusable.join(", ")
             ));
             return;
         }
-        match self.config.aggregator.aggregate(&scored) {
+        match self.config.aggregator.aggregate(scored) {
             Ok(r) => {
                 record.status = Status::Ok;
                 record.reward = Some(r);
@@ -1378,36 +1391,12 @@ impl<'g> Judge<'g> {
                         _ => "no output".to_string(),
                     };
                     unusable.push(format!("`{}` ({why})", c.id));
-                    CriterionVerdict {
-                        id: c.id.clone(),
-                        verdict: None,
-                        p_yes: None,
-                        weight: c.weight,
-                        verdict_mass: None,
-                        reason: None,
-                    }
+                    CriterionVerdict::unusable(c)
                 }
             };
             record.criteria.push(entry);
         }
-        if !unusable.is_empty() {
-            record.status = Status::JudgeUnparseable;
-            record.error = Some(format!(
-                "no usable verdict for criteria {}",
-                unusable.join(", ")
-            ));
-            return;
-        }
-        match self.config.aggregator.aggregate(&scored) {
-            Ok(r) => {
-                record.status = Status::Ok;
-                record.reward = Some(r);
-            }
-            Err(e) => {
-                record.status = Status::Error;
-                record.error = Some(format!("{} aggregation: {e}", self.config.aggregator));
-            }
-        }
+        self.settle(record, &unusable, "", &scored);
     }
 
     fn finish_holistic(&self, slot: &mut Slot<'_>) {
@@ -1496,7 +1485,7 @@ mod tests {
     }
 
     use super::*;
-    use crate::judge::rubric::{Category, Criterion};
+    use crate::judge::rubric::Category;
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 
