@@ -165,11 +165,8 @@ impl Model for Gemma3 {
         let cfg = &self.cfg;
         let (n, h, hd) = (batch.n_tokens(), cfg.hidden, cfg.head_dim);
         // x: (n_tokens, hidden), the embedding times sqrt(hidden) (llama.cpp `ggml_scale`).
-        let mut x = vec![0f32; n * h];
-        for (row, &t) in x.chunks_mut(h).zip(&batch.tokens) {
-            self.tok_embd.dequantize_row(t as usize, row);
-            row.iter_mut().for_each(|v| *v *= self.embd_scale);
-        }
+        let mut x = layers::embed(&self.tok_embd, batch);
+        x.iter_mut().for_each(|v| *v *= self.embd_scale);
         let global = layers::rope_tables(&batch.positions, &self.rope_global);
         let local = layers::rope_tables(&batch.positions, &self.rope_local);
         let tables = layers::raw_block_tables(batch);

@@ -203,6 +203,16 @@ pub fn embedding_and_config(g: &GgufFile, arch: &str) -> Result<(Weight, ModelCo
     Ok((tok_embd, cfg))
 }
 
+/// The batch's token embeddings: (n_tokens, hidden) rows of `tok_embd`.
+pub fn embed(tok_embd: &Weight, batch: &Batch) -> Vec<f32> {
+    let h = tok_embd.k;
+    let mut x = vec![0f32; batch.n_tokens() * h];
+    for (row, &t) in x.chunks_mut(h).zip(&batch.tokens) {
+        tok_embd.dequantize_row(t as usize, row);
+    }
+    x
+}
+
 /// The SwiGLU feed-forward with its pre-norm and residual: x += down(SiLU(gate(n)) · up(n)) with
 /// n = RMSNorm(x) (written into `hbuf`, the caller's reusable buffer).
 pub fn swiglu_residual(

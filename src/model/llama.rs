@@ -111,10 +111,7 @@ impl Model for Llama {
         let cfg = &self.cfg;
         let (n, h) = (batch.n_tokens(), cfg.hidden);
         // x: (n_tokens, hidden)
-        let mut x = vec![0f32; n * h];
-        for (row, &t) in x.chunks_mut(h).zip(&batch.tokens) {
-            self.tok_embd.dequantize_row(t as usize, row);
-        }
+        let mut x = layers::embed(&self.tok_embd, batch);
         let (cos, sin) = layers::rope_tables(&batch.positions, &self.rope);
         let scale = 1.0 / (cfg.head_dim as f32).sqrt();
         let tables = layers::raw_block_tables(batch);

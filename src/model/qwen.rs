@@ -138,10 +138,7 @@ impl Model for Qwen {
         let cfg = &self.cfg;
         let (n, h, hd) = (batch.n_tokens(), cfg.hidden, cfg.head_dim);
         // x: (n_tokens, hidden)
-        let mut x = vec![0f32; n * h];
-        for (row, &t) in x.chunks_mut(h).zip(&batch.tokens) {
-            self.tok_embd.dequantize_row(t as usize, row);
-        }
+        let mut x = layers::embed(&self.tok_embd, batch);
         let (cos, sin) = layers::rope_tables(&batch.positions, &self.rope);
         let scale = 1.0 / (hd as f32).sqrt();
         let tables = layers::raw_block_tables(batch);
