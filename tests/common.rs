@@ -2,6 +2,7 @@
 //! command does), the shared reference data, and a tiny seeded random llama model written as GGUF.
 
 use ares::engine::{EngineConfig, EngineHandle};
+use ares::judge::{Category, Criterion, RubricItem};
 use ares::model::{load, LoadedModel};
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
@@ -304,4 +305,26 @@ impl OneSequence {
         let vocab = m.model.config().vocab;
         logits.chunks(vocab).map(|r| r.to_vec()).collect()
     }
+}
+
+/// A small rubric item (one essential criterion, one pitfall) shared by the judge and serve tests.
+pub fn sky() -> RubricItem {
+    RubricItem::new(
+        "sky",
+        "Why is the sky blue?",
+        vec![
+            Criterion::new(
+                "c1",
+                "Mentions that sunlight is scattered by the molecules of the air.",
+                5.0,
+                Category::Essential,
+            ),
+            Criterion::new(
+                "c2",
+                "Claims the sky is blue because it reflects the ocean.",
+                -2.0,
+                Category::Pitfall,
+            ),
+        ],
+    )
 }

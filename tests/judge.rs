@@ -3,7 +3,7 @@
 //! 1 and the other records judged; a reward bit-identical alone and in a batch of 64; holistic
 //! and hard verdicts; the HealthBench sample judged end to end.
 
-use crate::common::ares;
+use crate::common::{ares, sky};
 use crate::common::{default_model, default_model_path, engine, shared_dir};
 use ares::engine::EngineConfig;
 use ares::judge::judge::{
@@ -19,27 +19,6 @@ fn records(path: &Path) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).expect("output line is JSON"))
         .collect()
-}
-
-fn sky() -> RubricItem {
-    RubricItem::new(
-        "sky",
-        "Why is the sky blue?",
-        vec![
-            Criterion::new(
-                "c1",
-                "Mentions that sunlight is scattered by the molecules of the air.",
-                5.0,
-                Category::Essential,
-            ),
-            Criterion::new(
-                "c2",
-                "Claims the sky is blue because it reflects the ocean.",
-                -2.0,
-                Category::Pitfall,
-            ),
-        ],
-    )
 }
 
 fn paris() -> RubricItem {

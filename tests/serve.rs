@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::{ares, default_model, default_model_path, engine};
+use crate::common::{ares, default_model, default_model_path, engine, sky};
 use ares::engine::remote::{load_vocab, RemoteConfig, RemoteGenerator};
 use ares::engine::{EngineConfig, EngineHandle, Generator};
 use ares::judge::judge::{Judge, JudgeConfig, Mode, ResponseEntry, ResponseLine, RubricSet};
@@ -33,27 +33,6 @@ fn paris() -> RubricItem {
             Criterion::new("c1", "Says the capital is Paris.", 5.0, Category::Essential),
             Criterion::new("c2", "Is one sentence long.", 1.0, Category::Optional),
             Criterion::new("c3", "Claims the capital is Lyon.", -3.0, Category::Pitfall),
-        ],
-    )
-}
-
-fn sky() -> RubricItem {
-    RubricItem::new(
-        "sky",
-        "Why is the sky blue?",
-        vec![
-            Criterion::new(
-                "c1",
-                "Mentions that sunlight is scattered by the molecules of the air.",
-                5.0,
-                Category::Essential,
-            ),
-            Criterion::new(
-                "c2",
-                "Claims the sky is blue because it reflects the ocean.",
-                -2.0,
-                Category::Pitfall,
-            ),
         ],
     )
 }
@@ -120,6 +99,22 @@ fn post_bytes(url: &str, body: &[u8], key: Option<&str>) -> (u16, String) {
         Err(ureq::Error::Status(code, resp)) => (code, resp.into_string().unwrap_or_default()),
         Err(e) => panic!("{url}: {e}"),
     }
+}
+
+/// POST `body` over a raw connection, ignoring write errors (the server may close early), and
+/// return what the server answered, if anything could be read.
+fn post_raw(addr: SocketAddr, path: &str, body: &[u8]) -> Option<String> {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = s.write_all(head.as_bytes()).and_then(|_| s.write_all(body));
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    (!answer.is_empty()).then(|| String::from_utf8_lossy(&answer).into_owned())
 }
 
 fn post(url: &str, body: &Value) -> (u16, Value) {
@@ -421,10 +416,33 @@ fn bad_input_gets_a_4xx_and_the_next_request_is_served() {
         ("token out of vocabulary", "/v1/completions", br#"{"prompt": [4000000000], "max_tokens": 1}"#.to_vec(), 422),
         ("bad schema", "/v1/completions", br#"{"prompt": "x", "response_format": {"type": "json_schema", "json_schema": {"schema": {"type": 17}}}}"#.to_vec(), 422),
         ("deep nesting", "/get_reward", format!("{{\"query\": [\"x\"], \"labels\": [{}{}]}}", "[".repeat(5000), "]".repeat(5000)).into_bytes(), 400),
-        ("huge body", "/get_reward", format!("{{\"query\": [\"{}\"], \"labels\": [\"sky\"]}}", "a".repeat(1 << 20)).into_bytes(), 413),
     ];
     for (what, path, body, want) in &named {
         check(what, path, body, Some(*want));
+    }
+    good_ok();
+
+    // A huge body: the server answers 413 as soon as the declared length is over the limit and
+    // closes the connection, so a client still writing the body may see a reset instead of the
+    // answer (it then depends on timing which one). Read the answer when it arrives; otherwise the
+    // server's own count of 413s on the route proves it answered.
+    let huge = format!(
+        "{{\"query\": [\"{}\"], \"labels\": [\"sky\"]}}",
+        "a".repeat(1 << 20)
+    );
+    match post_raw(f.server.addr, "/get_reward", huge.as_bytes()) {
+        Some(answer) => {
+            assert!(answer.starts_with("HTTP/1.1 413"), "huge body: {answer}");
+            assert!(answer.contains("\"error\""), "huge body: {answer}");
+        }
+        None => {
+            let (_, metrics) = get(&format!("{base}/metrics"), None);
+            assert!(
+                metrics
+                    .contains("ares_http_requests_total{route=\"/get_reward\",status=\"413\"} 1"),
+                "huge body: no answer read and no 413 counted"
+            );
+        }
     }
     good_ok();
 
