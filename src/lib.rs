@@ -22,6 +22,7 @@ pub mod jsonl;
 pub mod judge;
 pub mod model;
 pub mod server;
+pub mod shard;
 pub mod synth;
 
 pub use error::{Error, Result};

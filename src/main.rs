@@ -371,7 +371,7 @@ fn rubric(margs: &ModelArgs, args: &RubricArgs) -> Result<Outcome> {
     let bar = terminal_bar("rubric {spinner} {pos} rubrics generated ({per_sec}), {elapsed}");
     bar.enable_steady_tick(std::time::Duration::from_millis(250));
     let on_done = |n: usize| bar.set_position(n as u64);
-    let counting = ares::eval::runner::Counting::new(backend.generator.as_ref(), &on_done);
+    let counting = ares::engine::counting::Counting::new(backend.generator.as_ref(), &on_done);
     let report =
         ares::cli::rubric::run(args, &counting, &backend.model_sha256).context("rubric")?;
     bar.finish_and_clear();

@@ -274,7 +274,7 @@ pub fn tiny_model(spec: &TinySpec, seed: u64) -> (tempfile::TempDir, PathBuf) {
 /// implementations that return raw logits.
 pub struct OneSequence {
     kv: ares::engine::kv_cache::KvCache,
-    table: Vec<ares::engine::kv_cache::BlockId>,
+    table: Vec<ares::model::kv::BlockId>,
     pos: usize,
 }
 
@@ -297,11 +297,14 @@ impl OneSequence {
             self.kv.grow(&mut self.table, self.pos + tokens.len()),
             "KV room"
         );
-        let mut b = ares::engine::batch::Batch::default();
+        let mut b = ares::model::batch::Batch::default();
         b.push_seq(tokens, self.pos, self.table.clone(), false);
         b.logit_rows = (0..tokens.len()).collect();
         self.pos += tokens.len();
-        let logits = m.model.forward(&b, &mut self.kv.storage).expect("forward");
+        let logits = m
+            .model
+            .forward(&b, self.kv.values_for_forward())
+            .expect("forward");
         let vocab = m.model.config().vocab;
         logits.chunks(vocab).map(|r| r.to_vec()).collect()
     }

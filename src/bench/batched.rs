@@ -18,10 +18,11 @@
 //! a unified KV cache (`-pps -kvu`, the baseline script's flags). Those aliased tables take no reference counts: the bench owns this cache and releases
 //! each block exactly once, through the table that allocated it.
 
-use crate::engine::batch::Batch;
-use crate::engine::kv_cache::{BlockId, KvCache};
+use crate::engine::kv_cache::KvCache;
 use crate::engine::sampler::argmax;
 use crate::error::{Error, Result};
+use crate::model::batch::Batch;
+use crate::model::kv::BlockId;
 use crate::model::Model;
 use crate::TokenId;
 use rand::rngs::StdRng;
@@ -160,11 +161,8 @@ pub fn run(
         .max()
         .unwrap_or(1);
     let mut kv = KvCache::new(mc.n_layer, mc.kv_dim(), cfg.block_size, n_blocks);
-    for layer in &mut kv.storage.layers {
-        layer.k.fill(0.0);
-        layer.v.fill(0.0);
-    }
-    std::hint::black_box(&kv.storage.layers);
+    kv.zero_values();
+    std::hint::black_box(kv.storage());
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let vocab = mc.vocab;
 
@@ -252,7 +250,7 @@ fn run_shared(
     let result = prefill(model, kv, &[prompt.to_vec()], &tables[..1], ubatch).and_then(|first| {
         if tail > 0 {
             for t in &tables[1..] {
-                copy_block_prefix(kv, tables[0][n_full], t[n_full], tail);
+                kv.copy_block_prefix(tables[0][n_full], t[n_full], tail);
             }
         }
         let t_pp = t0.elapsed().as_secs_f64();
@@ -283,18 +281,6 @@ fn allocate(kv: &mut KvCache, prefix: &[BlockId], n_tokens: usize) -> Vec<BlockI
     table
 }
 
-/// Copy K and V of the first `n` positions of block `from` into block `to`, in every layer.
-fn copy_block_prefix(kv: &mut KvCache, from: BlockId, to: BlockId, n: usize) {
-    let s = &mut kv.storage;
-    let (src, dst, len) = (s.slot(from, 0), s.slot(to, 0), n * s.kv_dim);
-    // K is transposed per block: its first n positions are not contiguous, so copy all of it.
-    let block_len = s.block_size * s.kv_dim;
-    for layer in &mut s.layers {
-        layer.k.copy_within(src..src + block_len, dst);
-        layer.v.copy_within(src..src + len, dst);
-    }
-}
-
 /// Prefill `prompts[j]` into `tables[j]` from position 0, in forwards of at most `ubatch` tokens;
 /// returns the argmax of each sequence's last-position logits.
 fn prefill(
@@ -321,7 +307,7 @@ fn prefill(
                 from += n;
             }
         }
-        let logits = model.forward(&batch, &mut kv.storage)?;
+        let logits = model.forward(&batch, kv.values_for_forward())?;
         for (row, &o) in owners.iter().enumerate() {
             next[o] = argmax(&logits[row * vocab..(row + 1) * vocab]);
         }
@@ -345,7 +331,7 @@ fn decode(
         for (t, &tok) in tables.iter().zip(next.iter()) {
             batch.push_seq(&[tok], pos0 + i, t.clone(), true);
         }
-        let logits = model.forward(&batch, &mut kv.storage)?;
+        let logits = model.forward(&batch, kv.values_for_forward())?;
         for (j, n) in next.iter_mut().enumerate() {
             *n = argmax(&logits[j * vocab..(j + 1) * vocab]);
         }
@@ -360,8 +346,8 @@ fn random_tokens(rng: &mut StdRng, n: usize, vocab: usize) -> Vec<TokenId> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::kv_cache::KvStorage;
     use crate::model::config::RopeStyle;
+    use crate::model::kv::KvStorage;
     use crate::model::ModelConfig;
 
     const VOCAB: usize = 97;

@@ -5,7 +5,6 @@
 //! compiled there too, against the per-model token trie built on first use). Costly grammar masks
 //! are computed on a helper thread while the forward runs, when a core is free for it.
 
-use crate::engine::batch::Batch;
 use crate::engine::constraint::{ConstraintCompiler, ConstraintState};
 use crate::engine::generator::Generator;
 use crate::engine::kv_cache::{KvCache, PrefixStats};
@@ -13,6 +12,7 @@ use crate::engine::request::{Event, Prompt, Request};
 use crate::engine::scheduler::plan_step;
 use crate::engine::sequence::Sequence;
 use crate::error::{Error, Result};
+use crate::model::batch::Batch;
 use crate::model::chat_template::{ChatTemplate, Message, CHATML};
 use crate::model::tokenizer::Tokenizer;
 use crate::model::{LoadedModel, Model, ModelConfig};
@@ -370,7 +370,7 @@ impl Engine {
         let result = forward_with_masks(
             self.model.as_ref(),
             &batch,
-            &mut self.kv.storage,
+            self.kv.values_for_forward(),
             &mut self.running,
             &owners,
         );
@@ -462,7 +462,7 @@ fn spare_core() -> bool {
 fn forward_with_masks(
     model: &dyn Model,
     batch: &Batch,
-    kv: &mut crate::engine::kv_cache::KvStorage,
+    kv: &mut crate::model::kv::KvStorage,
     running: &mut [Sequence],
     owners: &[usize],
 ) -> Result<Vec<f32>> {

@@ -8,57 +8,10 @@
 //! content kept for reuse), free}; only full, computed blocks are indexed; a sequence never writes
 //! into a block it shares (prefix matches stop before the last prompt token).
 
+use crate::model::kv::{BlockId, KvStorage, LayerKv};
 use crate::TokenId;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
-
-/// Index of a KV block.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct BlockId(pub u32);
-
-/// K and V values of one layer: (n_blocks, block_size, n_kv_head, head_dim) each, f32.
-pub struct LayerKv {
-    /// Transposed per block: (n_blocks, kv_dim, block_size), so the attention kernels load 8 or 16
-    /// positions of one dimension as a vector (see `ares_kernels::paged`).
-    pub k: Vec<f32>,
-    /// (n_blocks, block_size, kv_dim)
-    pub v: Vec<f32>,
-}
-
-/// The K/V tensors: what the model reads and writes.
-pub struct KvStorage {
-    pub block_size: usize,
-    pub n_blocks: usize,
-    /// n_kv_head * head_dim
-    pub kv_dim: usize,
-    pub layers: Vec<LayerKv>,
-}
-
-impl KvStorage {
-    /// Offset of (block, offset-in-block) in a layer's `k` or `v`.
-    #[inline]
-    pub fn slot(&self, block: BlockId, off: usize) -> usize {
-        (block.0 as usize * self.block_size + off) * self.kv_dim
-    }
-
-    /// Where K element 0 of position `pos` lives in a layer's `k`, and the distance between its
-    /// elements (K is stored transposed per block).
-    #[inline]
-    pub fn k_slot_of(&self, table: &[BlockId], pos: usize) -> (usize, usize) {
-        let (block, off) = (table[pos / self.block_size], pos % self.block_size);
-        (
-            block.0 as usize * self.block_size * self.kv_dim + off,
-            self.block_size,
-        )
-    }
-
-    /// Offset of position `pos` of a sequence whose blocks are `table` (in `v`; in `k` for data
-    /// that does not go through attention, such as test models).
-    #[inline]
-    pub fn slot_of(&self, table: &[BlockId], pos: usize) -> usize {
-        self.slot(table[pos / self.block_size], pos % self.block_size)
-    }
-}
 
 /// Prefix-cache counters.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
@@ -80,7 +33,7 @@ impl PrefixStats {
 }
 
 pub struct KvCache {
-    pub storage: KvStorage,
+    storage: KvStorage,
     ref_count: Vec<u32>,
     free: Vec<BlockId>,
     /// Evictable cached blocks by last use (LRU first).
@@ -134,6 +87,44 @@ impl KvCache {
             index: HashMap::new(),
             tick: 0,
             stats: PrefixStats::default(),
+        }
+    }
+
+    /// The K/V values, to read.
+    pub fn storage(&self) -> &KvStorage {
+        &self.storage
+    }
+
+    /// The K/V values for one forward to write into the slots its batch names (blocks this cache
+    /// handed out through [`KvCache::grow`] or [`KvCache::match_prefix`]). Metadata (reference
+    /// counts, the prefix index, the free lists) is not reachable through it.
+    pub fn values_for_forward(&mut self) -> &mut KvStorage {
+        &mut self.storage
+    }
+
+    /// Copy K and V of the first `n` positions of block `from` into block `to`, in every layer
+    /// (llama.cpp's `seq_cp` for a partial block): `to` must be a block the caller owns alone.
+    pub fn copy_block_prefix(&mut self, from: BlockId, to: BlockId, n: usize) {
+        debug_assert!(n <= self.storage.block_size);
+        debug_assert!(
+            self.ref_count[to.0 as usize] <= 1,
+            "copy into a shared block"
+        );
+        let s = &mut self.storage;
+        let (src, dst, len) = (s.slot(from, 0), s.slot(to, 0), n * s.kv_dim);
+        // K is transposed per block: its first n positions are not contiguous, so copy all of it.
+        let block_len = s.block_size * s.kv_dim;
+        for layer in &mut s.layers {
+            layer.k.copy_within(src..src + block_len, dst);
+            layer.v.copy_within(src..src + len, dst);
+        }
+    }
+
+    /// Set every K/V value to 0 (touches all pages, so a benchmark does not time page faults).
+    pub fn zero_values(&mut self) {
+        for layer in &mut self.storage.layers {
+            layer.k.fill(0.0);
+            layer.v.fill(0.0);
         }
     }
 

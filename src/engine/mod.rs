@@ -1,8 +1,8 @@
 //! HOW the model runs: requests, sequences, the block KV cache with prefix sharing, packed batches,
 //! the scheduler (pure logic), the sampler chain and the engine loop behind the `Generator` trait.
 
-pub mod batch;
 pub mod constraint;
+pub mod counting;
 pub mod generator;
 pub mod handle;
 pub mod kv_cache;

@@ -5,9 +5,9 @@
 //! prefill chunk.
 
 use crate::engine::constraint::ConstraintState;
-use crate::engine::kv_cache::BlockId;
 use crate::engine::request::{Done, Event, FinishReason, Request, TokenOutput, Usage};
 use crate::engine::sampler::{log_sum_exp, top_logprobs, Sampler};
+use crate::model::kv::BlockId;
 use crate::model::tokenizer::Tokenizer;
 use crate::TokenId;
 use crossbeam_channel::Sender;

@@ -15,15 +15,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use crossbeam_channel::Receiver;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::engine::generator::collect;
-use crate::engine::{Completion, Event, Generator, Request};
+use crate::engine::counting::Counting;
+use crate::engine::Generator;
 use crate::eval::datasets::{self, LlmBarPair, MedQuadAnswer};
 use crate::eval::stats::{self, Estimate};
 use crate::eval::EvalError;
@@ -35,7 +33,6 @@ use crate::judge::judge::{
 use crate::judge::rubric_gen::{Question, RubricGenConfig, RubricGenerator, RubricStatus};
 use crate::judge::template::{self, PromptTemplate};
 use crate::judge::{formats, Category, Criterion, Format, RubricItem};
-use crate::model::chat_template::Message;
 use crate::model::tokenizer::Tokenizer;
 
 /// Version of the [`EvalReport`] this build writes.
@@ -394,52 +391,6 @@ impl EvalReport {
             ));
         }
         out
-    }
-}
-
-/// A [`Generator`] that forwards to another and reports each finished request of
-/// `generate_many` (collected in submission order), so a batched generation (such as
-/// [`RubricGenerator::generate`]) can show progress.
-pub struct Counting<'a> {
-    inner: &'a dyn Generator,
-    done: AtomicUsize,
-    on_done: &'a (dyn Fn(usize) + Sync),
-}
-
-impl<'a> Counting<'a> {
-    /// `on_done(n)` is called after the n-th request of a `generate_many` call is collected.
-    pub fn new(inner: &'a dyn Generator, on_done: &'a (dyn Fn(usize) + Sync)) -> Self {
-        Counting {
-            inner,
-            done: AtomicUsize::new(0),
-            on_done,
-        }
-    }
-}
-
-impl Generator for Counting<'_> {
-    fn submit(&self, req: Request) -> crate::Result<Receiver<Event>> {
-        self.inner.submit(req)
-    }
-
-    fn chat_prompt(&self, messages: &[Message]) -> crate::Result<String> {
-        self.inner.chat_prompt(messages)
-    }
-
-    fn generate_many(&self, reqs: Vec<Request>) -> Vec<crate::Result<Completion>> {
-        let pending: Vec<(String, crate::Result<Receiver<Event>>)> = reqs
-            .into_iter()
-            .map(|r| (r.id.clone(), self.inner.submit(r)))
-            .collect();
-        pending
-            .into_iter()
-            .map(|(id, rx)| {
-                let result = rx.and_then(|rx| collect(id, rx));
-                let n = self.done.fetch_add(1, Ordering::SeqCst) + 1;
-                (self.on_done)(n);
-                result
-            })
-            .collect()
     }
 }
 
@@ -998,6 +949,10 @@ fn write_records(path: &Path, records: &[JudgeRecord]) -> Result<(), EvalError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::{Event, Request};
+    use crate::model::chat_template::Message;
+    use crossbeam_channel::Receiver;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
     fn plain_template_parses_and_shows_no_rubric() -> Result<(), Box<dyn std::error::Error>> {

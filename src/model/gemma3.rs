@@ -13,11 +13,11 @@
 //!
 //! Like every model here it holds no per-sequence state; every row is computed independently.
 
-use crate::engine::batch::Batch;
-use crate::engine::kv_cache::KvStorage;
 use crate::error::Result;
+use crate::model::batch::Batch;
 use crate::model::config::ModelConfig;
 use crate::model::gguf::{GgufFile, Weight};
+use crate::model::kv::KvStorage;
 use crate::model::layers::{self, linear, linear_many};
 use crate::model::Model;
 

@@ -2,11 +2,11 @@
 //! paged attention over the block KV cache. Every function computes each row independently of the
 //! others, which is what makes batched results equal one-by-one results.
 
-use crate::engine::batch::Batch;
-use crate::engine::kv_cache::KvStorage;
 use crate::error::{Error, Result};
+use crate::model::batch::Batch;
 use crate::model::config::{ModelConfig, RopeStyle};
 use crate::model::gguf::{GgufFile, Weight};
+use crate::model::kv::KvStorage;
 
 /// x (n_rows, dim) -> RMSNorm(x) * w, in place. Rounds as llama.cpp's `ggml_rms_norm` + `ggml_mul`:
 /// squares in f32 summed in f64, the scale in f32, then (x * scale) * w.

@@ -3,11 +3,11 @@
 //! `llm_build_llama`). Weights stay quantized in the mapped file; the forward runs over a packed
 //! batch and the paged KV cache passed in, so this type holds no per-sequence state.
 
-use crate::engine::batch::Batch;
-use crate::engine::kv_cache::KvStorage;
 use crate::error::Result;
+use crate::model::batch::Batch;
 use crate::model::config::ModelConfig;
 use crate::model::gguf::{GgufFile, Weight};
+use crate::model::kv::KvStorage;
 use crate::model::layers::{self, linear, linear_many};
 use crate::model::Model;
 

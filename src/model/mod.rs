@@ -2,10 +2,12 @@
 //! file per architecture. Models take `&self`; all per-sequence state (positions, KV) comes in
 //! through the batch and the KV storage.
 
+pub mod batch;
 pub mod chat_template;
 pub mod config;
 pub mod gemma3;
 pub mod gguf;
+pub mod kv;
 pub mod layers;
 pub mod llama;
 pub mod qwen;
@@ -15,9 +17,9 @@ pub mod source;
 pub mod spm;
 pub mod tokenizer;
 
-use crate::engine::batch::Batch;
-use crate::engine::kv_cache::KvStorage;
 use crate::error::{Error, Result};
+use crate::model::batch::Batch;
+use crate::model::kv::KvStorage;
 use chat_template::ChatTemplate;
 pub use config::ModelConfig;
 use gguf::GgufFile;

@@ -8,11 +8,11 @@
 //! Both pair RoPE dimensions by halves (NEOX); the output matrix is tied to the embedding when the
 //! GGUF has no `output.weight`. No per-sequence state; rows are computed independently.
 
-use crate::engine::batch::Batch;
-use crate::engine::kv_cache::KvStorage;
 use crate::error::Result;
+use crate::model::batch::Batch;
 use crate::model::config::ModelConfig;
 use crate::model::gguf::{GgufFile, Weight};
+use crate::model::kv::KvStorage;
 use crate::model::layers::{self, linear, linear_many};
 use crate::model::Model;
 

@@ -24,7 +24,6 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use crate::cli::backend::Shard;
 use crate::engine::{Completion, Constraint, Generator, Prompt, Request, SamplingParams};
 use crate::error::Error as EngineError;
 use crate::judge::formats::{self, Format};
@@ -34,6 +33,7 @@ use crate::judge::judge::{
 use crate::judge::template::TemplateError;
 use crate::judge::{FormatError, RubricItem};
 use crate::model::tokenizer::Tokenizer;
+use crate::shard::Shard;
 use crate::synth::chunk::{Chunk, ChunkConfig, ChunkEvent, Chunker};
 use crate::synth::dedup::Deduper;
 use crate::synth::filters::{self, degrade, FilterVerdict, SelfContainmentRules};

@@ -1,7 +1,7 @@
 //! A packed batch: the tokens of many sequences in one flat list (llama.cpp's `llama_batch`), each
 //! with its own position and sequence, no padding, and the rows whose logits are wanted.
 
-use crate::engine::kv_cache::BlockId;
+use crate::model::kv::BlockId;
 use crate::TokenId;
 
 /// One forward step's input.
