@@ -172,7 +172,7 @@ async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
         .inner
         .metrics
         .render(&state.inner.engine.stats(), state.gauges());
-    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+    ([(CONTENT_TYPE, metrics::CONTENT_TYPE)], text)
 }
 
 async fn not_found() -> ApiError {
