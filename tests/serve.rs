@@ -2,8 +2,9 @@
 //! equal to the judge's; bad input (malformed JSON, wrong types, unknown ids, empty lists, huge
 //! and non-UTF-8 bodies, a slow client, seeded random mutations) answered 4xx with a JSON error
 //! and the next request served; limits (422, 429), auth, cancellation on disconnect, graceful
-//! shutdown; and the remote backend (`engine::remote`) against the server, through the library
-//! and through `ares judge --backend --shard`.
+//! shutdown, the header read timeout (a slowloris client is dropped, others are served); and the
+//! remote backend (`engine::remote`) against the server, through the library and through
+//! `ares judge --backend --shard`.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -46,6 +47,7 @@ fn test_limits() -> Limits {
         max_concurrent: 8,
         max_queue: 16,
         body_timeout: Duration::from_secs(1),
+        header_timeout: Duration::from_secs(10),
     }
 }
 
@@ -638,6 +640,74 @@ fn overload_is_429_auth_is_required_and_shutdown_finishes_in_flight_work() {
         TcpStream::connect(addr).is_err(),
         "still accepting after shutdown"
     );
+}
+
+/// A slowloris client: request headers one byte a second. With `--header-timeout 1` the server
+/// closes its connection long before the headers could be complete (and never answers it), and
+/// serves another client meanwhile.
+#[test]
+fn a_client_sending_headers_slowly_is_dropped_after_the_header_timeout() {
+    let mut limits = test_limits();
+    limits.header_timeout = Duration::from_secs(1);
+    let f = start(limits, None);
+    let base = f.base();
+    let head: &[u8] =
+        b"GET /health HTTP/1.1\r\nHost: x\r\nUser-Agent: slowloris\r\nConnection: close\r\n\r\n";
+    // Past this the whole head would have been sent, timeout or not.
+    let all_sent_after = Duration::from_secs(head.len() as u64);
+    let slow = TcpStream::connect(f.server.addr).expect("connect");
+    slow.set_read_timeout(Some(all_sent_after / 2))
+        .expect("read timeout");
+    let mut writer = slow.try_clone().expect("clone the stream");
+    let t0 = Instant::now();
+    let dripper = std::thread::spawn(move || {
+        let mut sent = 0;
+        for b in head {
+            // The server may have closed: the write fails (reset, broken pipe) and we stop.
+            if writer.write_all(std::slice::from_ref(b)).is_err() {
+                break;
+            }
+            sent += 1;
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        sent
+    });
+
+    // Another client is served while the slow one is connected.
+    let (code, text) = get(&format!("{base}/health"), None);
+    assert_eq!(code, 200, "{text}");
+
+    // The slow one reads the end of its connection (EOF, or a reset once its next byte hit the
+    // closed socket), without an answer, long before its head could be complete.
+    let mut answer = Vec::new();
+    let read = (&slow).read_to_end(&mut answer);
+    let dropped_after = t0.elapsed();
+    match &read {
+        Ok(_) => {}
+        Err(e) => assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+            ),
+            "the slow connection was not closed within {:?}: {e}",
+            all_sent_after / 2
+        ),
+    }
+    assert!(
+        answer.is_empty(),
+        "the slow client got an answer: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(
+        dropped_after < all_sent_after / 2,
+        "dropped after {dropped_after:?}"
+    );
+    let sent = dripper.join().expect("dripper thread");
+    assert!(sent < head.len(), "the whole head was sent ({sent} bytes)");
+
+    // The server goes on serving.
+    let (code, text) = get(&format!("{base}/health"), None);
+    assert_eq!(code, 200, "{text}");
 }
 
 fn remote(base: &str, match_by_text: bool) -> RemoteGenerator {

@@ -69,6 +69,10 @@ pub struct ServeArgs {
     /// Seconds a client has to send its request body (408 after).
     #[arg(long, default_value_t = 30)]
     pub body_timeout: u64,
+    /// Seconds a client has to send its request line and headers, and an idle keep-alive
+    /// connection is kept; the connection is closed after.
+    #[arg(long, default_value_t = 10)]
+    pub header_timeout: u64,
     /// Async worker threads for HTTP (the engine has its own threads).
     #[arg(long, default_value_t = 2)]
     pub http_threads: usize,
@@ -106,6 +110,7 @@ impl ServeArgs {
             max_concurrent: self.max_concurrent.max(1),
             max_queue: self.max_queue,
             body_timeout: Duration::from_secs(self.body_timeout.max(1)),
+            header_timeout: Duration::from_secs(self.header_timeout.max(1)),
         }
     }
 
@@ -217,5 +222,20 @@ mod tests {
             parse(&["--api-key", ""]).check_auth(),
             Err(ServeError::EmptyApiKey)
         ));
+    }
+
+    #[test]
+    fn header_timeout_flag_sets_the_limit() {
+        let parse =
+            |a: &[&str]| Cli::parse_from(std::iter::once("x").chain(a.iter().copied())).args;
+        assert_eq!(parse(&[]).limits().header_timeout, Duration::from_secs(10));
+        assert_eq!(
+            parse(&["--header-timeout", "3"]).limits().header_timeout,
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            Limits::default().header_timeout,
+            parse(&[]).limits().header_timeout
+        );
     }
 }

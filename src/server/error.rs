@@ -2,6 +2,9 @@
 //! middleware failure becomes an [`ApiError`], answered as `{"error": message, "type": kind}` with
 //! the status of its [`ErrorKind`] (TGI's shape). Nothing else in `server/` builds an error
 //! response.
+//!
+//! Invariant: the engine error -> kind mapping names every engine error variant (no catch-all),
+//! so adding one to `crate::error::Error` does not compile until it has a status here.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -108,15 +111,34 @@ impl ApiError {
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
+        // Exhaustive on purpose: a new engine error must be given a status here.
         let kind = match &e {
             EngineError::PromptTooLong { .. } => ErrorKind::PromptTooLong,
+            // What the client sent cannot be run: its fields, its constraint, its text under
+            // the tokenizer or chat template, or its size against the whole KV cache.
             EngineError::InvalidRequest { .. }
             | EngineError::KvCacheTooSmall { .. }
             | EngineError::InvalidConstraint { .. }
             | EngineError::Tokenizer(_)
             | EngineError::ChatTemplate(_) => ErrorKind::InvalidRequest,
             EngineError::EngineStopped => ErrorKind::Unavailable,
-            _ => ErrorKind::Internal,
+            // A valid constraint the engine could not follow: the server's failure.
+            EngineError::ConstraintFailed { .. } => ErrorKind::Internal,
+            // Model loading, files and configuration: the server's side, never the request's.
+            EngineError::ModelNotFound { .. }
+            | EngineError::InvalidGguf { .. }
+            | EngineError::InvalidSafetensors { .. }
+            | EngineError::UnsupportedArchitecture { .. }
+            | EngineError::UnsupportedQuantization { .. }
+            | EngineError::MissingTensor { .. }
+            | EngineError::BadTensorShape { .. }
+            | EngineError::MissingMetadata { .. }
+            | EngineError::ModelResolve { .. }
+            | EngineError::Download { .. }
+            | EngineError::Checksum { .. }
+            | EngineError::Config(_)
+            | EngineError::Io { .. }
+            | EngineError::Jsonl { .. } => ErrorKind::Internal,
         };
         ApiError::new(kind, e.to_string())
     }

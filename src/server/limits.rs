@@ -2,6 +2,8 @@
 //! - [`ApiJson`]: the JSON body extractor: body size (413, through axum's `DefaultBodyLimit`),
 //!   body read timeout (408, so a slow client cannot hold a connection forever), syntax and
 //!   encoding (400), shape (422);
+//! - the header read timeout ([`Limits::header_timeout`]) is not a layer: the connection loop in
+//!   `server::serve` hands it to hyper, which closes a connection whose headers are late;
 //! - [`admission`]: at most `max_concurrent` requests run and `max_queue` wait; beyond that 429
 //!   at once (no unbounded queue);
 //! - [`auth`]: `Authorization: Bearer KEY` when the server has an API key;
@@ -39,6 +41,11 @@ pub struct Limits {
     pub max_queue: usize,
     /// Time a client has to send its whole body (408 after).
     pub body_timeout: Duration,
+    /// Time a client has to send its request line and headers, counted from the connection's
+    /// start or the end of its previous response; the connection is closed after it (hyper's
+    /// `header_read_timeout`), so a slow client cannot hold a connection without a request, and
+    /// an idle keep-alive connection is closed after it too.
+    pub header_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -51,6 +58,7 @@ impl Default for Limits {
             max_concurrent: 64,
             max_queue: 256,
             body_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
         }
     }
 }

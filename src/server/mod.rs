@@ -13,7 +13,9 @@
 //!   takes the server down (no `unwrap` on request data, engine calls run off the async threads);
 //! - a client that goes away cancels its engine sequences (`bridge`);
 //! - shutdown (SIGTERM, Ctrl-C or the caller's signal) stops accepting, lets in-flight requests
-//!   finish, then returns.
+//!   finish, then returns;
+//! - a connection whose request headers do not arrive within `Limits::header_timeout` is
+//!   closed ([`serve`]), so slow or idle clients cannot pile up connections.
 //!
 //! Nothing here prints: logs go through `tracing`.
 
@@ -33,6 +35,9 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::sync::Semaphore;
 
 use crate::engine::EngineHandle;
@@ -172,7 +177,7 @@ async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
         .inner
         .metrics
         .render(&state.inner.engine.stats(), state.gauges());
-    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+    ([(CONTENT_TYPE, metrics::CONTENT_TYPE)], text)
 }
 
 async fn not_found() -> ApiError {
@@ -185,15 +190,63 @@ pub fn needs_api_key(addr: &SocketAddr) -> bool {
 }
 
 /// Serve `state` on `listener` until `shutdown` resolves; in-flight requests finish first.
+///
+/// An accept loop over hyper's HTTP/1 connection builder rather than `axum::serve`, which has
+/// no header read timeout: each connection gets `Limits::header_timeout` (hyper's
+/// `header_read_timeout`, on hyper-util's Tokio timer) and is watched by hyper-util's
+/// `GracefulShutdown`. On `shutdown` the listener closes, idle connections close, busy ones
+/// finish their response first, and this returns once every connection has ended.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(state.limits().header_timeout);
     let app = router(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let conn =
+            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            // A header timeout, a reset or a client that went away: the connection's own end,
+            // never the server's.
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, timeout = e.is_timeout(), "connection ended: {e}");
+            }
+        });
+    }
+    drop(listener);
+    tracing::debug!("waiting for open connections to finish");
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// After a failed accept: go on at once when only that connection failed; otherwise (out of
+/// file descriptors and the like) log and pause so the loop does not spin (as `axum::serve`).
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!("accept failed: {e}; retrying in 1 s");
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

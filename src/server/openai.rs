@@ -366,7 +366,7 @@ async fn submit_all(
         .map(|rx| {
             let st = state.clone();
             forward(rx, move || {
-                st.metrics().cancelled.fetch_add(1, Ordering::Relaxed);
+                st.metrics().observe_cancelled();
             })
         })
         .collect())
