@@ -14,6 +14,7 @@ pub mod safetensors;
 pub mod source;
 pub mod spm;
 pub mod tokenizer;
+pub mod wheel;
 
 use crate::engine::batch::Batch;
 use crate::engine::kv_cache::KvStorage;
