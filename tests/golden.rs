@@ -74,7 +74,8 @@ pub struct GreedyReport {
 /// Decode every golden `greedy.jsonl` case (32 greedy tokens, EOS ignored) in one engine batch and
 /// compare with llama.cpp: the prompt ids, step-0 top-1, the step-0 top-10 log-probs (max
 /// |Δ| <= 0.5, mean <= 0.25 nats) and whether the first divergence is at a near-tie (our token
-/// within 0.5 nats of llama.cpp's top-1 at that step). Cases for which `held` is false are
+/// within 0.5 nats of llama.cpp's top-1 at that step, or the end-of-generation token llama.cpp
+/// ranks first but bans under ignore_eos). Cases for which `held` is false are
 /// printed but not counted (e.g. ChatML prompts on a base model).
 pub fn compare_greedy_with_golden(
     m: &LoadedModel,
@@ -140,6 +141,13 @@ pub fn compare_greedy_with_golden(
                     serde_json::from_value(steps[d]["top"].clone()).expect("top");
                 let ours_lp = top.iter().find(|(id, _)| *id == got[d]).map(|(_, lp)| *lp);
                 match ours_lp {
+                    // llama.cpp's ignore_eos bans end-of-generation tokens, ours (vLLM's) only
+                    // does not stop on them: where both rank one first, the texts part there.
+                    Some(_) if got[d] == top[0].0 && m.tokenizer.eog.contains(&got[d]) => format!(
+                        "ends at step {d} (end-of-generation {} is top-1 in both, p {:.3} in llama.cpp, which bans it under ignore_eos)",
+                        got[d],
+                        top[0].1.exp()
+                    ),
                     Some(lp) if top[0].1 - lp <= 0.5 => format!(
                         "diverges at step {d} at a near-tie ({:.3} nats below llama.cpp's top-1)",
                         top[0].1 - lp

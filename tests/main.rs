@@ -11,6 +11,7 @@ mod hf_checkpoint;
 mod invariants;
 mod judge;
 mod qwen;
+mod qwen_coder;
 mod rubric;
 mod serve;
 mod synth;

@@ -16,6 +16,7 @@ pub mod safetensors;
 pub mod source;
 pub mod spm;
 pub mod tokenizer;
+pub mod wheel;
 
 use crate::error::{Error, Result};
 use crate::model::batch::Batch;

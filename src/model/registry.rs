@@ -75,4 +75,45 @@ mod tests {
         assert!(r.find("SMOLLM2").is_some());
         Ok(())
     }
+
+    #[test]
+    fn every_entry_is_complete_and_the_qwen_models_are_known() -> Result<()> {
+        let r = Registry::builtin()?;
+        let mut names = std::collections::HashSet::new();
+        for m in &r.model {
+            assert!(
+                names.insert(m.name.to_ascii_lowercase()),
+                "{} twice",
+                m.name
+            );
+            assert!(
+                m.sha256.len() == 64 && m.sha256.bytes().all(|b| b.is_ascii_hexdigit()),
+                "{}: sha256",
+                m.name
+            );
+            assert!(!m.sources.is_empty(), "{}: no sources", m.name);
+        }
+        for (name, parts, size) in [
+            ("qwen2.5-coder-1.5b-instruct", 22, 1_117_320_768),
+            ("qwen2.5-coder-0.5b-instruct", 6, 491_400_064),
+        ] {
+            let m = r.find(name).expect("registered");
+            assert_eq!((m.sources.len(), m.size), (parts, Some(size)), "{name}");
+            // Parts in order: partN of the package holds data/partNN.bin.
+            for (
+                k,
+                Source::Pypi {
+                    package, member, ..
+                },
+            ) in m.sources.iter().enumerate()
+            {
+                assert!(package.ends_with(&format!("-part{}", k + 1)), "{package}");
+                assert!(
+                    member.ends_with(&format!("/data/part{:02}.bin", k + 1)),
+                    "{member}"
+                );
+            }
+        }
+        Ok(())
+    }
 }
