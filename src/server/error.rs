@@ -136,6 +136,8 @@ impl From<EngineError> for ApiError {
             | EngineError::ModelResolve { .. }
             | EngineError::Download { .. }
             | EngineError::Checksum { .. }
+            | EngineError::FetchPart { .. }
+            | EngineError::Wheel(_)
             | EngineError::Config(_)
             | EngineError::Io { .. }
             | EngineError::Jsonl { .. } => ErrorKind::Internal,
