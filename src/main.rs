@@ -416,7 +416,7 @@ fn rubric(margs: &ModelArgs, args: &RubricArgs) -> Result<Outcome> {
 fn judge(margs: &ModelArgs, args: &JudgeArgs) -> Result<Outcome> {
     let backend = open_backend(margs, &args.backend)?;
     let bar = terminal_bar("judge {bar:30} {pos}/{len} responses, {msg}, ETA {eta}");
-    let progress = |p: &ares::judge::judge::JudgeProgress| {
+    let progress = |p: &ares::judge::JudgeProgress| {
         bar.set_length(p.responses_total as u64);
         bar.set_position(p.responses_done as u64);
         bar.set_message(format!(

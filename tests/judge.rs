@@ -6,10 +6,10 @@
 use crate::common::{ares, sky};
 use crate::common::{default_model, default_model_path, engine, shared_dir};
 use ares::engine::EngineConfig;
-use ares::judge::judge::{
+use ares::judge::{Category, Criterion, RubricItem, Verdict};
+use ares::judge::{
     Judge, JudgeConfig, JudgeRecord, Mode, ResponseEntry, ResponseLine, RubricSet, Status,
 };
-use ares::judge::{Category, Criterion, RubricItem, Verdict};
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -327,7 +327,7 @@ fn a_response_cannot_inject_chat_control_tokens() {
         raw.contains(&im_end),
         "without defusing the attack is structure"
     );
-    let safe = ares::judge::judge::defuse(attack, &controls);
+    let safe = ares::judge::defuse(attack, &controls);
     let ids = m.tokenizer.encode(&safe).expect("encode");
     assert!(
         !ids.contains(&im_start) && !ids.contains(&im_end),

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use crate::common::{ares, default_model, default_model_path, engine, sky};
 use ares::engine::remote::{load_vocab, RemoteConfig, RemoteGenerator};
 use ares::engine::{EngineConfig, EngineHandle, Generator};
-use ares::judge::judge::{Judge, JudgeConfig, Mode, ResponseEntry, ResponseLine, RubricSet};
 use ares::judge::{Category, Criterion, RubricItem};
+use ares::judge::{Judge, JudgeConfig, Mode, ResponseEntry, ResponseLine, RubricSet};
 use ares::server::{AppState, Limits, RunningServer, ServeConfig};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -732,7 +732,7 @@ fn judge_with(
     cfg: JudgeConfig,
     items: &[RubricItem],
     responses: &[(&str, &str)],
-) -> Vec<ares::judge::judge::JudgeRecord> {
+) -> Vec<ares::judge::JudgeRecord> {
     let judge = Judge::new(gen, tokenizer, sha(), cfg).expect("judge");
     let entries: Vec<ResponseEntry> = responses
         .iter()
@@ -816,10 +816,7 @@ fn remote_backend_against_ares_serve_gives_the_local_rewards() {
         &items[..1],
         &[("paris", long.as_str())],
     );
-    assert_eq!(
-        through[0].status,
-        ares::judge::judge::Status::ResponseTooLong
-    );
+    assert_eq!(through[0].status, ares::judge::Status::ResponseTooLong);
 }
 
 #[test]

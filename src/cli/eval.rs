@@ -8,8 +8,8 @@ use clap::{Args, ValueEnum};
 use crate::engine::Generator;
 use crate::eval::runner::{self, Dataset, EvalConfig, EvalProgress, EvalReport};
 use crate::eval::EvalError;
-use crate::judge::judge::DEFAULT_MAX_IN_FLIGHT;
 use crate::judge::rubric_gen::{RubricGenConfig, DEFAULT_MAX_TOKENS};
+use crate::judge::DEFAULT_MAX_IN_FLIGHT;
 use crate::model::tokenizer::Tokenizer;
 
 /// `--datasets`.

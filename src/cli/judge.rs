@@ -12,7 +12,7 @@ use clap::{Args, ValueEnum};
 use crate::cli::backend::BackendArgs;
 use crate::engine::Generator;
 use crate::judge::cache::VerdictCache;
-use crate::judge::judge::{
+use crate::judge::{
     read_responses, Judge, JudgeConfig, JudgeError, JudgeProgress, JudgeRecord, JudgeSummary, Mode,
     RubricSet, DEFAULT_MAX_IN_FLIGHT,
 };
@@ -200,7 +200,7 @@ pub fn run(
 
 /// Writes records as JSONL to a temp file next to `path`, then renames it over `path`.
 pub fn write_records(path: &Path, records: &[JudgeRecord]) -> Result<(), JudgeError> {
-    crate::jsonl::write_records(path, records).map_err(|source| JudgeError::Io {
+    crate::jsonl::write_records(path, records).map_err(|source| JudgeError::Write {
         path: path.to_path_buf(),
         source,
     })

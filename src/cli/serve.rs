@@ -11,8 +11,8 @@ use clap::Args;
 
 use crate::cli::judge::{AggregatorArg, ModeArg, RubricFormatArg};
 use crate::engine::EngineHandle;
-use crate::judge::judge::{JudgeConfig, JudgeError, Mode, RubricSet};
 use crate::judge::{Aggregator, Format};
+use crate::judge::{JudgeConfig, JudgeError, Mode, RubricSet};
 use crate::server::{needs_api_key, serve, shutdown_signal, AppState, Limits, ServeConfig};
 
 #[derive(Args, Clone, Debug)]
@@ -151,7 +151,7 @@ impl ServeArgs {
             RubricFormatArg::Rlcf => Format::Rlcf,
         };
         match &self.rubrics {
-            Some(p) => RubricSet::read(p, format),
+            Some(p) => Ok(RubricSet::read(p, format)?),
             None => Ok(RubricSet::default()),
         }
     }

@@ -3,6 +3,7 @@
 
 pub mod constraint;
 pub mod counting;
+pub mod fake;
 pub mod generator;
 pub mod handle;
 pub mod kv_cache;

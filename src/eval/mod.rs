@@ -27,10 +27,10 @@ pub mod stats;
 use std::path::PathBuf;
 
 use crate::judge::cache::CacheError;
-use crate::judge::error::FormatError;
-use crate::judge::judge::JudgeError;
+use crate::judge::formats::FormatError;
 use crate::judge::rubric_gen::RubricGenError;
 use crate::judge::template::TemplateError;
+use crate::judge::JudgeError;
 
 /// Errors that stop an eval run.
 #[derive(Debug, thiserror::Error)]

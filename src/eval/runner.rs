@@ -26,13 +26,10 @@ use crate::eval::datasets::{self, LlmBarPair, MedQuadAnswer};
 use crate::eval::stats::{self, Estimate};
 use crate::eval::EvalError;
 use crate::judge::cache::VerdictCache;
-use crate::judge::judge::{
-    Judge, JudgeConfig, JudgeProgress, JudgeRecord, Mode, ResponseEntry, ResponseLine, RubricSet,
-    Status,
-};
 use crate::judge::rubric_gen::{Question, RubricGenConfig, RubricGenerator, RubricStatus};
 use crate::judge::template::{self, PromptTemplate};
 use crate::judge::{formats, Category, Criterion, Format, RubricItem};
+use crate::judge::{Judge, JudgeConfig, JudgeProgress, JudgeRecord, Mode, RubricSet, Status};
 use crate::model::tokenizer::Tokenizer;
 
 /// Version of the [`EvalReport`] this build writes.
@@ -878,21 +875,13 @@ fn judge(
     let set = RubricSet::from_items(items);
     let mut rewards: Vec<Result<f64, String>> = vec![Err("no_rubric".into()); responses.len()];
     // Responses with an item to judge against, and where each one sits in `responses`.
-    let mut entries = Vec::new();
+    let mut inputs = Vec::new();
     let mut positions = Vec::new();
     for (i, r) in responses.iter().enumerate() {
-        if set.get(&r.item_id).is_none() {
-            continue;
+        if let Some(item) = set.get(&r.item_id) {
+            positions.push(i);
+            inputs.push((item, r.response_id.as_str(), r.text.as_str()));
         }
-        positions.push(i);
-        entries.push(ResponseEntry {
-            line: i + 1,
-            parsed: Ok(ResponseLine {
-                item_id: r.item_id.clone(),
-                response_id: r.response_id.clone(),
-                response: r.text.clone(),
-            }),
-        });
     }
     let stage = format!("{}: {}", dataset.as_str(), method.as_str());
     let progress = |p: &JudgeProgress| {
@@ -905,8 +894,10 @@ fn judge(
             seconds: p.seconds,
         })
     };
-    let (records, summary) = judge.run(&set, &entries, &progress);
-    for (record, &i) in records.iter().zip(&positions) {
+    let (mut records, summary) = judge.score_each(&inputs, &progress);
+    for (record, &i) in records.iter_mut().zip(&positions) {
+        // `line` is the response's position in the eval sample.
+        record.line = i + 1;
         rewards[i] = match (record.status, record.reward) {
             (Status::Ok, Some(r)) => Ok(r),
             (status, _) => Err(status.as_str().to_string()),
@@ -949,10 +940,7 @@ fn write_records(path: &Path, records: &[JudgeRecord]) -> Result<(), EvalError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{Event, Request};
-    use crate::model::chat_template::Message;
-    use crossbeam_channel::Receiver;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use crate::engine::fake::{prompt_text, FakeAnswer, FakeGenerator};
 
     #[test]
     fn plain_template_parses_and_shows_no_rubric() -> Result<(), Box<dyn std::error::Error>> {
@@ -1085,44 +1073,22 @@ mod tests {
     }
 
     /// Answers rubric requests: valid rubric JSON, or a cut-off output when the prompt contains
-    /// "BAD"; counts requests.
-    #[derive(Default)]
-    struct RubricWriter {
-        submits: AtomicUsize,
-    }
-
-    impl Generator for RubricWriter {
-        fn submit(&self, req: Request) -> crate::Result<Receiver<Event>> {
-            self.submits.fetch_add(1, Ordering::SeqCst);
-            let prompt = match &req.prompt {
-                crate::engine::Prompt::Text(t) => t.clone(),
-                crate::engine::Prompt::Tokens(_) => String::new(),
-            };
-            let text = if prompt.contains("BAD") {
-                r#"{"criteria":[{"text":"cut"#.to_string()
+    /// "BAD".
+    fn rubric_writer() -> FakeGenerator {
+        FakeGenerator::new(|req| {
+            if prompt_text(req).contains("BAD") {
+                FakeAnswer::text(r#"{"criteria":[{"text":"cut"#)
             } else {
-                serde_json::json!({"criteria": [
-                    {"text": "Names the cause.", "category": "essential", "weight": 9},
-                    {"text": "Gives a source.", "category": "optional", "weight": 2},
-                    {"text": "Invents a cure.", "category": "pitfall", "weight": 5}
-                ]})
-                .to_string()
-            };
-            let (tx, rx) = crossbeam_channel::unbounded();
-            let done = crate::engine::request::Done {
-                finish_reason: crate::engine::FinishReason::Stop,
-                usage: crate::engine::Usage::default(),
-                text,
-                prompt_seconds: 0.0,
-                decode_seconds: 0.0,
-            };
-            tx.send(Event::Done(done)).expect("receiver is alive");
-            Ok(rx)
-        }
-
-        fn chat_prompt(&self, messages: &[Message]) -> crate::Result<String> {
-            Ok(messages.iter().map(|m| m.content.as_str()).collect())
-        }
+                FakeAnswer::text(
+                    serde_json::json!({"criteria": [
+                        {"text": "Names the cause.", "category": "essential", "weight": 9},
+                        {"text": "Gives a source.", "category": "optional", "weight": 2},
+                        {"text": "Invents a cure.", "category": "pitfall", "weight": 5}
+                    ]})
+                    .to_string(),
+                )
+            }
+        })
     }
 
     #[test]
@@ -1146,7 +1112,7 @@ mod tests {
             reference_answer: Some("ref".into()),
         };
         let mut questions = vec![q("a", "Why?"), q("b", "BAD question"), q("c", "How?")];
-        let g = RubricWriter::default();
+        let g = rubric_writer();
         let seen = std::sync::Mutex::new(Vec::new());
         let progress = |p: &EvalProgress| {
             seen.lock().expect("not poisoned").push((p.done, p.total));
@@ -1154,7 +1120,7 @@ mod tests {
         let run = |config: &EvalConfig, questions: &[Question]| {
             let (items, summary) =
                 rubrics(config, &g, "m", &progress, Dataset::Medquad, questions)?;
-            Ok::<_, EvalError>((items, summary, g.submits.swap(0, Ordering::SeqCst)))
+            Ok::<_, EvalError>((items, summary, g.take_submits()))
         };
 
         let (items, s, submits) = run(&config, &questions)?;

@@ -29,8 +29,34 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::judge::error::AggregateError;
 use crate::judge::rubric::Criterion;
+
+/// Scores that cannot be turned into a reward. Indices are positions in the slice passed in.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AggregateError {
+    #[error("nothing to aggregate: no scored criteria")]
+    Empty,
+    #[error("{criteria} criteria but {verdicts} verdicts")]
+    LengthMismatch { criteria: usize, verdicts: usize },
+    #[error("criterion #{index}: weight {weight} is not finite and non-zero")]
+    BadWeight { index: usize, weight: f64 },
+    #[error("criterion #{index}: verdict {value} is not a probability in [0, 1]")]
+    BadVerdict { index: usize, value: f64 },
+    #[error("criterion #{index}: weight {weight} is negative; RLCF checklists have no pitfalls (use rar_explicit)")]
+    NegativeWeight { index: usize, weight: f64 },
+    #[error("no criterion has positive points; the HealthBench score is undefined")]
+    NoPositivePoints,
+    #[error("holistic score {score} is outside 1..=10")]
+    BadHolisticScore { score: f64 },
+    #[error("holistic distribution has {len} entries, expected 10 (scores 1..=10)")]
+    BadHolisticLength { len: usize },
+    #[error(
+        "holistic distribution: entry for score {score} is {p}, not a finite non-negative number"
+    )]
+    BadHolisticProbability { score: usize, p: f64 },
+    #[error("holistic distribution sums to zero")]
+    ZeroHolisticMass,
+}
 
 /// The judge's answer for one criterion.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -30,7 +30,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::judge::judge::Mode;
+use crate::judge::record::Mode;
 
 /// Part of every key: bump it when what the judge sends the model changes without the template
 /// hash changing (for example how a response is defused), so old verdicts stop matching.

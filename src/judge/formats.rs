@@ -29,17 +29,63 @@
 use std::fmt;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::judge::error::{FormatError, RubricError};
+use crate::judge::rubric::RubricError;
 use crate::judge::rubric::{
     render_transcript, Category, Criterion, Message, RubricItem, RUBRIC_SCHEMA_VERSION,
 };
+
+/// A record that cannot be read from, or written to, one of the supported formats.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    #[error("not valid JSON: {source}")]
+    Json {
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("not a valid {format} record: {source}")]
+    Shape {
+        format: Format,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("ares record has no schema_version field")]
+    MissingSchemaVersion,
+    #[error("{format} record: weight {label:?} is neither a number nor a category label")]
+    BadWeightLabel { format: Format, label: String },
+    #[error(
+        "{format} record: requirement #{index} is neither [text, weight] nor {{question, weight}}"
+    )]
+    BadRequirement { format: Format, index: usize },
+    #[error("item `{item}`: criterion `{criterion}` has weight {weight}, which {format} cannot represent")]
+    Unrepresentable {
+        format: Format,
+        item: String,
+        criterion: String,
+        weight: f64,
+    },
+    #[error(transparent)]
+    Rubric(#[from] RubricError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {source}")]
+    Line {
+        path: PathBuf,
+        line: usize,
+        #[source]
+        source: Box<FormatError>,
+    },
+}
 
 /// Largest positive weight of each format, for inferring categories (see
 /// [`Category::from_weight`]).

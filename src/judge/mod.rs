@@ -3,14 +3,22 @@
 //!
 //! What this module owns:
 //! - `rubric`: the versioned rubric data model ([`RubricItem`], [`Criterion`], [`Category`]) and
-//!   its validation;
+//!   its validation ([`RubricError`]);
 //! - `formats`: import/export between that model and RaR, HealthBench, RLCF checklists and ares'
 //!   own JSONL, with per-line error reporting when reading files;
 //! - `aggregate`: pure aggregators from per-criterion verdicts to one reward (RaR explicit,
 //!   HealthBench, RLCF weighted mean, holistic);
 //! - `rubric_gen`: question -> weighted criteria in one constrained generation (`ares rubric`);
 //! - `cache`: the on-disk verdict cache of `ares judge --cache` (redb);
-//! - `error`: the module's error enums.
+//! - `input`: a job's inputs and their checks (responses file, rubric items by id, checked
+//!   (item, response) [`Pair`]s);
+//! - `verdict`: answer tokens and the verdict read from the model's output;
+//! - `record`: what a job writes (records, statuses) and reports (progress, summary);
+//! - `judge`: the [`Judge`] itself, which talks to a `Generator`;
+//! - `template`: the judge and rubric prompt templates.
+//!
+//! Each error enum lives next to its owner. Module imports inside `judge/` form no cycle:
+//! rubric <- formats <- input <- judge; aggregate, record <- verdict, cache <- judge.
 //!
 //! Invariants:
 //! - A weight's sign is its direction: positive rewards meeting the criterion, negative marks a
@@ -25,17 +33,35 @@
 
 pub mod aggregate;
 pub mod cache;
-pub mod error;
 pub mod formats;
+pub mod input;
 pub mod judge;
+pub mod record;
 pub mod rubric;
 pub mod rubric_gen;
 pub mod template;
+pub mod verdict;
 
+pub use aggregate::AggregateError;
 pub use aggregate::{
     healthbench, healthbench_unclipped, holistic, holistic_expected, rar_explicit,
     rlcf_weighted_mean, Aggregator, Scored, Verdict,
 };
-pub use error::{AggregateError, FormatError, RubricError};
-pub use formats::{read_jsonl, write_jsonl, Format};
-pub use rubric::{Category, Criterion, Message, RubricItem, RUBRIC_SCHEMA_VERSION};
+pub use formats::{read_jsonl, write_jsonl, Format, FormatError};
+pub use input::{
+    check, read_responses, Checked, InputError, Pair, ResponseEntry, ResponseLine,
+    ResponseLineError, RubricSet,
+};
+pub use judge::{
+    defuse, render_rubric, Judge, JudgeConfig, JudgeError, DEFAULT_MAX_IN_FLIGHT,
+    GENERATE_MAX_TOKENS, GENERATE_RETRIES,
+};
+pub use record::{
+    CriterionVerdict, HolisticScore, JudgeProgress, JudgeRecord, JudgeSummary, Mode, Status,
+    JUDGE_RECORD_VERSION,
+};
+pub use rubric::{Category, Criterion, Message, RubricError, RubricItem, RUBRIC_SCHEMA_VERSION};
+pub use verdict::{
+    parse_generated_verdict, verdict_schema, AnswerDistribution, AnswerTokenError, AnswerTokens,
+    NO_SPELLINGS, REASON_MAX_CHARS, YES_SPELLINGS,
+};

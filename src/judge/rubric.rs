@@ -23,7 +23,43 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::judge::error::RubricError;
+/// A rubric item that breaks one of the invariants of [`crate::judge::rubric::RubricItem`].
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RubricError {
+    #[error(
+        "item `{item}`: schema_version {found} is not supported (this build reads {supported})"
+    )]
+    UnsupportedVersion {
+        item: String,
+        found: u64,
+        supported: u32,
+    },
+    #[error("item with question {question:?}: empty id")]
+    EmptyItemId { question: String },
+    #[error("item `{item}`: empty question")]
+    EmptyQuestion { item: String },
+    #[error("item `{item}`: rubric has no criteria")]
+    NoCriteria { item: String },
+    #[error("item `{item}`: criterion #{index} has an empty id")]
+    EmptyCriterionId { item: String, index: usize },
+    #[error("item `{item}`: criterion `{criterion}` has empty text")]
+    EmptyText { item: String, criterion: String },
+    #[error("item `{item}`: criterion `{criterion}` has weight {weight}; weights must be finite and non-zero")]
+    BadWeight {
+        item: String,
+        criterion: String,
+        weight: f64,
+    },
+    #[error("item `{item}`: criterion `{criterion}` has negative weight {weight} but category {category}; only pitfalls may be negative")]
+    NegativeWeightNotPitfall {
+        item: String,
+        criterion: String,
+        weight: f64,
+        category: Category,
+    },
+    #[error("item `{item}`: criterion id `{criterion}` appears more than once")]
+    DuplicateCriterion { item: String, criterion: String },
+}
 
 /// Version of the ares rubric record written by this build. Readers reject other versions
 /// instead of guessing what changed.

@@ -29,8 +29,9 @@ use serde_json::{json, Map, Value};
 
 use crate::engine::{Constraint, FinishReason, Generator, Prompt, Request, SamplingParams};
 use crate::error::Error as EngineError;
-use crate::judge::error::{FormatError, RubricError};
 use crate::judge::formats::derived_id;
+use crate::judge::formats::FormatError;
+use crate::judge::rubric::RubricError;
 use crate::judge::rubric::{Category, Criterion, RubricItem};
 use crate::judge::template::{PromptTemplate, TemplateError};
 

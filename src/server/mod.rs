@@ -41,7 +41,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::sync::Semaphore;
 
 use crate::engine::EngineHandle;
-use crate::judge::judge::{JudgeConfig, RubricSet};
+use crate::judge::{JudgeConfig, RubricSet};
 use error::{ApiError, ErrorKind};
 pub use limits::Limits;
 use metrics::{Gauges, Metrics};

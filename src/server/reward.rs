@@ -17,11 +17,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::judge::formats::{self, Format};
-use crate::judge::judge::{
-    Judge, JudgeConfig, JudgeRecord, JudgeSummary, Mode, ResponseEntry, ResponseLine, RubricSet,
-    Status,
-};
 use crate::judge::{Aggregator, RubricItem, RUBRIC_SCHEMA_VERSION};
+use crate::judge::{Judge, JudgeConfig, JudgeRecord, JudgeSummary, Mode, RubricSet, Status};
 use crate::server::bridge::{CancelFlag, Cancellable};
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::limits::ApiJson;
@@ -210,7 +207,7 @@ fn check_batch(state: &AppState, n: usize, what: &str) -> ApiResult<()> {
 async fn judge(
     state: &AppState,
     items: Vec<RubricItem>,
-    responses: Vec<ResponseEntry>,
+    responses: Vec<Query>,
     config: JudgeConfig,
 ) -> ApiResult<(Vec<JudgeRecord>, JudgeSummary, String)> {
     let flag = CancelFlag::default();
@@ -232,7 +229,14 @@ async fn judge(
         if let Some(e) = set.errors.first() {
             return Err(ApiError::invalid(e.clone()));
         }
-        let (records, summary) = judge.run(&set, &responses, &|_| {});
+        let mut inputs = Vec::with_capacity(responses.len());
+        for q in &responses {
+            let item = set.get(&q.item_id).ok_or_else(|| {
+                ApiError::internal(format!("item `{}` vanished from its own set", q.item_id))
+            })?;
+            inputs.push((item, q.response_id.as_str(), q.response.as_str()));
+        }
+        let (records, summary) = judge.score_each(&inputs, &|_| {});
         Ok((records, summary, judge.template_hash().to_string()))
     });
     let result = job
@@ -248,14 +252,18 @@ async fn judge(
     Ok((records, summary, hash))
 }
 
-fn entry(line: usize, item_id: &str, response_id: String, response: String) -> ResponseEntry {
-    ResponseEntry {
-        line,
-        parsed: Ok(ResponseLine {
-            item_id: item_id.to_string(),
-            response_id,
-            response,
-        }),
+/// One response to judge against the item `item_id` of the request.
+struct Query {
+    item_id: String,
+    response_id: String,
+    response: String,
+}
+
+fn entry(item_id: &str, response_id: String, response: String) -> Query {
+    Query {
+        item_id: item_id.to_string(),
+        response_id,
+        response,
     }
 }
 
@@ -298,7 +306,7 @@ pub async fn get_reward(
     let config = state.inner.config.judge.clone();
     let counts: Vec<usize> = ids.iter().map(|id| items.0[id].criteria.len()).collect();
     check_criteria(&state, config.mode, &counts)?;
-    let responses: Vec<ResponseEntry> = req
+    let responses: Vec<Query> = req
         .query
         .into_iter()
         .enumerate()
@@ -307,7 +315,7 @@ pub async fn get_reward(
                 Some(p) if q.starts_with(p.as_str()) => q[p.len()..].to_string(),
                 _ => q,
             };
-            entry(i + 1, &ids[i], i.to_string(), response)
+            entry(&ids[i], i.to_string(), response)
         })
         .collect();
     let (records, _, _) = judge(&state, items.0.into_values().collect(), responses, config).await?;
@@ -388,7 +396,7 @@ pub async fn rubric_score(
                 "responses {first} and {i} have the same id `{id}`"
             )));
         }
-        responses.push(entry(i + 1, &item_id, id, text));
+        responses.push(entry(&item_id, id, text));
     }
     let mode = config.mode;
     let (records, _, template_hash) = judge(&state, vec![item], responses, config).await?;

@@ -27,10 +27,8 @@ use serde_json::Value;
 use crate::engine::{Completion, Constraint, Generator, Prompt, Request, SamplingParams};
 use crate::error::Error as EngineError;
 use crate::judge::formats::{self, Format};
-use crate::judge::judge::{
-    AnswerTokens, Judge, JudgeConfig, JudgeError, ResponseEntry, ResponseLine, RubricSet, Status,
-};
 use crate::judge::template::TemplateError;
+use crate::judge::{AnswerTokens, Judge, JudgeConfig, JudgeError, ResponseLine, RubricSet, Status};
 use crate::judge::{FormatError, RubricItem};
 use crate::model::tokenizer::Tokenizer;
 use crate::shard::Shard;
@@ -832,31 +830,27 @@ impl<'a> Run<'a> {
                 .filter_map(|&k| candidates[k].rubric.as_ref().ok().cloned())
                 .collect();
             let set = RubricSet::from_items(items);
-            let mut entries = Vec::new();
+            let mut inputs = Vec::new();
             for &k in &to_judge {
                 let c = &candidates[k];
+                let Some(item) = set.get(&c.item_id) else {
+                    continue;
+                };
                 for (rid, text) in [
-                    ("reference", c.generated.answer.clone()),
-                    ("degraded", c.degraded.0.clone()),
+                    ("reference", c.generated.answer.as_str()),
+                    ("degraded", c.degraded.0.as_str()),
                 ] {
-                    entries.push(ResponseEntry {
-                        line: entries.len() + 1,
-                        parsed: Ok(ResponseLine {
-                            item_id: c.item_id.clone(),
-                            response_id: rid.to_string(),
-                            response: text,
-                        }),
-                    });
+                    inputs.push((item, rid, text));
                 }
             }
-            let (records, summary) = self.judge.run(&set, &entries, &|_| {});
+            let (records, summary) = self.judge.score_each(&inputs, &|_| {});
             usage.requests += summary.requests;
             usage.prompt += summary.prompt_tokens;
             usage.cached += summary.cached_tokens;
             for (j, &k) in to_judge.iter().enumerate() {
                 let c = &mut candidates[k];
                 let (rr, dr) = (&records[2 * j], &records[2 * j + 1]);
-                let status_reason = |r: &crate::judge::judge::JudgeRecord| {
+                let status_reason = |r: &crate::judge::JudgeRecord| {
                     format!(
                         "judge: {} response: status {}: {}",
                         r.response_id.as_deref().unwrap_or("?"),
@@ -1047,7 +1041,7 @@ pub fn run(
     let counter = |s: &str| tokenizer.encode(s).map(|t| t.len()).unwrap_or(s.len() / 4);
     let prompts = SynthPrompts::new(&config.domains)?;
     let judge = Judge::new(generator, tokenizer, model_sha256, JudgeConfig::default())?;
-    let verdicts = AnswerTokens::verdicts(|s| tokenizer.encode(s))?;
+    let verdicts = AnswerTokens::verdicts(|s| tokenizer.encode(s)).map_err(JudgeError::from)?;
     let files = RunFiles::open(&config.out, config.resume)?;
     let docs =
         DocumentStream::open(&config.inputs, config.ingest.clone()).map_err(SynthError::Input)?;
