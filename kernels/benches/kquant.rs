@@ -77,12 +77,7 @@ fn bench_matmul(filter: &str) {
         let data = random_weights(&mut rng, ty, n, k);
         let pk = packed::packable(ty).then(|| packed::pack(ty, n, k, &data));
         let mat = match &pk {
-            Some(p) => Mat::Packed(PackedMatrix {
-                ty,
-                n,
-                k,
-                data: p,
-            }),
+            Some(p) => Mat::Packed(PackedMatrix { ty, n, k, data: p }),
             None => Mat::Rows(WeightMatrix {
                 ty,
                 n,
