@@ -212,6 +212,9 @@ unsafe fn high_pair(h: __m512i, i: usize) -> __m512i {
     }
 }
 
+/// How many group blocks ahead the k-quant kernels prefetch.
+const PF_AHEAD: usize = 2;
+
 /// Prefetch `lines` cache lines from `p`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -266,7 +269,7 @@ pub unsafe fn gemm16_q4_k<const R: usize>(
         ];
         for p in 0..4 {
             let qs = base.add(hdr + 512 * p);
-            prefetch_lines(base.add(gb + 576 * p), 9);
+            prefetch_lines(base.add(PF_AHEAD * gb + 576 * p), 9);
             for h in 0..2 {
                 let j = 2 * p + h;
                 let dsc = _mm512_mul_ps(d, byte_f32(sc[j / 4], (j % 4) as u32));
@@ -331,7 +334,7 @@ pub unsafe fn gemm16_q6_k<const R: usize>(
         let base = g.add(sb * gb);
         let d = _mm512_cvtph_ps(_mm256_loadu_si256(base as *const __m256i));
         for b in 0..8 {
-            prefetch_lines(base.add(gb + 420 * b), 7);
+            prefetch_lines(base.add(PF_AHEAD * gb + 420 * b), 7);
             let scv = _mm512_loadu_si512(base.add(32 + 64 * (b / 2)) as *const _);
             let sc_lo = byte_i32(scv, 2 * (b % 2) as u32);
             let sc_hi = byte_i32(scv, 2 * (b % 2) as u32 + 1);
