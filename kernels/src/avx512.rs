@@ -213,7 +213,7 @@ unsafe fn high_pair(h: __m512i, i: usize) -> __m512i {
 }
 
 /// How many group blocks ahead the k-quant kernels prefetch.
-const PF_AHEAD: usize = 2;
+const PF_AHEAD: usize = 4;
 
 /// Prefetch `lines` cache lines from `p`.
 #[inline]
