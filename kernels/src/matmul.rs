@@ -159,38 +159,43 @@ pub fn matmul_many(ws: &[Mat<'_>], x: &[f32], ys: &mut [&mut [f32]]) {
     // The quantized activations live in a per-thread scratch buffer that only grows: a fresh
     // allocation per call costs page faults and a memset as large as the work on big batches.
     let mut a = ACT_SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
-    if ws.iter().any(|w| w.ty().quantizes_activations()) {
-        assert!(k.is_multiple_of(QK), "k={k} is not a multiple of {QK}");
-        a.resize(m * nb, BlockQ8::default());
-        let ap = ActPtr(a.as_mut_ptr());
-        let rows_per_task = m.div_ceil(threads * 2).max(1);
-        parallel_for(m.div_ceil(rows_per_task), |t| {
-            for i in t * rows_per_task..((t + 1) * rows_per_task).min(m) {
-                // SAFETY: row i's blocks are written by this task only.
-                let blk = unsafe { std::slice::from_raw_parts_mut(ap.at(i * nb), nb) };
-                quantize_row_q8(&x[i * k..(i + 1) * k], blk);
-            }
-        });
-    }
-    // Σ of each activation block, for the VNNI kernels' offset formats.
+    // Sums the VNNI kernels need besides the blocks: Σ of each block for the offset formats,
+    // Q6_K's per-16 sums as i16 pairs. Computed with the quantization, in the same parallel tasks.
     let vnni = crate::dispatch::vnni();
-    let mut asum = Vec::new();
     let packed_as = |tys: &[WeightType]| {
         vnni && ws
             .iter()
             .any(|w| matches!(w, Mat::Packed(p) if tys.contains(&p.ty)))
     };
-    if packed_as(&[WeightType::Q4_0, WeightType::Q5_0, WeightType::Q8_0]) {
-        asum = vec![0i32; m * nb];
-        #[cfg(target_arch = "x86_64")]
-        crate::avx512::block_sums(&a[..m * nb], &mut asum);
-    }
-    // Q6_K's per-16 activation sums, as i16 pairs.
-    let mut hsum = Vec::new();
-    if packed_as(&[WeightType::Q6_K]) {
-        hsum = vec![0i32; m * nb];
-        #[cfg(target_arch = "x86_64")]
-        crate::avx512::half_sums(&a[..m * nb], &mut hsum);
+    let need_asum = packed_as(&[WeightType::Q4_0, WeightType::Q5_0, WeightType::Q8_0]);
+    let need_hsum = packed_as(&[WeightType::Q6_K]);
+    let mut asum = vec![0i32; if need_asum { m * nb } else { 0 }];
+    let mut hsum = vec![0i32; if need_hsum { m * nb } else { 0 }];
+    if ws.iter().any(|w| w.ty().quantizes_activations()) {
+        assert!(k.is_multiple_of(QK), "k={k} is not a multiple of {QK}");
+        a.resize(m * nb, BlockQ8::default());
+        let ap = ActPtr(a.as_mut_ptr());
+        let (sp, hp) = (SumPtr(asum.as_mut_ptr()), SumPtr(hsum.as_mut_ptr()));
+        let rows_per_task = m.div_ceil(threads * 2).max(1);
+        parallel_for(m.div_ceil(rows_per_task), |t| {
+            for i in t * rows_per_task..((t + 1) * rows_per_task).min(m) {
+                // SAFETY: row i's blocks (and its sums) are written by this task only.
+                let blk = unsafe { std::slice::from_raw_parts_mut(ap.at(i * nb), nb) };
+                quantize_row_q8(&x[i * k..(i + 1) * k], blk);
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above; when a sum buffer is needed it holds m × nb entries.
+                unsafe {
+                    if need_asum {
+                        let s = std::slice::from_raw_parts_mut(sp.at(i * nb), nb);
+                        crate::avx512::block_sums(blk, s);
+                    }
+                    if need_hsum {
+                        let s = std::slice::from_raw_parts_mut(hp.at(i * nb), nb);
+                        crate::avx512::half_sums(blk, s);
+                    }
+                }
+            }
+        });
     }
     let act = &mut a;
     let (a, asum, hsum) = (&act[..], &asum, &hsum);
@@ -281,6 +286,19 @@ unsafe impl Sync for ActPtr {}
 impl ActPtr {
     #[inline]
     fn at(self, i: usize) -> *mut BlockQ8 {
+        self.0.wrapping_add(i)
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SumPtr(*mut i32);
+// SAFETY: tasks write the sums of disjoint activation rows.
+unsafe impl Send for SumPtr {}
+unsafe impl Sync for SumPtr {}
+
+impl SumPtr {
+    #[inline]
+    fn at(self, i: usize) -> *mut i32 {
         self.0.wrapping_add(i)
     }
 }
