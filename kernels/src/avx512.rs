@@ -181,15 +181,15 @@ pub unsafe fn gemm16<const T: u8, const R: usize>(
     }
 }
 
-/// Byte `i` (0..4) of every 32-bit lane of `v`, as 16 f32.
+/// Byte `i` (0..4) of every 32-bit lane of `v`, as 16 f32 (one `vpshufb` picks and
+/// zero-extends it).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn byte_f32(v: __m512i, i: u32) -> __m512 {
-    let b = _mm512_and_si512(
-        _mm512_srlv_epi32(v, _mm512_set1_epi32(8 * i as i32)),
-        _mm512_set1_epi32(0xFF),
-    );
-    _mm512_cvtepi32_ps(b)
+    // Dword p of each 128-bit lane takes byte 4p + i; 0x80 zeroes the other three.
+    let c = |p: u32| (0x8080_8000 | (4 * p + i)) as i32;
+    let ctrl = _mm512_set4_epi32(c(3), c(2), c(1), c(0));
+    _mm512_cvtepi32_ps(_mm512_shuffle_epi8(v, ctrl))
 }
 
 /// Signed byte `i` (0..4) of every 32-bit lane of `v`, sign-extended to i32.
@@ -227,7 +227,8 @@ unsafe fn prefetch_lines(p: *const u8, lines: usize) {
 /// [`gemm16`] for Q4_K (`crate::packed` layout): 16 weight rows × `R` activation rows over `nb`
 /// activation blocks (`nb / 8` super-blocks). Per 32-element sub-block j and pair: the exact
 /// integer dot Σq·q_a, then `acc += ((d·sc_j)·d_a)·isum − (dmin·m_j)·s_a` in the scalar
-/// reference's order (`d·sc_j` and `dmin·m_j` are exact in f32: 11 × 6 bits).
+/// reference's order (`d·sc_j` and `dmin·m_j` are exact in f32: 11 × 6 bits; for odd j the
+/// kernel multiplies 16·q by d·sc_j / 16, which rounds to the same products).
 ///
 /// # Safety
 /// As [`gemm16`]; `nb` is a multiple of 8 and `g` holds `nb / 8` Q4_K group blocks.
@@ -242,11 +243,13 @@ pub unsafe fn gemm16_q4_k<const R: usize>(
     let (gb, hdr) = vnni_geometry(WeightType::Q4_K);
     let mut acc = [_mm512_setzero_ps(); R];
     let nib = _mm512_set1_epi8(0x0F);
+    let high = _mm512_set1_epi8(0xF0u8 as i8);
     let six = _mm512_set1_epi8(0x3F);
     let top = _mm512_set1_epi8(0x30);
     for sb in 0..nb / 8 {
         let base = g.add(sb * gb);
         let d = _mm512_cvtph_ps(_mm256_loadu_si256(base as *const __m256i));
+        let d16 = _mm512_mul_ps(d, _mm512_set1_ps(1.0 / 16.0));
         let dmin = _mm512_cvtph_ps(_mm256_loadu_si256(base.add(32) as *const __m256i));
         let s0 = _mm512_loadu_si512(base.add(64) as *const _);
         let s1 = _mm512_loadu_si512(base.add(128) as *const _);
@@ -272,16 +275,18 @@ pub unsafe fn gemm16_q4_k<const R: usize>(
             prefetch_lines(base.add(PF_AHEAD * gb + 576 * p), 9);
             for h in 0..2 {
                 let j = 2 * p + h;
-                let dsc = _mm512_mul_ps(d, byte_f32(sc[j / 4], (j % 4) as u32));
+                // The high nibbles are used in place (16·q, one `and` per vector) and their
+                // scale divided by 16 instead: both exact, so the products are unchanged.
+                let dsc = _mm512_mul_ps(
+                    if h == 0 { d } else { d16 },
+                    byte_f32(sc[j / 4], (j % 4) as u32),
+                );
                 let dmm = _mm512_mul_ps(dmin, byte_f32(mn[j / 4], (j % 4) as u32));
+                let mask = if h == 0 { nib } else { high };
                 let mut w = [_mm512_setzero_si512(); 8];
                 for (c, wc) in w.iter_mut().enumerate() {
                     let raw = _mm512_loadu_si512(qs.add(64 * c) as *const _);
-                    *wc = if h == 0 {
-                        _mm512_and_si512(raw, nib)
-                    } else {
-                        _mm512_and_si512(_mm512_srli_epi16::<4>(raw), nib)
-                    };
+                    *wc = _mm512_and_si512(raw, mask);
                 }
                 for r in 0..R {
                     let ab = &*a[r].add(8 * sb + j);
