@@ -32,7 +32,9 @@
 //!   nibble = of element 16+4c+t) and 2 high-bit vectors H0, H1 (lane byte t of H_h: bits 2i..2i+2
 //!   = bits 4 and 5 of element 16h+4i+t). The 6-bit values are stored unsigned (ggml's q, not q − 32);
 //!   the kernel subtracts 32·Σa per 16 elements.
-//!   Padding rows are zero (d = 0), so they contribute nothing.
+//!
+//! Padding rows of both layouts are zero weights (Q8_0: 0 + 128; every other format: d = 0), so
+//! they contribute nothing and the matmul clips them from the output.
 
 use crate::formats::{WeightType, QK, QK_K};
 
