@@ -10,6 +10,12 @@
 //! The float part is the AVX2 kernels' (`crate::x86`), operation for operation:
 //! `acc = fma(isum, d_w · d_a, acc)`, for Q4_1 `accm = fma(m_w, s_a, accm)`, result `acc + accm`,
 //! so a (row, activation) pair gets bit-identical results on either tier and in any tile.
+//!
+//! The k-quants ([`gemm16_q4_k`], [`gemm16_q6_k`]) stream ggml's compact scales and expand them in
+//! registers, once per group block for all activation rows of the tile. Their integer block sums
+//! are exact and their float steps are the scalar reference's (`crate::scalar::dot_q4_k`,
+//! `dot_q6_k`) operation for operation, without fused multiply-adds, so every (row, activation)
+//! pair is bit-identical to the scalar reference, whatever the tile.
 
 use crate::formats::BlockQ8;
 use crate::formats::WeightType;
@@ -25,15 +31,12 @@ pub const MAX_TILE: usize = 6;
 
 /// Q5_0's tag for [`gemm16`] (the other tags are `crate::x86`'s).
 pub const Q5_0: u8 = 3;
-/// Q4_K's tag: packed as Q4_1-like sub-blocks with f32 scales (see `crate::packed`).
-pub const Q4K: u8 = 4;
 
 const fn weight_type(t: u8) -> WeightType {
     match t {
         Q4_0 => WeightType::Q4_0,
         Q4_1 => WeightType::Q4_1,
         Q5_0 => WeightType::Q5_0,
-        Q4K => WeightType::Q4_K,
         _ => WeightType::Q8_0,
     }
 }
@@ -64,6 +67,16 @@ pub fn block_sums(a: &[BlockQ8], out: &mut [i32]) {
     }
 }
 
+/// Sums of each activation block's two 16-value halves as one i16 pair (low half first; each
+/// |sum| <= 16·128 fits), the operand of Q6_K's `vpdpwssd` offset step.
+pub fn half_sums(a: &[BlockQ8], out: &mut [i32]) {
+    for (o, b) in out.iter_mut().zip(a) {
+        let lo: i32 = b.qs[..16].iter().map(|&q| q as i32).sum();
+        let hi: i32 = b.qs[16..].iter().map(|&q| q as i32).sum();
+        *o = (lo & 0xFFFF) | (hi << 16);
+    }
+}
+
 /// 16 weight rows (one `Vnni16` group, `g` = its first block) × `R` activation rows.
 /// `a[r]` points to activation row r's `nb` blocks, `asum[r]` to their block sums (read for Q4_0
 /// and Q8_0 only). `out[r][l]` receives y for activation row r and group row l.
@@ -91,11 +104,7 @@ pub unsafe fn gemm16<const T: u8, const R: usize>(
         _mm_prefetch::<_MM_HINT_T0>(base.add(2 * gb + 128) as *const i8);
         _mm_prefetch::<_MM_HINT_T0>(base.add(2 * gb + 192) as *const i8);
         _mm_prefetch::<_MM_HINT_T0>(base.add(2 * gb + 256) as *const i8);
-        let dw = if T == Q4K {
-            _mm512_loadu_ps(base as *const f32)
-        } else {
-            _mm512_cvtph_ps(_mm256_loadu_si256(base as *const __m256i))
-        };
+        let dw = _mm512_cvtph_ps(_mm256_loadu_si256(base as *const __m256i));
         let qs = base.add(hdr);
         // w[c]: 16 rows' elements 4c..4c+4 as unsigned bytes.
         let mut w = [_mm512_setzero_si512(); 8];
@@ -131,8 +140,6 @@ pub unsafe fn gemm16<const T: u8, const R: usize>(
         }
         let mw = if T == Q4_1 {
             _mm512_cvtph_ps(_mm256_loadu_si256(base.add(32) as *const __m256i))
-        } else if T == Q4K {
-            _mm512_loadu_ps(base.add(64) as *const f32)
         } else {
             _mm512_setzero_ps()
         };
@@ -149,7 +156,7 @@ pub unsafe fn gemm16<const T: u8, const R: usize>(
                 s1 = _mm512_dpbusd_epi32(s1, w[c + 4], x1);
             }
             let mut isum = _mm512_add_epi32(s0, s1);
-            if T != Q4_1 && T != Q4K {
+            if T != Q4_1 {
                 let off = match T {
                     Q4_0 => 8,
                     Q5_0 => 16,
@@ -159,18 +166,239 @@ pub unsafe fn gemm16<const T: u8, const R: usize>(
             }
             let f = _mm512_cvtepi32_ps(isum);
             acc[r] = _mm512_fmadd_ps(f, _mm512_mul_ps(dw, _mm512_set1_ps(ab.d)), acc[r]);
-            if T == Q4_1 || T == Q4K {
+            if T == Q4_1 {
                 accm[r] = _mm512_fmadd_ps(mw, _mm512_set1_ps(ab.s), accm[r]);
             }
         }
     }
     for r in 0..R {
-        let v = if T == Q4_1 || T == Q4K {
+        let v = if T == Q4_1 {
             _mm512_add_ps(acc[r], accm[r])
         } else {
             acc[r]
         };
         _mm512_storeu_ps(out[r].as_mut_ptr(), v);
+    }
+}
+
+/// Byte `i` (0..4) of every 32-bit lane of `v`, as 16 f32 (one `vpshufb` picks and
+/// zero-extends it).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn byte_f32(v: __m512i, i: u32) -> __m512 {
+    // Dword p of each 128-bit lane takes byte 4p + i; 0x80 zeroes the other three.
+    let c = |p: u32| (0x8080_8000 | (4 * p + i)) as i32;
+    let ctrl = _mm512_set4_epi32(c(3), c(2), c(1), c(0));
+    _mm512_cvtepi32_ps(_mm512_shuffle_epi8(v, ctrl))
+}
+
+/// Signed byte `i` (0..4) of every 32-bit lane of `v`, sign-extended to i32.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn byte_i32(v: __m512i, i: u32) -> __m512i {
+    _mm512_srai_epi32::<24>(_mm512_sllv_epi32(v, _mm512_set1_epi32(24 - 8 * i as i32)))
+}
+
+/// Bits 2i, 2i + 1 of each byte of `h` moved to bits 4, 5 (16-bit shifts; the caller's 0x30
+/// mask drops what crosses a byte).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn high_pair(h: __m512i, i: usize) -> __m512i {
+    match i {
+        0 => _mm512_slli_epi16::<4>(h),
+        1 => _mm512_slli_epi16::<2>(h),
+        2 => h,
+        _ => _mm512_srli_epi16::<2>(h),
+    }
+}
+
+/// How many group blocks ahead the k-quant kernels prefetch.
+const PF_AHEAD: usize = 4;
+
+/// Prefetch `lines` cache lines from `p`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn prefetch_lines(p: *const u8, lines: usize) {
+    for i in 0..lines {
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64 * i) as *const i8);
+    }
+}
+
+/// [`gemm16`] for Q4_K (`crate::packed` layout): 16 weight rows × `R` activation rows over `nb`
+/// activation blocks (`nb / 8` super-blocks). Per 32-element sub-block j and pair: the exact
+/// integer dot Σq·q_a, then `acc += ((d·sc_j)·d_a)·isum − (dmin·m_j)·s_a` in the scalar
+/// reference's order (`d·sc_j` and `dmin·m_j` are exact in f32: 11 × 6 bits; for odd j the
+/// kernel multiplies 16·q by d·sc_j / 16, which rounds to the same products).
+///
+/// # Safety
+/// As [`gemm16`]; `nb` is a multiple of 8 and `g` holds `nb / 8` Q4_K group blocks.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn gemm16_q4_k<const R: usize>(
+    g: *const u8,
+    nb: usize,
+    a: [*const BlockQ8; R],
+    out: &mut [[f32; 16]; R],
+) {
+    let (gb, hdr) = vnni_geometry(WeightType::Q4_K);
+    let mut acc = [_mm512_setzero_ps(); R];
+    let nib = _mm512_set1_epi8(0x0F);
+    let high = _mm512_set1_epi8(0xF0u8 as i8);
+    let six = _mm512_set1_epi8(0x3F);
+    let top = _mm512_set1_epi8(0x30);
+    for sb in 0..nb / 8 {
+        let base = g.add(sb * gb);
+        let d = _mm512_cvtph_ps(_mm256_loadu_si256(base as *const __m256i));
+        let d16 = _mm512_mul_ps(d, _mm512_set1_ps(1.0 / 16.0));
+        let dmin = _mm512_cvtph_ps(_mm256_loadu_si256(base.add(32) as *const __m256i));
+        let s0 = _mm512_loadu_si512(base.add(64) as *const _);
+        let s1 = _mm512_loadu_si512(base.add(128) as *const _);
+        let s2 = _mm512_loadu_si512(base.add(192) as *const _);
+        // formats::scale_min_k4 on 16 rows at once: bytes j of sc[0] / m[0] are sub-block j's
+        // scale / min for j < 4, bytes j - 4 of sc[1] / m[1] those of sub-blocks 4..8.
+        let sc = [
+            _mm512_and_si512(s0, six),
+            _mm512_or_si512(
+                _mm512_and_si512(s2, nib),
+                _mm512_and_si512(_mm512_srli_epi32::<2>(s0), top),
+            ),
+        ];
+        let mn = [
+            _mm512_and_si512(s1, six),
+            _mm512_or_si512(
+                _mm512_and_si512(_mm512_srli_epi32::<4>(s2), nib),
+                _mm512_and_si512(_mm512_srli_epi32::<2>(s1), top),
+            ),
+        ];
+        for p in 0..4 {
+            let qs = base.add(hdr + 512 * p);
+            prefetch_lines(base.add(PF_AHEAD * gb + 576 * p), 9);
+            for h in 0..2 {
+                let j = 2 * p + h;
+                // The high nibbles are used in place (16·q, one `and` per vector) and their
+                // scale divided by 16 instead: both exact, so the products are unchanged.
+                let dsc = _mm512_mul_ps(
+                    if h == 0 { d } else { d16 },
+                    byte_f32(sc[j / 4], (j % 4) as u32),
+                );
+                let dmm = _mm512_mul_ps(dmin, byte_f32(mn[j / 4], (j % 4) as u32));
+                let mask = if h == 0 { nib } else { high };
+                let mut w = [_mm512_setzero_si512(); 8];
+                for (c, wc) in w.iter_mut().enumerate() {
+                    let raw = _mm512_loadu_si512(qs.add(64 * c) as *const _);
+                    *wc = _mm512_and_si512(raw, mask);
+                }
+                for r in 0..R {
+                    let ab = &*a[r].add(8 * sb + j);
+                    let q = ab.qs.as_ptr() as *const i32;
+                    let mut s0 = _mm512_setzero_si512();
+                    let mut s1 = _mm512_setzero_si512();
+                    for c in 0..4 {
+                        let x0 = _mm512_set1_epi32(std::ptr::read_unaligned(q.add(c)));
+                        let x1 = _mm512_set1_epi32(std::ptr::read_unaligned(q.add(c + 4)));
+                        s0 = _mm512_dpbusd_epi32(s0, w[c], x0);
+                        s1 = _mm512_dpbusd_epi32(s1, w[c + 4], x1);
+                    }
+                    let isum = _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1));
+                    let t = _mm512_mul_ps(_mm512_mul_ps(dsc, _mm512_set1_ps(ab.d)), isum);
+                    let u = _mm512_mul_ps(dmm, _mm512_set1_ps(ab.s));
+                    acc[r] = _mm512_add_ps(acc[r], _mm512_sub_ps(t, u));
+                }
+            }
+        }
+    }
+    for r in 0..R {
+        _mm512_storeu_ps(out[r].as_mut_ptr(), acc[r]);
+    }
+}
+
+/// [`gemm16`] for Q6_K (`crate::packed` layout): 16 weight rows × `R` activation rows over `nb`
+/// activation blocks (`nb / 8` super-blocks). Per activation block b and pair, the exact integer
+/// `sc_lo·Σ(q − 32)·q_a + sc_hi·Σ(q − 32)·q_a` over its two 16-element halves: `vpdpbusd` on the
+/// unsigned q, `vpmulld` by the scales, and `vpdpwssd` of (−32·sc_lo, −32·sc_hi) with the halves'
+/// activation sums `hsum` (see [`half_sums`]); then `acc += (d·d_a)·isum` as the scalar reference.
+///
+/// # Safety
+/// As [`gemm16`]; `nb` is a multiple of 8, `g` holds `nb / 8` Q6_K group blocks and every
+/// `hsum[r]` holds `nb` half-sum pairs.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn gemm16_q6_k<const R: usize>(
+    g: *const u8,
+    nb: usize,
+    a: [*const BlockQ8; R],
+    hsum: [*const i32; R],
+    out: &mut [[f32; 16]; R],
+) {
+    use crate::packed::Q6K_BLOCK;
+    let (gb, hdr) = vnni_geometry(WeightType::Q6_K);
+    let mut acc = [_mm512_setzero_ps(); R];
+    let nib = _mm512_set1_epi8(0x0F);
+    let top = _mm512_set1_epi8(0x30);
+    for sb in 0..nb / 8 {
+        let base = g.add(sb * gb);
+        let d = _mm512_cvtph_ps(_mm256_loadu_si256(base as *const __m256i));
+        for b in 0..8 {
+            prefetch_lines(base.add(PF_AHEAD * gb + 420 * b), 7);
+            let scv = _mm512_loadu_si512(base.add(32 + 64 * (b / 2)) as *const _);
+            let sc_lo = byte_i32(scv, 2 * (b % 2) as u32);
+            let sc_hi = byte_i32(scv, 2 * (b % 2) as u32 + 1);
+            // (−32·sc_lo, −32·sc_hi) as an i16 pair per lane (|−32·sc| <= 4096).
+            let off = _mm512_or_si512(
+                _mm512_and_si512(
+                    _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32::<5>(sc_lo)),
+                    _mm512_set1_epi32(0xFFFF),
+                ),
+                _mm512_slli_epi32::<16>(_mm512_sub_epi32(
+                    _mm512_setzero_si512(),
+                    _mm512_slli_epi32::<5>(sc_hi),
+                )),
+            );
+            let qs = base.add(hdr + Q6K_BLOCK * b);
+            let h = [
+                _mm512_loadu_si512(qs.add(256) as *const _),
+                _mm512_loadu_si512(qs.add(320) as *const _),
+            ];
+            let mut w = [_mm512_setzero_si512(); 8];
+            for c in 0..4 {
+                let raw = _mm512_loadu_si512(qs.add(64 * c) as *const _);
+                // a | (b & c): imm 0xF8.
+                w[c] = _mm512_ternarylogic_epi32::<0xF8>(
+                    _mm512_and_si512(raw, nib),
+                    high_pair(h[0], c),
+                    top,
+                );
+                w[c + 4] = _mm512_ternarylogic_epi32::<0xF8>(
+                    _mm512_and_si512(_mm512_srli_epi16::<4>(raw), nib),
+                    high_pair(h[1], c),
+                    top,
+                );
+            }
+            for r in 0..R {
+                let ab = &*a[r].add(8 * sb + b);
+                let q = ab.qs.as_ptr() as *const i32;
+                let mut s0 = _mm512_setzero_si512();
+                let mut s1 = _mm512_setzero_si512();
+                for c in 0..4 {
+                    let x0 = _mm512_set1_epi32(std::ptr::read_unaligned(q.add(c)));
+                    let x1 = _mm512_set1_epi32(std::ptr::read_unaligned(q.add(c + 4)));
+                    s0 = _mm512_dpbusd_epi32(s0, w[c], x0);
+                    s1 = _mm512_dpbusd_epi32(s1, w[c + 4], x1);
+                }
+                let isum =
+                    _mm512_add_epi32(_mm512_mullo_epi32(s0, sc_lo), _mm512_mullo_epi32(s1, sc_hi));
+                let isum =
+                    _mm512_dpwssd_epi32(isum, off, _mm512_set1_epi32(*hsum[r].add(8 * sb + b)));
+                let f = _mm512_mul_ps(
+                    _mm512_mul_ps(d, _mm512_set1_ps(ab.d)),
+                    _mm512_cvtepi32_ps(isum),
+                );
+                acc[r] = _mm512_add_ps(acc[r], f);
+            }
+        }
+    }
+    for r in 0..R {
+        _mm512_storeu_ps(out[r].as_mut_ptr(), acc[r]);
     }
 }
 

@@ -23,8 +23,10 @@ pub fn isa() -> Isa {
 }
 
 /// Whether the packed quantized matmul runs on the AVX-512 VNNI kernels (`crate::avx512`): the
-/// AVX2 tier plus avx512f/bw/vl/vnni, unless `ARES_ISA=avx2`. Results are bit-identical to the
-/// AVX2 kernels' (same exact integer block sums, same float operations), so this only changes speed.
+/// AVX2 tier plus avx512f/bw/vl/vnni, unless `ARES_ISA=avx2`. For Q4_0, Q4_1 and Q8_0 results are
+/// bit-identical to the AVX2 kernels' (same exact integer block sums, same float operations); Q4_K
+/// and Q6_K are bit-identical to the scalar reference instead, Q5_0 equal within rounding, so this
+/// changes speed, not results beyond the last bits.
 pub fn vnni() -> bool {
     *VNNI.get_or_init(|| {
         if isa() != Isa::Avx2 || std::env::var("ARES_ISA").is_ok_and(|v| v == "avx2") {

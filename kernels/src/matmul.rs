@@ -159,33 +159,46 @@ pub fn matmul_many(ws: &[Mat<'_>], x: &[f32], ys: &mut [&mut [f32]]) {
     // The quantized activations live in a per-thread scratch buffer that only grows: a fresh
     // allocation per call costs page faults and a memset as large as the work on big batches.
     let mut a = ACT_SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    // Sums the VNNI kernels need besides the blocks: Σ of each block for the offset formats,
+    // Q6_K's per-16 sums as i16 pairs. Computed with the quantization, in the same parallel tasks.
+    let vnni = crate::dispatch::vnni();
+    let packed_as = |tys: &[WeightType]| {
+        vnni && ws
+            .iter()
+            .any(|w| matches!(w, Mat::Packed(p) if tys.contains(&p.ty)))
+    };
+    let need_asum = packed_as(&[WeightType::Q4_0, WeightType::Q5_0, WeightType::Q8_0]);
+    let need_hsum = packed_as(&[WeightType::Q6_K]);
+    let mut asum = vec![0i32; if need_asum { m * nb } else { 0 }];
+    let mut hsum = vec![0i32; if need_hsum { m * nb } else { 0 }];
     if ws.iter().any(|w| w.ty().quantizes_activations()) {
         assert!(k.is_multiple_of(QK), "k={k} is not a multiple of {QK}");
         a.resize(m * nb, BlockQ8::default());
         let ap = ActPtr(a.as_mut_ptr());
+        let (sp, hp) = (SumPtr(asum.as_mut_ptr()), SumPtr(hsum.as_mut_ptr()));
         let rows_per_task = m.div_ceil(threads * 2).max(1);
         parallel_for(m.div_ceil(rows_per_task), |t| {
             for i in t * rows_per_task..((t + 1) * rows_per_task).min(m) {
-                // SAFETY: row i's blocks are written by this task only.
+                // SAFETY: row i's blocks (and its sums) are written by this task only.
                 let blk = unsafe { std::slice::from_raw_parts_mut(ap.at(i * nb), nb) };
                 quantize_row_q8(&x[i * k..(i + 1) * k], blk);
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above; when a sum buffer is needed it holds m × nb entries.
+                unsafe {
+                    if need_asum {
+                        let s = std::slice::from_raw_parts_mut(sp.at(i * nb), nb);
+                        crate::avx512::block_sums(blk, s);
+                    }
+                    if need_hsum {
+                        let s = std::slice::from_raw_parts_mut(hp.at(i * nb), nb);
+                        crate::avx512::half_sums(blk, s);
+                    }
+                }
             }
         });
     }
-    // Σ of each activation block, for the VNNI kernels' offset formats.
-    let vnni = crate::dispatch::vnni();
-    let mut asum = Vec::new();
-    if vnni
-        && ws.iter().any(
-            |w| matches!(w, Mat::Packed(p) if matches!(p.ty, WeightType::Q4_0 | WeightType::Q5_0 | WeightType::Q8_0)),
-        )
-    {
-        asum = vec![0i32; m * nb];
-        #[cfg(target_arch = "x86_64")]
-        crate::avx512::block_sums(&a[..m * nb], &mut asum);
-    }
     let act = &mut a;
-    let (a, asum) = (&act[..], &asum);
+    let (a, asum, hsum) = (&act[..], &asum, &hsum);
     let use_avx2 = isa() == Isa::Avx2;
     parallel_for(chunks.len(), |c| {
         let (wi, j0, j1) = chunks[c];
@@ -199,7 +212,8 @@ pub fn matmul_many(ws: &[Mat<'_>], x: &[f32], ys: &mut [&mut [f32]]) {
                     // SAFETY: vnni checked; groups j0/16.. exist (padded); rows p0..p1 of a exist;
                     // each (i, j) written is in this chunk's columns and within m × n.
                     unsafe {
-                        panel_vnni(p.ty, p.data, nb, j0, j1, a, asum, p0, p1, &mut |i, j, v| {
+                        let sums = if p.ty == WeightType::Q6_K { hsum } else { asum };
+                        panel_vnni(p.ty, p.data, nb, j0, j1, a, sums, p0, p1, &mut |i, j, v| {
                             let len = v.len().min(n - j);
                             std::ptr::copy_nonoverlapping(v.as_ptr(), out.at(i * n + j), len)
                         })
@@ -272,6 +286,19 @@ unsafe impl Sync for ActPtr {}
 impl ActPtr {
     #[inline]
     fn at(self, i: usize) -> *mut BlockQ8 {
+        self.0.wrapping_add(i)
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SumPtr(*mut i32);
+// SAFETY: tasks write the sums of disjoint activation rows.
+unsafe impl Send for SumPtr {}
+unsafe impl Sync for SumPtr {}
+
+impl SumPtr {
+    #[inline]
+    fn at(self, i: usize) -> *mut i32 {
         self.0.wrapping_add(i)
     }
 }
@@ -438,7 +465,8 @@ unsafe fn panel_avx2_packed(
 ///
 /// # Safety
 /// The VNNI tier was detected; the packed groups covering j0..j1 exist; `asum` holds the block
-/// sums of `a` for Q4_0/Q8_0; `put` writes only this chunk's columns.
+/// sums of `a` for Q4_0/Q5_0/Q8_0 and the half sums (`crate::avx512::half_sums`) for Q6_K; `put`
+/// writes only this chunk's columns.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn panel_vnni(
@@ -453,10 +481,10 @@ unsafe fn panel_vnni(
     p1: usize,
     put: &mut dyn FnMut(usize, usize, &[f32; 16]),
 ) {
-    use crate::avx512::{gemm16, MAX_TILE, Q4K, Q5_0};
+    use crate::avx512::{gemm16, gemm16_q4_k, gemm16_q6_k, MAX_TILE, Q5_0};
     use crate::x86::{Q4_0, Q4_1, Q8_0};
     debug_assert!(j0.is_multiple_of(16));
-    let gb = crate::packed::vnni_geometry(ty).0 * nb;
+    let gb = crate::packed::vnni_group_bytes(ty, nb * QK);
     let act = |i: usize| a.as_ptr().add(i * nb);
     let sums = |i: usize| {
         if asum.is_empty() {
@@ -475,8 +503,11 @@ unsafe fn panel_vnni(
                 WeightType::Q4_1 => gemm16::<Q4_1, $r>($g, nb, acts, ss, &mut out),
                 WeightType::Q8_0 => gemm16::<Q8_0, $r>($g, nb, acts, ss, &mut out),
                 WeightType::Q5_0 => gemm16::<Q5_0, $r>($g, nb, acts, ss, &mut out),
-                WeightType::Q4_K => gemm16::<Q4K, $r>($g, nb, acts, ss, &mut out),
-                _ => unreachable!("only Q4_0, Q4_1, Q5_0, Q8_0 and Q4_K are packable"),
+                WeightType::Q4_K => gemm16_q4_k::<$r>($g, nb, acts, &mut out),
+                WeightType::Q6_K => gemm16_q6_k::<$r>($g, nb, acts, ss, &mut out),
+                WeightType::F32 | WeightType::F16 => {
+                    unreachable!("float weights have no packed layout")
+                }
             }
             out
         }};
@@ -746,10 +777,10 @@ mod tests {
         }
     }
 
-    /// Q5_0 and Q4_K are packed only for the VNNI kernels, whose float steps differ from the AVX2
-    /// per-pair dots: equal within rounding, and batch-invariant on their own.
+    /// Q5_0 and the k-quants are packed only for the VNNI kernels, whose float steps differ from
+    /// the AVX2 per-pair dots: equal within rounding, and batch-invariant on their own.
     #[test]
-    fn q5_0_and_q4_k_packed_match_rows_and_are_batch_invariant() {
+    fn q5_0_and_k_quants_packed_match_rows_and_are_batch_invariant() {
         if !crate::dispatch::vnni() {
             return;
         }
@@ -761,6 +792,9 @@ mod tests {
             (WeightType::Q4_K, 1, 13, 256),
             (WeightType::Q4_K, 9, 40, 512),
             (WeightType::Q4_K, 14, 17, 768),
+            (WeightType::Q6_K, 1, 13, 256),
+            (WeightType::Q6_K, 9, 40, 512),
+            (WeightType::Q6_K, 14, 17, 768),
         ] {
             let data = random_matrix(&mut rng, ty, n, k);
             let w = WeightMatrix {
@@ -790,6 +824,59 @@ mod tests {
                 let mut one = vec![0f32; n];
                 matmul_many(&[Mat::Packed(p)], &x[i * k..(i + 1) * k], &mut [&mut one]);
                 assert_eq!(&y2[i * n..(i + 1) * n], &one[..], "row {i}");
+            }
+        }
+    }
+
+    /// The VNNI k-quant kernels do the scalar reference's arithmetic (exact integer block sums,
+    /// the same f32 operations in the same order), so every element equals `scalar::dot_*` of
+    /// the same quantized activations bit for bit, at tile and panel remainders (m = 7, 13, 50
+    /// with tiles of 6 and panels of 48), row counts not a multiple of 16 and several super-blocks;
+    /// and a row computed alone equals the same row in a batch.
+    #[test]
+    fn k_quants_packed_equal_scalar_bit_for_bit_at_any_batch() {
+        if !crate::dispatch::vnni() {
+            return;
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(23);
+        for ty in [WeightType::Q4_K, WeightType::Q6_K] {
+            for (m, n, k) in [
+                (1usize, 13usize, 256usize),
+                (7, 40, 512),
+                (13, 17, 768),
+                (50, 33, 256),
+                (3, 1, 2304),
+            ] {
+                let data = random_matrix(&mut rng, ty, n, k);
+                let packed = crate::packed::pack(ty, n, k, &data);
+                assert_eq!(packed.len(), n.div_ceil(16) * 16 * ty.row_bytes(k));
+                let p = Mat::Packed(PackedMatrix {
+                    ty,
+                    n,
+                    k,
+                    data: &packed,
+                });
+                let x: Vec<f32> = (0..m * k).map(|_| rng.gen_range(-2.0f32..2.0)).collect();
+                let mut y = vec![0f32; m * n];
+                matmul_many(&[p], &x, &mut [&mut y]);
+                let dot = scalar_qdot(ty);
+                let rb = ty.row_bytes(k);
+                for i in 0..m {
+                    let mut a = vec![BlockQ8::default(); k / QK];
+                    quantize_row_q8(&x[i * k..(i + 1) * k], &mut a);
+                    for j in 0..n {
+                        let want = dot(&data[j * rb..(j + 1) * rb], &a);
+                        assert_eq!(
+                            y[i * n + j].to_bits(),
+                            want.to_bits(),
+                            "{ty:?} m={m} n={n} k={k} ({i},{j}): {} vs {want}",
+                            y[i * n + j]
+                        );
+                    }
+                    let mut one = vec![0f32; n];
+                    matmul_many(&[p], &x[i * k..(i + 1) * k], &mut [&mut one]);
+                    assert_eq!(&y[i * n..(i + 1) * n], &one[..], "{ty:?} row {i} alone");
+                }
             }
         }
     }
