@@ -36,21 +36,19 @@ pub struct JudgeRound {
 
 /// Read the workload: one JSON object `{round, prefix, prompts}` per line.
 pub fn load_workload(path: &Path) -> Result<Vec<JudgeRound>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let mut rounds = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let r: JudgeRound = serde_json::from_str(line).map_err(|e| Error::Jsonl {
+    for l in crate::jsonl::read_lines(path).map_err(|e| Error::io(path, e))? {
+        let bad = |reason: String| Error::Jsonl {
             path: path.to_path_buf(),
-            line: i + 1,
-            reason: e.to_string(),
-        })?;
+            line: l.number,
+            reason,
+        };
+        let text = l.text.as_deref().map_err(|e| bad(e.clone()))?;
+        let r: JudgeRound = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
         if r.prompts.is_empty() {
             return Err(Error::Jsonl {
                 path: path.to_path_buf(),
-                line: i + 1,
+                line: l.number,
                 reason: "round has no prompts".into(),
             });
         }

@@ -155,14 +155,11 @@ pub fn run_file(
     out: &mut dyn Write,
 ) -> Result<JobSummary> {
     let t0 = std::time::Instant::now();
-    let text = std::fs::read_to_string(input).map_err(|e| Error::io(input, e))?;
+    let lines = crate::jsonl::read_lines(input).map_err(|e| Error::io(input, e))?;
     let mut records: Vec<OutputRecord> = Vec::new();
     let mut jobs: Vec<(usize, crossbeam_channel::Receiver<Event>)> = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = i + 1;
-        if raw.trim().is_empty() {
-            continue;
-        }
+    for l in lines {
+        let line = l.number;
         let idx = records.len();
         let fail = |id: String, e: String| OutputRecord {
             id,
@@ -170,7 +167,9 @@ pub fn run_file(
             completion: None,
             error: Some(e),
         };
-        let parsed: std::result::Result<InputLine, _> = serde_json::from_str(raw);
+        let parsed: std::result::Result<InputLine, String> = l
+            .text
+            .and_then(|raw| serde_json::from_str(&raw).map_err(|e| e.to_string()));
         let item = match parsed {
             Ok(p) => p,
             Err(e) => {

@@ -66,18 +66,16 @@ fn data_error(path: &Path, at: String, reason: impl Into<String>) -> EvalError {
 
 /// Reads the medquad answers file.
 pub fn read_medquad(path: &Path) -> Result<Vec<MedQuadAnswer>, EvalError> {
-    let text = std::fs::read_to_string(path).map_err(|source| EvalError::Io {
+    let lines = crate::jsonl::read_lines(path).map_err(|source| EvalError::Io {
         path: path.to_path_buf(),
         source,
     })?;
     let mut out = Vec::new();
-    for (index, line) in text.lines().enumerate() {
-        let n = index + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
+    for line in lines {
+        let n = line.number;
         let at = || format!("line {n}");
-        let l: MedQuadLine = serde_json::from_str(line)
+        let text = line.text.map_err(|e| data_error(path, at(), e))?;
+        let l: MedQuadLine = serde_json::from_str(&text)
             .map_err(|e| data_error(path, at(), format!("not a medquad answer record: {e}")))?;
         if !(1..=4).contains(&l.human_score) {
             return Err(data_error(

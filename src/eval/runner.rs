@@ -724,23 +724,22 @@ fn rubrics(
     };
     let mut stored_failures: BTreeMap<String, RubricFailure> = BTreeMap::new();
     if failed_path.exists() {
-        let text = std::fs::read_to_string(&failed_path).map_err(|source| EvalError::Io {
+        let lines = crate::jsonl::read_lines(&failed_path).map_err(|source| EvalError::Io {
             path: failed_path.clone(),
             source,
         })?;
-        for (n, line) in text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-        {
-            match serde_json::from_str::<RubricFailure>(line) {
+        for line in lines {
+            let n = line.number;
+            match line
+                .text
+                .and_then(|t| serde_json::from_str::<RubricFailure>(&t).map_err(|e| e.to_string()))
+            {
                 Ok(f) => {
                     stored_failures.insert(f.id.clone(), f);
                 }
                 Err(e) => tracing::warn!(
-                    "{}:{}: {e}; that question will be tried again",
+                    "{}:{n}: {e}; that question will be tried again",
                     failed_path.display(),
-                    n + 1
                 ),
             }
         }

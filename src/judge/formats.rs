@@ -2,7 +2,9 @@
 //! one JSON object per line, all converted through [`RubricItem`].
 //!
 //! Record shapes (notes `rubric-landscape.md` §1.4, §2.1, §2.3, §2.5):
-//! - `ares`: [`RubricItem`] as serialized, `schema_version` required; unknown fields rejected.
+//! - `ares`: [`RubricItem`] as serialized; unknown fields rejected. A line without
+//!   `schema_version` is read as the current version, one without `id` gets `ares-<sha256 of the
+//!   question>`; what ares writes always carries both.
 //! - `rar` (ScaleAI RaR-Medicine/Science): `{question, reference_answer?, rubric: [{title,
 //!   description, weight}], ...}`. The category comes from the description's prefix
 //!   ("Essential Criteria: ..."), else from the weight on RaR's 1-5 scale; a weight may also be a
@@ -55,8 +57,6 @@ pub enum FormatError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("ares record has no schema_version field")]
-    MissingSchemaVersion,
     #[error("{format} record: weight {label:?} is neither a number nor a category label")]
     BadWeightLabel { format: Format, label: String },
     #[error(
@@ -208,25 +208,25 @@ pub fn read_jsonl_from<R: BufRead>(
         source: Box::new(source),
     };
     let mut out = Vec::new();
-    // Split on bytes, not `lines()`: a line that is not UTF-8 is that line's error, not the end.
-    for (index, bytes) in reader.split(b'\n').enumerate() {
-        let line = index + 1;
-        let bytes = match bytes {
-            Ok(b) => b,
+    let mut last = 0;
+    for l in crate::jsonl::lines(reader) {
+        let (line, text) = match l {
+            Ok(l) => (l.number, l.text),
             Err(source) => {
-                // A read error leaves the reader in an unknown place: report it and stop.
+                // Reading stops here; the line is the one after the last read.
                 let source = FormatError::Io {
                     path: path.to_path_buf(),
                     source,
                 };
-                out.push(Err(at(line, source)));
+                out.push(Err(at(last + 1, source)));
                 break;
             }
         };
-        let text = match std::str::from_utf8(&bytes) {
+        last = line;
+        let text = match text {
             Ok(t) => t,
-            Err(e) => {
-                let source = std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+            Err(reason) => {
+                let source = std::io::Error::new(std::io::ErrorKind::InvalidData, reason);
                 let source = FormatError::Io {
                     path: path.to_path_buf(),
                     source,
@@ -235,16 +235,7 @@ pub fn read_jsonl_from<R: BufRead>(
                 continue;
             }
         };
-        // Editors on Windows may start a file with a byte-order mark; JSON does not allow one.
-        let text = if line == 1 {
-            text.strip_prefix('\u{feff}').unwrap_or(text)
-        } else {
-            text
-        };
-        if text.trim().is_empty() {
-            continue;
-        }
-        out.push(parse_line(format, text).map_err(|e| at(line, e)));
+        out.push(parse_line(format, &text).map_err(|e| at(line, e)));
     }
     out
 }
@@ -287,10 +278,22 @@ fn criterion_id(index: usize) -> String {
 // ---------------------------------------------------------------------------------------------
 // ares
 
-fn import_ares(value: Value) -> Result<RubricItem, FormatError> {
+fn import_ares(mut value: Value) -> Result<RubricItem, FormatError> {
+    // A hand-written line may leave out `schema_version` (read as the current version) and `id`
+    // (derived from the question, as for RaR); records ares writes always carry both.
+    if let Value::Object(obj) = &mut value {
+        obj.entry("schema_version")
+            .or_insert(Value::from(RUBRIC_SCHEMA_VERSION));
+        if !obj.contains_key("id") {
+            if let Some(q) = obj.get("question").and_then(Value::as_str) {
+                let id = derived_id("ares", q);
+                obj.insert("id".into(), Value::from(id));
+            }
+        }
+    }
     // Check the version before the shape: a newer record may have fields this build rejects.
     match value.get("schema_version") {
-        None => return Err(FormatError::MissingSchemaVersion),
+        None => {}
         Some(v) => {
             if let Some(found) = v.as_u64() {
                 if found != u64::from(RUBRIC_SCHEMA_VERSION) {
@@ -937,7 +940,7 @@ mod tests {
     }
 
     #[test]
-    fn ares_records_need_a_supported_schema_version() {
+    fn ares_records_need_a_supported_schema_version_or_none() -> TestResult {
         let item = RubricItem::new(
             "i",
             "q",
@@ -954,11 +957,20 @@ mod tests {
         ));
         if let Some(m) = v.as_object_mut() {
             m.remove("schema_version");
+            m.remove("id");
         }
-        assert!(matches!(
-            import(Format::Ares, v),
-            Err(FormatError::MissingSchemaVersion)
-        ));
+        // Hand-written: no version (read as the current one) and no id (derived).
+        let read = import(Format::Ares, v)?;
+        assert_eq!(read.schema_version, RUBRIC_SCHEMA_VERSION);
+        assert_eq!(read.id, derived_id("ares", "q"));
+        assert_eq!(read.criteria, item.criteria);
+        // Written back, both are there.
+        let line = to_line(Format::Ares, &read)?;
+        assert!(
+            line.starts_with("{\"schema_version\":1,\"id\":\"ares-"),
+            "{line}"
+        );
+        Ok(())
     }
 
     #[test]

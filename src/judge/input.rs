@@ -8,7 +8,6 @@
 //! the judge's core call ([`crate::judge::Judge::score`]) never sees unchecked input.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -173,11 +172,9 @@ pub fn read_responses(path: &Path) -> Result<Vec<ResponseEntry>, InputError> {
         path: path.to_path_buf(),
         source,
     };
-    let file = std::fs::File::open(path).map_err(io)?;
     let mut out = Vec::new();
-    for (index, bytes) in BufReader::new(file).split(b'\n').enumerate() {
-        let line = index + 1;
-        let bytes = bytes.map_err(io)?;
+    for l in crate::jsonl::read_lines(path).map_err(io)? {
+        let line = l.number;
         let fail = |reason: String, item_id, response_id| ResponseEntry {
             line,
             parsed: Err(ResponseLineError {
@@ -188,21 +185,13 @@ pub fn read_responses(path: &Path) -> Result<Vec<ResponseEntry>, InputError> {
                 response_id,
             }),
         };
-        let text = match std::str::from_utf8(&bytes) {
+        let text = match &l.text {
             Ok(t) => t,
-            Err(e) => {
-                out.push(fail(format!("not UTF-8: {e}"), None, None));
+            Err(reason) => {
+                out.push(fail(reason.clone(), None, None));
                 continue;
             }
         };
-        let text = if line == 1 {
-            text.strip_prefix('\u{feff}').unwrap_or(text)
-        } else {
-            text
-        };
-        if text.trim().is_empty() {
-            continue;
-        }
         let value: Value = match serde_json::from_str(text) {
             Ok(v) => v,
             Err(e) => {

@@ -20,7 +20,6 @@
 //!   `model_sha256` in its `extra` map, which every export format writes as top-level fields.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -233,25 +232,16 @@ pub fn read_questions(path: &Path) -> Result<Vec<QuestionEntry>, RubricGenError>
         path: path.to_path_buf(),
         source,
     };
-    let file = std::fs::File::open(path).map_err(io)?;
     let mut out = Vec::new();
-    for (index, bytes) in BufReader::new(file).split(b'\n').enumerate() {
-        let line = index + 1;
-        let bytes = bytes.map_err(io)?;
-        let parsed = match std::str::from_utf8(&bytes) {
-            Err(e) => Err(format!("not UTF-8: {e}")),
-            Ok(text) => {
-                let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-                if text.trim().is_empty() {
-                    continue;
-                }
-                serde_json::from_str::<QuestionLine>(text)
-                    .map_err(|e| {
-                        format!("not a question record {{id?, question, reference_answer?}}: {e}")
-                    })
-                    .and_then(QuestionLine::resolve)
-            }
-        };
+    for l in crate::jsonl::read_lines(path).map_err(io)? {
+        let line = l.number;
+        let parsed = l.text.and_then(|text| {
+            serde_json::from_str::<QuestionLine>(&text)
+                .map_err(|e| {
+                    format!("not a question record {{id?, question, reference_answer?}}: {e}")
+                })
+                .and_then(QuestionLine::resolve)
+        });
         let parsed = parsed.map_err(|e| format!("{}:{line}: {e}", path.display()));
         out.push(QuestionEntry { line, parsed });
     }

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::judge::formats::{self, Format};
-use crate::judge::{Aggregator, RubricItem, RUBRIC_SCHEMA_VERSION};
+use crate::judge::{Aggregator, RubricItem};
 use crate::judge::{Judge, JudgeConfig, JudgeRecord, JudgeSummary, Mode, RubricSet, Status};
 use crate::server::bridge::{CancelFlag, Cancellable};
 use crate::server::error::{ApiError, ApiResult};
@@ -106,9 +106,9 @@ fn inline_item(value: Value, format: Format, what: &str) -> ApiResult<RubricItem
             "{what}: a rubric must be a JSON object"
         )));
     };
+    // The ares reader takes lines without `schema_version` or `id` too; an inline rubric's id is
+    // derived with its own prefix so it cannot collide with a file's item.
     if format == Format::Ares {
-        obj.entry("schema_version")
-            .or_insert(Value::from(RUBRIC_SCHEMA_VERSION));
         if !obj.contains_key("id") {
             let q = obj
                 .get("question")
