@@ -29,18 +29,13 @@ const LOCAL_ROPE_BASE: f32 = 10_000.0;
 
 struct Block {
     attn_norm: Vec<f32>,
-    wq: Weight,
-    wk: Weight,
-    wv: Weight,
+    /// q, k, v, output, gate, up, down.
+    m: layers::BlockMats,
     /// (head_dim,) per-head RMSNorm weights of q and k.
     q_norm: Vec<f32>,
     k_norm: Vec<f32>,
-    wo: Weight,
     post_attn_norm: Vec<f32>,
     ffn_norm: Vec<f32>,
-    w_gate: Weight,
-    w_up: Weight,
-    w_down: Weight,
     post_ffn_norm: Vec<f32>,
     /// Sliding window of this layer (None: global).
     window: Option<usize>,
@@ -80,13 +75,7 @@ impl Gemma3 {
             &format!("{arch}.attention.query_pre_attn_scalar"),
             default_scalar,
         )?;
-        let (h, hd, qd, kvd, f) = (
-            cfg.hidden,
-            cfg.head_dim,
-            cfg.n_head * cfg.head_dim,
-            cfg.kv_dim(),
-            cfg.ffn_hidden,
-        );
+        let (h, hd) = (cfg.hidden, cfg.head_dim);
         let vector = |name: &str, len: usize| -> Result<Vec<f32>> {
             Ok(g.weight_shaped(name, 1, len)?.to_f32())
         };
@@ -96,42 +85,20 @@ impl Gemma3 {
             let global = pattern > 0 && (i + 1) % pattern == 0;
             blocks.push(Block {
                 attn_norm: vector(&p("attn_norm"), h)?,
-                wq: g.weight_shaped(&p("attn_q"), qd, h)?,
-                wk: g.weight_shaped(&p("attn_k"), kvd, h)?,
-                wv: g.weight_shaped(&p("attn_v"), kvd, h)?,
+                m: layers::BlockMats::load(g, i, &cfg)?,
                 q_norm: vector(&p("attn_q_norm"), hd)?,
                 k_norm: vector(&p("attn_k_norm"), hd)?,
-                wo: g.weight_shaped(&p("attn_output"), h, qd)?,
                 post_attn_norm: vector(&p("post_attention_norm"), h)?,
                 ffn_norm: vector(&p("ffn_norm"), h)?,
-                w_gate: g.weight_shaped(&p("ffn_gate"), f, h)?,
-                w_up: g.weight_shaped(&p("ffn_up"), f, h)?,
-                w_down: g.weight_shaped(&p("ffn_down"), h, f)?,
                 post_ffn_norm: vector(&p("post_ffw_norm"), h)?,
                 window: (!global).then_some(window),
             });
         }
-        let mut output = if g.has_tensor("output.weight") {
-            g.weight_shaped("output.weight", cfg.vocab, h)?
-        } else {
-            tok_embd.clone()
-        };
+        let mut output = layers::output_or_tied(g, &tok_embd, &cfg)?;
         let rope_global = layers::rope_freqs(&cfg, Vec::new());
         let rope_local = layers::rope_freqs_with_base(&cfg, local_base, 1.0, Vec::new());
         let norm = vector("output_norm.weight", h)?;
-        let mut mats: Vec<&mut Weight> = vec![&mut output];
-        for b in blocks.iter_mut() {
-            mats.extend([
-                &mut b.wq,
-                &mut b.wk,
-                &mut b.wv,
-                &mut b.wo,
-                &mut b.w_gate,
-                &mut b.w_up,
-                &mut b.w_down,
-            ]);
-        }
-        let weight_bytes = layers::pack_weights(g, mats);
+        let weight_bytes = layers::pack_model(g, &mut output, blocks.iter_mut().map(|b| &mut b.m));
         Ok(Gemma3 {
             attn_scale: 1.0 / (query_pre_attn_scalar as f32).sqrt(),
             embd_scale: (cfg.hidden as f32).sqrt(),
@@ -176,32 +143,23 @@ impl Model for Gemma3 {
             let (cos, sin) = if b.window.is_some() { &local } else { &global };
             layers::rms_norm_into(&x, &b.attn_norm, cfg.rms_eps, &mut hbuf);
             // q: (n, n_head, head_dim); k, v: (n, n_kv_head, head_dim)
-            let [mut q, mut k, v] = linear_many([&b.wq, &b.wk, &b.wv], &hbuf);
+            let [mut q, mut k, v] = linear_many([&b.m.wq, &b.m.wk, &b.m.wv], &hbuf);
             layers::rms_norm(&mut q, &b.q_norm, cfg.rms_eps);
             layers::rms_norm(&mut k, &b.k_norm, cfg.rms_eps);
-            layers::apply_rope(&mut q, cfg.n_head, hd, cfg.rope_style, cos, sin);
-            layers::apply_rope(&mut k, cfg.n_kv_head, hd, cfg.rope_style, cos, sin);
-            layers::store_kv(kv, l, batch, &k, &v);
-            layers::paged_attention(
-                kv,
-                l,
-                batch,
-                &tables,
-                &q,
-                &mut attn,
-                cfg,
-                layers::AttnParams {
-                    scale: self.attn_scale,
-                    window: b.window,
-                },
-            );
-            let mut o = linear(&b.wo, &attn);
+            let params = layers::AttnParams {
+                scale: self.attn_scale,
+                window: b.window,
+            };
+            let qkv = (&mut q[..], &mut k[..], &v[..]);
+            let rope = (&cos[..], &sin[..]);
+            layers::rope_store_attend(kv, l, batch, &tables, cfg, rope, qkv, params, &mut attn);
+            let mut o = linear(&b.m.wo, &attn);
             layers::rms_norm(&mut o, &b.post_attn_norm, cfg.rms_eps);
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
             layers::rms_norm_into(&x, &b.ffn_norm, cfg.rms_eps, &mut hbuf);
-            let [mut g, u] = linear_many([&b.w_gate, &b.w_up], &hbuf);
+            let [mut g, u] = linear_many([&b.m.w_gate, &b.m.w_up], &hbuf);
             layers::gelu_tanh_mul(&mut g, &u);
-            let mut d = linear(&b.w_down, &g);
+            let mut d = linear(&b.m.w_down, &g);
             layers::rms_norm(&mut d, &b.post_ffn_norm, cfg.rms_eps);
             x.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
         }

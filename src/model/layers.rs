@@ -178,6 +178,95 @@ pub fn pack_weights(g: &GgufFile, mut mats: Vec<&mut Weight>) -> usize {
     }
 }
 
+/// The seven matrices of a pre-norm decoder block with a gated MLP, under their GGUF names
+/// (`blk.{i}.attn_q` .. `blk.{i}.ffn_down`), shaped from the config.
+pub struct BlockMats {
+    pub wq: Weight,
+    pub wk: Weight,
+    pub wv: Weight,
+    pub wo: Weight,
+    pub w_gate: Weight,
+    pub w_up: Weight,
+    pub w_down: Weight,
+}
+
+impl BlockMats {
+    pub fn load(g: &GgufFile, layer: usize, cfg: &ModelConfig) -> Result<Self> {
+        let (h, qd, kvd, f) = (
+            cfg.hidden,
+            cfg.n_head * cfg.head_dim,
+            cfg.kv_dim(),
+            cfg.ffn_hidden,
+        );
+        let w =
+            |s: &str, rows, cols| g.weight_shaped(&format!("blk.{layer}.{s}.weight"), rows, cols);
+        Ok(BlockMats {
+            wq: w("attn_q", qd, h)?,
+            wk: w("attn_k", kvd, h)?,
+            wv: w("attn_v", kvd, h)?,
+            wo: w("attn_output", h, qd)?,
+            w_gate: w("ffn_gate", f, h)?,
+            w_up: w("ffn_up", f, h)?,
+            w_down: w("ffn_down", h, f)?,
+        })
+    }
+
+    fn all_mut(&mut self) -> [&mut Weight; 7] {
+        [
+            &mut self.wq,
+            &mut self.wk,
+            &mut self.wv,
+            &mut self.wo,
+            &mut self.w_gate,
+            &mut self.w_up,
+            &mut self.w_down,
+        ]
+    }
+}
+
+/// The output projection: `output.weight`, or the token embedding when the GGUF ties them.
+pub fn output_or_tied(g: &GgufFile, tok_embd: &Weight, cfg: &ModelConfig) -> Result<Weight> {
+    if g.has_tensor("output.weight") {
+        g.weight_shaped("output.weight", cfg.vocab, cfg.hidden)
+    } else {
+        Ok(tok_embd.clone())
+    }
+}
+
+/// [`pack_weights`] over the output projection and every block's matrices.
+pub fn pack_model<'a>(
+    g: &GgufFile,
+    output: &'a mut Weight,
+    blocks: impl Iterator<Item = &'a mut BlockMats>,
+) -> usize {
+    let mut mats: Vec<&mut Weight> = vec![output];
+    for b in blocks {
+        mats.extend(b.all_mut());
+    }
+    pack_weights(g, mats)
+}
+
+/// The part of an attention sublayer every architecture shares, after its own q/k adjustments:
+/// rotary positions on q and k, the batch's K/V into layer `layer` of the cache, then attention of
+/// q over the cache into `out`. q: (n, n_head, head_dim); k, v: (n, n_kv_head, head_dim).
+#[allow(clippy::too_many_arguments)]
+pub fn rope_store_attend(
+    kv: &mut KvStorage,
+    layer: usize,
+    batch: &Batch,
+    tables: &[Vec<u32>],
+    cfg: &ModelConfig,
+    (cos, sin): (&[f32], &[f32]),
+    (q, k, v): (&mut [f32], &mut [f32], &[f32]),
+    params: AttnParams,
+    out: &mut [f32],
+) {
+    apply_rope(q, cfg.n_head, cfg.head_dim, cfg.rope_style, cos, sin);
+    apply_rope(k, cfg.n_kv_head, cfg.head_dim, cfg.rope_style, cos, sin);
+    store_kv(kv, layer, batch, k, v);
+    paged_attention(kv, layer, batch, tables, q, out, cfg, params);
+}
+
 /// The token embedding and the model config of `arch`, checked against each other: heads divide
 /// into KV heads, and the embedding's rows are `hidden` wide. Every architecture starts here.
 pub fn embedding_and_config(g: &GgufFile, arch: &str) -> Result<(Weight, ModelConfig)> {

@@ -1,7 +1,16 @@
-//! The llama family (Llama 2/3, Mistral, SmolLM2 and friends) from GGUF: pre-norm decoder blocks
-//! with RMSNorm, GQA attention with RoPE, SwiGLU MLP (HF `modeling_llama.py`, llama.cpp
-//! `llm_build_llama`). Weights stay quantized in the mapped file; the forward runs over a packed
-//! batch and the paged KV cache passed in, so this type holds no per-sequence state.
+//! The llama block family from GGUF: Llama 2/3, Mistral, SmolLM2 (HF `modeling_llama.py`,
+//! llama.cpp `llm_build_llama`) and Qwen2 / Qwen2.5 / Qwen3 dense (`modeling_qwen2.py` /
+//! `modeling_qwen3.py`, `llm_build_qwen2` / `llm_build_qwen3`): pre-norm decoder blocks with
+//! RMSNorm, GQA attention with RoPE, SwiGLU MLP. The Qwen variants are the llama block with one
+//! difference each, held as data in the block rather than as another copy of the forward:
+//! - qwen2: biases on the q, k and v projections;
+//! - qwen3: a per-head RMSNorm on q and k (weights of length head_dim) before RoPE, no biases, and a
+//!   head_dim that need not be hidden / n_head (`attention.key_length`).
+//!
+//! The output matrix is tied to the embedding when the GGUF has no `output.weight` (SmolLM2);
+//! Llama 3.1-style rope scaling reads its per-dimension factors from `rope_freqs.weight`. Weights
+//! stay quantized in the mapped file; the forward runs over a packed batch and the paged KV cache
+//! passed in, so this type holds no per-sequence state and rows are computed independently.
 
 use crate::error::Result;
 use crate::model::batch::Batch;
@@ -13,14 +22,13 @@ use crate::model::Model;
 
 struct Block {
     attn_norm: Vec<f32>,
-    wq: Weight,
-    wk: Weight,
-    wv: Weight,
-    wo: Weight,
+    /// q, k, v, output, gate, up, down.
+    m: layers::BlockMats,
+    /// qwen2: (q_dim,), (kv_dim,), (kv_dim,) biases; none for llama.
+    bias: Option<[Vec<f32>; 3]>,
+    /// qwen3: (head_dim,) per-head norms of q and k; none for llama and qwen2.
+    qk_norm: Option<[Vec<f32>; 2]>,
     ffn_norm: Vec<f32>,
-    w_gate: Weight,
-    w_up: Weight,
-    w_down: Weight,
 }
 
 pub struct Llama {
@@ -34,36 +42,50 @@ pub struct Llama {
 }
 
 impl Llama {
+    /// `arch` is `llama`, `mistral`, `qwen2` or `qwen3`.
     pub fn from_gguf(g: &GgufFile, arch: &str) -> Result<Self> {
         let (tok_embd, cfg) = layers::embedding_and_config(g, arch)?;
-        let (h, qd, kvd, f) = (
+        let (qwen2, qwen3) = (arch == "qwen2", arch == "qwen3");
+        let (h, hd, qd, kvd) = (
             cfg.hidden,
+            cfg.head_dim,
             cfg.n_head * cfg.head_dim,
             cfg.kv_dim(),
-            cfg.ffn_hidden,
         );
-        let vector = |name: &str| -> Result<Vec<f32>> { Ok(g.weight_shaped(name, 1, h)?.to_f32()) };
+        let vector = |name: &str, len: usize| -> Result<Vec<f32>> {
+            Ok(g.weight_shaped(name, 1, len)?.to_f32())
+        };
         let mut blocks = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
             let p = |s: &str| format!("blk.{i}.{s}.weight");
+            let b = |s: &str| format!("blk.{i}.{s}.bias");
+            // Qwen2 always has q/k/v biases; accept their absence (some fine-tunes drop them).
+            let bias = if qwen2 && g.has_tensor(&b("attn_q")) {
+                Some([
+                    vector(&b("attn_q"), qd)?,
+                    vector(&b("attn_k"), kvd)?,
+                    vector(&b("attn_v"), kvd)?,
+                ])
+            } else {
+                None
+            };
+            let qk_norm = if qwen3 {
+                Some([
+                    vector(&p("attn_q_norm"), hd)?,
+                    vector(&p("attn_k_norm"), hd)?,
+                ])
+            } else {
+                None
+            };
             blocks.push(Block {
-                attn_norm: vector(&p("attn_norm"))?,
-                wq: g.weight_shaped(&p("attn_q"), qd, h)?,
-                wk: g.weight_shaped(&p("attn_k"), kvd, h)?,
-                wv: g.weight_shaped(&p("attn_v"), kvd, h)?,
-                wo: g.weight_shaped(&p("attn_output"), h, qd)?,
-                ffn_norm: vector(&p("ffn_norm"))?,
-                w_gate: g.weight_shaped(&p("ffn_gate"), f, h)?,
-                w_up: g.weight_shaped(&p("ffn_up"), f, h)?,
-                w_down: g.weight_shaped(&p("ffn_down"), h, f)?,
+                attn_norm: vector(&p("attn_norm"), h)?,
+                m: layers::BlockMats::load(g, i, &cfg)?,
+                bias,
+                qk_norm,
+                ffn_norm: vector(&p("ffn_norm"), h)?,
             });
         }
-        // Tied embeddings (SmolLM2): no output tensor, the embedding matrix projects back.
-        let output = if g.has_tensor("output.weight") {
-            g.weight_shaped("output.weight", cfg.vocab, h)?
-        } else {
-            tok_embd.clone()
-        };
+        let mut output = layers::output_or_tied(g, &tok_embd, &cfg)?;
         // Llama 3.1-style rope scaling ships per-dimension factors as a tensor.
         let factors = if g.has_tensor("rope_freqs.weight") {
             g.weight("rope_freqs.weight")?.to_f32()
@@ -71,21 +93,8 @@ impl Llama {
             Vec::new()
         };
         let rope = layers::rope_freqs(&cfg, factors);
-        let norm = vector("output_norm.weight")?;
-        let mut output = output;
-        let mut mats: Vec<&mut Weight> = vec![&mut output];
-        for b in blocks.iter_mut() {
-            mats.extend([
-                &mut b.wq,
-                &mut b.wk,
-                &mut b.wv,
-                &mut b.wo,
-                &mut b.w_gate,
-                &mut b.w_up,
-                &mut b.w_down,
-            ]);
-        }
-        let weight_bytes = layers::pack_weights(g, mats);
+        let norm = vector("output_norm.weight", h)?;
+        let weight_bytes = layers::pack_model(g, &mut output, blocks.iter_mut().map(|b| &mut b.m));
         Ok(Llama {
             cfg,
             tok_embd,
@@ -109,48 +118,41 @@ impl Model for Llama {
 
     fn forward(&self, batch: &Batch, kv: &mut KvStorage) -> Result<Vec<f32>> {
         let cfg = &self.cfg;
-        let (n, h) = (batch.n_tokens(), cfg.hidden);
+        let (n, h, hd) = (batch.n_tokens(), cfg.hidden, cfg.head_dim);
         // x: (n_tokens, hidden)
         let mut x = layers::embed(&self.tok_embd, batch);
         let (cos, sin) = layers::rope_tables(&batch.positions, &self.rope);
-        let scale = 1.0 / (cfg.head_dim as f32).sqrt();
+        let scale = 1.0 / (hd as f32).sqrt();
         let tables = layers::raw_block_tables(batch);
         let mut hbuf = vec![0f32; n * h];
-        let mut attn = vec![0f32; n * cfg.n_head * cfg.head_dim];
+        let mut attn = vec![0f32; n * cfg.n_head * hd];
         for (l, b) in self.blocks.iter().enumerate() {
             layers::rms_norm_into(&x, &b.attn_norm, cfg.rms_eps, &mut hbuf);
             // q: (n, n_head, head_dim); k, v: (n, n_kv_head, head_dim)
-            let [mut q, mut k, v] = linear_many([&b.wq, &b.wk, &b.wv], &hbuf);
-            layers::apply_rope(&mut q, cfg.n_head, cfg.head_dim, cfg.rope_style, &cos, &sin);
-            layers::apply_rope(
-                &mut k,
-                cfg.n_kv_head,
-                cfg.head_dim,
-                cfg.rope_style,
-                &cos,
-                &sin,
-            );
-            layers::store_kv(kv, l, batch, &k, &v);
-            layers::paged_attention(
-                kv,
-                l,
-                batch,
-                &tables,
-                &q,
-                &mut attn,
-                cfg,
-                layers::AttnParams {
-                    scale,
-                    window: None,
-                },
-            );
-            let o = linear(&b.wo, &attn);
+            let [mut q, mut k, mut v] = linear_many([&b.m.wq, &b.m.wk, &b.m.wv], &hbuf);
+            if let Some([bq, bk, bv]) = &b.bias {
+                layers::add_bias(&mut q, bq);
+                layers::add_bias(&mut k, bk);
+                layers::add_bias(&mut v, bv);
+            }
+            if let Some([qn, kn]) = &b.qk_norm {
+                layers::rms_norm(&mut q, qn, cfg.rms_eps);
+                layers::rms_norm(&mut k, kn, cfg.rms_eps);
+            }
+            let params = layers::AttnParams {
+                scale,
+                window: None,
+            };
+            let qkv = (&mut q[..], &mut k[..], &v[..]);
+            let rope = (&cos[..], &sin[..]);
+            layers::rope_store_attend(kv, l, batch, &tables, cfg, rope, qkv, params, &mut attn);
+            let o = linear(&b.m.wo, &attn);
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
             layers::swiglu_residual(
                 &mut x,
                 &b.ffn_norm,
                 cfg.rms_eps,
-                [&b.w_gate, &b.w_up, &b.w_down],
+                [&b.m.w_gate, &b.m.w_up, &b.m.w_down],
                 &mut hbuf,
             );
         }

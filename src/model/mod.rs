@@ -10,7 +10,6 @@ pub mod gguf;
 pub mod kv;
 pub mod layers;
 pub mod llama;
-pub mod qwen;
 pub mod registry;
 pub mod safetensors;
 pub mod source;
@@ -134,9 +133,8 @@ pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     };
     let arch = g.str("general.architecture")?.to_string();
     let model: Arc<dyn Model> = match arch.as_str() {
-        "llama" | "mistral" => Arc::new(llama::Llama::from_gguf(&g, &arch)?),
+        "llama" | "mistral" | "qwen2" | "qwen3" => Arc::new(llama::Llama::from_gguf(&g, &arch)?),
         "gemma3" => Arc::new(gemma3::Gemma3::from_gguf(&g)?),
-        "qwen2" | "qwen3" => Arc::new(qwen::Qwen::from_gguf(&g, &arch)?),
         other => {
             return Err(Error::UnsupportedArchitecture {
                 path: path.to_path_buf(),

@@ -108,15 +108,13 @@ fn inline_item(value: Value, format: Format, what: &str) -> ApiResult<RubricItem
     };
     // The ares reader takes lines without `schema_version` or `id` too; an inline rubric's id is
     // derived with its own prefix so it cannot collide with a file's item.
-    if format == Format::Ares {
-        if !obj.contains_key("id") {
-            let q = obj
-                .get("question")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            obj.insert("id".into(), Value::from(formats::derived_id("inline", &q)));
-        }
+    if format == Format::Ares && !obj.contains_key("id") {
+        let q = obj
+            .get("question")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        obj.insert("id".into(), Value::from(formats::derived_id("inline", &q)));
     }
     formats::import(format, Value::Object(obj))
         .map_err(|e| ApiError::invalid(format!("{what}: invalid rubric: {e}")))
