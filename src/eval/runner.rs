@@ -480,6 +480,136 @@ fn write_text(path: &Path, text: String) -> Result<(), EvalError> {
     })
 }
 
+/// A data set ready to score: its questions, the responses to judge (each naming its question),
+/// and how agreement with people is measured on them.
+struct Prepared {
+    dataset: Dataset,
+    samples: usize,
+    available: usize,
+    labels: Vec<usize>,
+    questions: Vec<Question>,
+    responses: Vec<EvalResponse>,
+    agreement: Agreement,
+}
+
+/// What people said about the responses.
+enum Agreement {
+    /// An expert grade per response (medquad, 1-4): rank correlation of reward with grade.
+    Grades(Vec<f64>),
+    /// Responses come in consecutive pairs, with the preferred one (1 or 2) of each (llmbar):
+    /// how often the preferred output gets the higher reward.
+    Preferences(Vec<u8>),
+}
+
+impl Agreement {
+    /// One sample per scored unit (a response, or a pair), `None` when it was not scored, and
+    /// the failure reasons counted into `result`; fills `result`'s agreement figures.
+    fn measure(
+        &self,
+        rewards: &[Result<f64, String>],
+        result: &mut MethodResult,
+        config: &EvalConfig,
+    ) -> Vec<Option<(f64, f64)>> {
+        let per_unit: Vec<Option<(f64, f64)>> = match self {
+            Agreement::Grades(grades) => {
+                for why in rewards.iter().filter_map(|r| r.as_ref().err()) {
+                    *result.failed.entry(why.clone()).or_default() += 1;
+                }
+                rewards
+                    .iter()
+                    .zip(grades)
+                    .map(|(r, g)| r.as_ref().ok().map(|r| (*r, *g)))
+                    .collect()
+            }
+            Agreement::Preferences(labels) => labels
+                .iter()
+                .zip(rewards.chunks(2))
+                .map(|(label, r)| match (&r[0], &r[1]) {
+                    (Ok(a), Ok(b)) => Some(if *label == 1 { (*a, *b) } else { (*b, *a) }),
+                    // A pair counts once, under the reason of its first unscored output.
+                    (Err(why), _) | (_, Err(why)) => {
+                        *result.failed.entry(why.clone()).or_default() += 1;
+                        None
+                    }
+                })
+                .collect(),
+        };
+        let scored: Vec<(f64, f64)> = per_unit.iter().flatten().copied().collect();
+        let n = scored.len();
+        result.scored = n;
+        let boot = |f: &dyn Fn(&[usize]) -> Option<f64>| {
+            stats::bootstrap(n, f, config.resamples, CONFIDENCE, config.seed)
+        };
+        match self {
+            Agreement::Grades(_) => {
+                let (x, y): (Vec<f64>, Vec<f64>) = scored.iter().copied().unzip();
+                result.spearman =
+                    boot(&|idx| stats::spearman(&stats::pick(&x, idx), &stats::pick(&y, idx)));
+                result.kendall_tau_b =
+                    boot(&|idx| stats::kendall_tau_b(&stats::pick(&x, idx), &stats::pick(&y, idx)));
+                result.mean_reward = mean(&x);
+            }
+            Agreement::Preferences(_) => {
+                let all: Vec<f64> = rewards.iter().flatten().copied().collect();
+                result.mean_reward = mean(&all);
+                result.ties = Some(scored.iter().filter(|(a, b)| a == b).count());
+                result.pairwise_accuracy = boot(&|idx| {
+                    let picked: Vec<(f64, f64)> = idx.iter().map(|&i| scored[i]).collect();
+                    stats::pairwise_accuracy(&picked)
+                });
+            }
+        }
+        per_unit
+    }
+
+    /// The statistic compared between a method and the plain judge on common samples.
+    fn statistic(&self, samples: &[(f64, f64)]) -> Option<f64> {
+        match self {
+            Agreement::Grades(_) => {
+                let (x, y): (Vec<f64>, Vec<f64>) = samples.iter().copied().unzip();
+                stats::spearman(&x, &y)
+            }
+            Agreement::Preferences(_) => stats::pairwise_accuracy(samples),
+        }
+    }
+}
+
+/// The one scoring path of every data set: a rubric per question, every method's rewards, their
+/// agreement with people, and each method against the plain judge.
+fn score(ctx: &Context<'_>, d: Prepared) -> Result<DatasetResult, EvalError> {
+    let config = ctx.config;
+    let (rubrics, rubric_summary) = rubrics(
+        config,
+        ctx.generator,
+        ctx.model_sha256,
+        ctx.progress,
+        d.dataset,
+        &d.questions,
+    )?;
+    let mut methods = Vec::new();
+    // Per method, per scored unit: (reward, grade) or (preferred, other) when scored.
+    let mut samples: Vec<Vec<Option<(f64, f64)>>> = Vec::new();
+    for method in Method::ALL {
+        let (rewards, mut result) =
+            judge(ctx, d.dataset, method, &d.questions, &rubrics, &d.responses)?;
+        samples.push(d.agreement.measure(&rewards, &mut result, config));
+        methods.push(result);
+    }
+    let statistic = |s: &[(f64, f64)]| d.agreement.statistic(s);
+    let vs = compare_with_plain(&samples, &statistic, config.resamples, config.seed);
+    for (m, v) in methods.iter_mut().zip(vs) {
+        m.vs_plain = v;
+    }
+    Ok(DatasetResult {
+        dataset: d.dataset,
+        samples: d.samples,
+        available: d.available,
+        labels: d.labels,
+        rubrics: rubric_summary,
+        methods,
+    })
+}
+
 fn medquad(ctx: &Context<'_>) -> Result<DatasetResult, EvalError> {
     let config = ctx.config;
     let all = datasets::read_medquad(&config.data_dir.join(datasets::MEDQUAD_FILE))?;
@@ -507,72 +637,20 @@ fn medquad(ctx: &Context<'_>) -> Result<DatasetResult, EvalError> {
             text: r.answer.clone(),
         })
         .collect();
-    let grades: Vec<f64> = rows.iter().map(|r| f64::from(r.score)).collect();
     let mut labels = vec![0; 4];
     for r in &rows {
         labels[usize::from(r.score) - 1] += 1;
     }
-    let (rubrics, rubric_summary) = rubrics(
-        config,
-        ctx.generator,
-        ctx.model_sha256,
-        ctx.progress,
-        Dataset::Medquad,
-        &questions,
-    )?;
-    let mut methods = Vec::new();
-    // Per method, per answer: (reward, grade) when scored.
-    let mut samples: Vec<Vec<Option<(f64, f64)>>> = Vec::new();
-    for method in Method::ALL {
-        let (rewards, mut result) = judge(
-            ctx,
-            Dataset::Medquad,
-            method,
-            &questions,
-            &rubrics,
-            &responses,
-        )?;
-        for why in rewards.iter().filter_map(|r| r.as_ref().err()) {
-            *result.failed.entry(why.clone()).or_default() += 1;
-        }
-        let (x, y): (Vec<f64>, Vec<f64>) = rewards
-            .iter()
-            .zip(&grades)
-            .filter_map(|(r, g)| r.as_ref().ok().map(|r| (*r, *g)))
-            .unzip();
-        let n = x.len();
-        let rho = |idx: &[usize]| stats::spearman(&stats::pick(&x, idx), &stats::pick(&y, idx));
-        let tau =
-            |idx: &[usize]| stats::kendall_tau_b(&stats::pick(&x, idx), &stats::pick(&y, idx));
-        result.scored = n;
-        result.spearman = stats::bootstrap(n, rho, config.resamples, CONFIDENCE, config.seed);
-        result.kendall_tau_b = stats::bootstrap(n, tau, config.resamples, CONFIDENCE, config.seed);
-        result.mean_reward = mean(&x);
-        methods.push(result);
-        samples.push(
-            rewards
-                .iter()
-                .zip(&grades)
-                .map(|(r, g)| r.as_ref().ok().map(|r| (*r, *g)))
-                .collect(),
-        );
-    }
-    let rho = |s: &[(f64, f64)]| {
-        let (x, y): (Vec<f64>, Vec<f64>) = s.iter().copied().unzip();
-        stats::spearman(&x, &y)
-    };
-    let vs = compare_with_plain(&samples, &rho, config.resamples, config.seed);
-    for (m, v) in methods.iter_mut().zip(vs) {
-        m.vs_plain = v;
-    }
-    Ok(DatasetResult {
+    let prepared = Prepared {
         dataset: Dataset::Medquad,
         samples: rows.len(),
         available,
         labels,
-        rubrics: rubric_summary,
-        methods,
-    })
+        questions,
+        responses,
+        agreement: Agreement::Grades(rows.iter().map(|r| f64::from(r.score)).collect()),
+    };
+    score(ctx, prepared)
 }
 
 fn llmbar(ctx: &Context<'_>) -> Result<DatasetResult, EvalError> {
@@ -602,76 +680,16 @@ fn llmbar(ctx: &Context<'_>) -> Result<DatasetResult, EvalError> {
         pairs.iter().filter(|p| p.label == 1).count(),
         pairs.iter().filter(|p| p.label == 2).count(),
     ];
-    let (rubrics, rubric_summary) = rubrics(
-        config,
-        ctx.generator,
-        ctx.model_sha256,
-        ctx.progress,
-        Dataset::Llmbar,
-        &questions,
-    )?;
-    let mut methods = Vec::new();
-    // Per method, per pair: (reward of the preferred output, reward of the other) when both
-    // were scored.
-    let mut samples: Vec<Vec<Option<(f64, f64)>>> = Vec::new();
-    for method in Method::ALL {
-        let (rewards, mut result) = judge(
-            ctx,
-            Dataset::Llmbar,
-            method,
-            &questions,
-            &rubrics,
-            &responses,
-        )?;
-        let mut per_pair: Vec<Option<(f64, f64)>> = Vec::new();
-        for (p, r) in pairs.iter().zip(rewards.chunks(2)) {
-            match (&r[0], &r[1]) {
-                (Ok(a), Ok(b)) => {
-                    per_pair.push(Some(if p.label == 1 { (*a, *b) } else { (*b, *a) }))
-                }
-                // A pair counts once, under the reason of its first unscored output.
-                (Err(why), _) | (_, Err(why)) => {
-                    *result.failed.entry(why.clone()).or_default() += 1;
-                    per_pair.push(None);
-                }
-            }
-        }
-        let scored: Vec<(f64, f64)> = per_pair.iter().flatten().copied().collect();
-        let accuracy = |idx: &[usize]| {
-            let picked: Vec<(f64, f64)> = idx.iter().map(|&i| scored[i]).collect();
-            stats::pairwise_accuracy(&picked)
-        };
-        let all_rewards: Vec<f64> = rewards.iter().flatten().copied().collect();
-        result.mean_reward = mean(&all_rewards);
-        result.scored = scored.len();
-        result.ties = Some(scored.iter().filter(|(a, b)| a == b).count());
-        result.pairwise_accuracy = stats::bootstrap(
-            scored.len(),
-            accuracy,
-            config.resamples,
-            CONFIDENCE,
-            config.seed,
-        );
-        methods.push(result);
-        samples.push(per_pair);
-    }
-    let vs = compare_with_plain(
-        &samples,
-        &stats::pairwise_accuracy,
-        config.resamples,
-        config.seed,
-    );
-    for (m, v) in methods.iter_mut().zip(vs) {
-        m.vs_plain = v;
-    }
-    Ok(DatasetResult {
+    let prepared = Prepared {
         dataset: Dataset::Llmbar,
         samples: pairs.len(),
         available,
         labels,
-        rubrics: rubric_summary,
-        methods,
-    })
+        questions,
+        responses,
+        agreement: Agreement::Preferences(pairs.iter().map(|p| p.label).collect()),
+    };
+    score(ctx, prepared)
 }
 
 fn mean(xs: &[f64]) -> Option<f64> {
