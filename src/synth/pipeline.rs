@@ -526,14 +526,44 @@ impl<'a> Run<'a> {
     }
 
     /// One batch through label, generate and the filters; writes its units.
+    /// One batch of chunks through every stage: label, generate, filter, rubric validity, write.
     fn process(&self, chunks: Vec<Chunk>) -> Result<(), SynthError> {
-        let cfg = self.config;
-        let mut usage = Usage::default();
-        let mut units: Vec<UnitLines> = chunks.iter().map(|_| UnitLines::default()).collect();
-        let mut labels: Vec<Option<Label>> = vec![None; chunks.len()];
-        let mut rejections: Vec<(&'static str, String)> = Vec::new();
+        let mut w = Work {
+            chunks: &chunks,
+            units: chunks.iter().map(|_| UnitLines::default()).collect(),
+            labels: vec![None; chunks.len()],
+            candidates: Vec::new(),
+            usage: Usage::default(),
+            rejections: Vec::new(),
+        };
+        self.label(&mut w);
+        self.generate(&mut w);
+        let to_judge = self.filter(&mut w);
+        self.validity(&mut w, &to_judge);
+        self.write(w)
+    }
 
-        // Label: rules, then the model.
+    /// The one place a stage's counts reach the report: `entered` in, `passed` out, and the
+    /// reasons of the rejections it collected (drained).
+    fn close_stage(
+        &self,
+        stage: &str,
+        entered: usize,
+        passed: usize,
+        rejections: &mut Vec<(&'static str, String)>,
+    ) {
+        let mut report = lock(&self.report);
+        report.enter(stage, entered);
+        report.pass(stage, passed);
+        for (at, reason) in rejections.drain(..) {
+            report.reject(at, &reason);
+        }
+    }
+
+    /// Label: rules, then the model (domain and personas per chunk).
+    fn label(&self, w: &mut Work<'_>) {
+        let cfg = self.config;
+        let chunks = w.chunks;
         let domains_list = cfg.domains.join(", ");
         let personas = cfg.personas.to_string();
         let mut reqs = Vec::new();
@@ -551,10 +581,10 @@ impl<'a> Run<'a> {
             });
             match prompt {
                 Err(reason) => {
-                    units[i]
+                    w.units[i]
                         .rejected
                         .push(line(&self.rejected_for(c, "label", &reason)));
-                    rejections.push(("label", reason));
+                    w.rejections.push(("label", reason));
                 }
                 Ok(p) => {
                     reqs.push(Request {
@@ -570,41 +600,41 @@ impl<'a> Run<'a> {
                 }
             }
         }
-        for (i, r) in which.into_iter().zip(self.run_requests(reqs, &mut usage)) {
+        for (i, r) in which.into_iter().zip(self.run_requests(reqs, &mut w.usage)) {
             let parsed = r.map_err(|e| format!("engine: {e}")).and_then(|c| {
                 parse_label(&c.text, &cfg.domains, cfg.personas)
                     .map_err(|e| format!("{e} (finish {:?})", c.finish_reason))
             });
             match parsed {
-                Ok(l) => labels[i] = Some(l),
+                Ok(l) => w.labels[i] = Some(l),
                 Err(reason) => {
-                    units[i]
+                    w.units[i]
                         .rejected
                         .push(line(&self.rejected_for(&chunks[i], "label", &reason)));
-                    rejections.push(("label", reason));
+                    w.rejections.push(("label", reason));
                 }
             }
         }
+        let ok = w.labels.iter().filter(|l| l.is_some()).count();
+        self.close_stage("label", chunks.len(), ok, &mut w.rejections);
         {
             let mut report = lock(&self.report);
-            report.enter("label", chunks.len());
-            let ok = labels.iter().filter(|l| l.is_some()).count();
-            report.pass("label", ok);
-            for (stage, reason) in rejections.drain(..) {
-                report.reject(stage, &reason);
-            }
-            for l in labels.iter().flatten() {
+            for l in w.labels.iter().flatten() {
                 let d = report.domain_mut(&l.domain);
                 d.chunks += 1;
                 d.items += l.personas.len();
             }
         }
         self.tick(|p| p.labelled += chunks.len());
+    }
 
-        // Generate: one constrained pass per (chunk, persona).
+    /// Generate: one constrained pass per (chunk, persona), parsed into candidates.
+    fn generate(&self, w: &mut Work<'_>) {
+        let cfg = self.config;
+        let chunks = w.chunks;
         let mut reqs = Vec::new();
         let mut slots: Vec<(usize, String, String, u64)> = Vec::new();
-        for (i, (c, l)) in chunks.iter().zip(&labels).enumerate() {
+        for (i, (c, l)) in chunks.iter().zip(&w.labels).enumerate() {
             let Some(l) = l else { continue };
             for (k, persona) in l.personas.iter().enumerate() {
                 let item_id = format!("s-{}", short_hash(&["item", &c.id, persona]));
@@ -638,18 +668,17 @@ impl<'a> Run<'a> {
                         let mut r = self.rejected_for(c, "generate", &reason);
                         r.domain = Some(l.domain.clone());
                         r.persona = Some(persona.clone());
-                        units[i].rejected.push(line(&r));
-                        rejections.push(("generate", reason));
+                        w.units[i].rejected.push(line(&r));
+                        w.rejections.push(("generate", reason));
                     }
                 }
             }
         }
-        let n_items = slots.len() + rejections.len();
-        let mut candidates: Vec<Candidate> = Vec::new();
+        let n_items = slots.len() + w.rejections.len();
         for ((i, persona, item_id, seed), r) in
-            slots.into_iter().zip(self.run_requests(reqs, &mut usage))
+            slots.into_iter().zip(self.run_requests(reqs, &mut w.usage))
         {
-            let label = labels[i].as_ref().expect("only labelled chunks generate");
+            let label = w.labels[i].as_ref().expect("only labelled chunks generate");
             let result = r.map_err(|e| (format!("engine: {e}"), None)).and_then(|c| {
                 let g = parse_generated(&c.text).map_err(|e| {
                     (
@@ -689,7 +718,7 @@ impl<'a> Run<'a> {
                     )
                     .map_err(|e| e.to_string());
                     let degraded = degrade(&g.answer);
-                    candidates.push(Candidate {
+                    w.candidates.push(Candidate {
                         chunk: i,
                         persona,
                         item_id,
@@ -710,30 +739,27 @@ impl<'a> Run<'a> {
                     r.domain = Some(label.domain.clone());
                     r.persona = Some(persona);
                     r.output = output;
-                    units[i].rejected.push(line(&r));
-                    rejections.push(("generate", reason));
+                    w.units[i].rejected.push(line(&r));
+                    w.rejections.push(("generate", reason));
                 }
             }
         }
-        {
-            let mut report = lock(&self.report);
-            report.enter("generate", n_items);
-            report.pass("generate", candidates.len());
-            for (stage, reason) in rejections.drain(..) {
-                report.reject(stage, &reason);
-            }
-        }
+        self.close_stage("generate", n_items, w.candidates.len(), &mut w.rejections);
         self.tick(|p| p.generated += n_items);
+    }
 
-        // Filters. Rules and structure are computed for all; the two model checks for every
-        // item whose question passed the rules; the judge for items that passed everything else.
-        for c in &mut candidates {
+    /// Filters: rules and structure for every candidate, the two model checks for every item
+    /// whose question passed the rules. Returns the candidates that passed, for the judge.
+    fn filter(&self, w: &mut Work<'_>) -> Vec<usize> {
+        let cfg = self.config;
+        let chunks = w.chunks;
+        for c in &mut w.candidates {
             let v = self.self_rules.check(&c.generated.question);
             c.filters.push(v);
         }
         let mut check_prompts = Vec::new();
         let mut check_of = Vec::new();
-        for (k, c) in candidates.iter().enumerate() {
+        for (k, c) in w.candidates.iter().enumerate() {
             if !c.filters[0].passed {
                 continue;
             }
@@ -756,7 +782,7 @@ impl<'a> Run<'a> {
                 check_of.push(k);
             }
         }
-        let mut answers = self.yes_no(check_prompts, &mut usage).into_iter();
+        let mut answers = self.yes_no(check_prompts, &mut w.usage).into_iter();
         let mut model_checks: BTreeMap<usize, (Check, Check)> = BTreeMap::new();
         for k in check_of {
             let sc = answers.next().unwrap_or_else(|| Err("missing".into()));
@@ -764,7 +790,7 @@ impl<'a> Run<'a> {
             model_checks.insert(k, (sc, fa));
         }
         let mut to_judge: Vec<usize> = Vec::new();
-        for (k, c) in candidates.iter_mut().enumerate() {
+        for (k, c) in w.candidates.iter_mut().enumerate() {
             let checks = model_checks.remove(&k);
             let model_verdict = |name: &str, r: &Result<f64, String>, min: f64, what: &str| match r
             {
@@ -822,17 +848,21 @@ impl<'a> Run<'a> {
                 to_judge.push(k);
             }
         }
+        to_judge
+    }
 
-        // Rubric validity through the judge: the reference answer and a degraded one.
+    /// Rubric validity through the judge: the reference answer and a degraded one.
+    fn validity(&self, w: &mut Work<'_>, to_judge: &[usize]) {
+        let cfg = self.config;
         if !to_judge.is_empty() {
             let items: Vec<RubricItem> = to_judge
                 .iter()
-                .filter_map(|&k| candidates[k].rubric.as_ref().ok().cloned())
+                .filter_map(|&k| w.candidates[k].rubric.as_ref().ok().cloned())
                 .collect();
             let set = RubricSet::from_items(items);
             let mut inputs = Vec::new();
-            for &k in &to_judge {
-                let c = &candidates[k];
+            for &k in to_judge {
+                let c = &w.candidates[k];
                 let Some(item) = set.get(&c.item_id) else {
                     continue;
                 };
@@ -844,11 +874,11 @@ impl<'a> Run<'a> {
                 }
             }
             let (records, summary) = self.judge.score_each(&inputs, &|_| {});
-            usage.requests += summary.requests;
-            usage.prompt += summary.prompt_tokens;
-            usage.cached += summary.cached_tokens;
+            w.usage.requests += summary.requests;
+            w.usage.prompt += summary.prompt_tokens;
+            w.usage.cached += summary.cached_tokens;
             for (j, &k) in to_judge.iter().enumerate() {
-                let c = &mut candidates[k];
+                let c = &mut w.candidates[k];
                 let (rr, dr) = (&records[2 * j], &records[2 * j + 1]);
                 let status_reason = |r: &crate::judge::JudgeRecord| {
                     format!(
@@ -909,8 +939,13 @@ impl<'a> Run<'a> {
                 }
             }
         }
+    }
 
-        // Records and the funnel.
+    /// Records and the funnel: accepted items and rejections per unit, the funnel counts, and
+    /// the units written.
+    fn write(&self, mut w: Work<'_>) -> Result<(), SynthError> {
+        let cfg = self.config;
+        let chunks = w.chunks;
         let funnel = [
             "self_containment",
             "leakage",
@@ -919,11 +954,11 @@ impl<'a> Run<'a> {
             "accepted",
         ];
         let mut accepted_domains: Vec<String> = Vec::new();
-        for c in &mut candidates {
+        for c in &mut w.candidates {
             let chunk = &chunks[c.chunk];
-            let label = labels[c.chunk]
+            let label = w.labels[c.chunk]
                 .as_ref()
-                .expect("candidates come from labelled chunks");
+                .expect("w.candidates come from labelled chunks");
             if c.rejected.is_none() {
                 let Ok(mut item) = c.rubric.clone() else {
                     continue;
@@ -962,7 +997,7 @@ impl<'a> Run<'a> {
                 );
                 match formats::to_line(cfg.format, &item) {
                     Ok(l) => {
-                        units[c.chunk].accepted.push(l);
+                        w.units[c.chunk].accepted.push(l);
                         accepted_domains.push(label.domain.clone());
                         continue;
                     }
@@ -984,40 +1019,60 @@ impl<'a> Run<'a> {
                 .map(|i| i.criteria.clone())
                 .unwrap_or_default();
             r.filters = c.filters.clone();
-            units[c.chunk].rejected.push(line(&r));
+            w.units[c.chunk].rejected.push(line(&r));
+        }
+        // Each candidate went through the funnel's stages up to the one that rejected it.
+        for (s, stage) in funnel.iter().enumerate() {
+            let mut entered = 0;
+            let mut passed = 0;
+            for c in &w.candidates {
+                let end = match &c.rejected {
+                    Some((stage, _)) => funnel.iter().position(|f| f == stage).unwrap_or(0),
+                    None => funnel.len() - 1,
+                };
+                if s <= end {
+                    entered += 1;
+                    if s < end || c.rejected.is_none() {
+                        passed += 1;
+                    }
+                }
+                if let Some((at, reason)) = &c.rejected {
+                    if at == stage {
+                        w.rejections.push((at, reason.clone()));
+                    }
+                }
+            }
+            self.close_stage(stage, entered, passed, &mut w.rejections);
         }
         {
             let mut report = lock(&self.report);
-            for c in &candidates {
-                let end = match &c.rejected {
-                    Some((stage, _)) => funnel.iter().position(|s| s == stage).unwrap_or(0),
-                    None => funnel.len() - 1,
-                };
-                for (s, stage) in funnel.iter().enumerate().take(end + 1) {
-                    report.enter(stage, 1);
-                    if s < end || c.rejected.is_none() {
-                        report.pass(stage, 1);
-                    }
-                }
-                if let Some((stage, reason)) = &c.rejected {
-                    report.reject(stage, reason);
-                }
-            }
             for d in &accepted_domains {
                 report.domain_mut(d).accepted += 1;
             }
-            report.requests += usage.requests;
-            report.engine_errors += usage.errors;
-            report.prompt_tokens += usage.prompt;
-            report.cached_prompt_tokens += usage.cached;
-            report.completion_tokens += usage.completion;
+            report.requests += w.usage.requests;
+            report.engine_errors += w.usage.errors;
+            report.prompt_tokens += w.usage.prompt;
+            report.cached_prompt_tokens += w.usage.cached;
+            report.completion_tokens += w.usage.completion;
         }
-        self.tick(|p| p.filtered += candidates.len());
-        for (c, lines) in chunks.iter().zip(units) {
+        self.tick(|p| p.filtered += w.candidates.len());
+        for (c, lines) in chunks.iter().zip(w.units) {
             self.write_unit(&c.id, lines)?;
         }
         Ok(())
     }
+}
+
+/// What one batch of chunks carries from stage to stage.
+struct Work<'c> {
+    chunks: &'c [Chunk],
+    /// Output lines per chunk (a chunk is a unit of the journal).
+    units: Vec<UnitLines>,
+    labels: Vec<Option<Label>>,
+    candidates: Vec<Candidate>,
+    usage: Usage,
+    /// Rejections of the running stage, until [`Run::close_stage`] drains them.
+    rejections: Vec<(&'static str, String)>,
 }
 
 /// Runs synth. Returns the report (also written to `OUT/report.json`).
