@@ -99,7 +99,11 @@ fn entry_id(e: &Value) -> Option<TokenId> {
     e.get("id")
         .and_then(Value::as_u64)
         .and_then(|x| TokenId::try_from(x).ok())
-        .or_else(|| e.get("token").and_then(Value::as_str).and_then(vllm_token_id))
+        .or_else(|| {
+            e.get("token")
+                .and_then(Value::as_str)
+                .and_then(vllm_token_id)
+        })
 }
 
 fn content_entry(e: &Value) -> Option<TopEntry> {
@@ -235,7 +239,14 @@ pub fn match_wanted(
             (w, lp)
         })
         .collect();
-    Some((found, if by_id { MatchedBy::Id } else { MatchedBy::Text }))
+    Some((
+        found,
+        if by_id {
+            MatchedBy::Id
+        } else {
+            MatchedBy::Text
+        },
+    ))
 }
 
 #[cfg(test)]

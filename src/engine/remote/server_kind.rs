@@ -117,12 +117,22 @@ mod tests {
     #[test]
     fn kinds_from_cards_and_props() {
         let k = |c: Value| ServerKind::from_card(&c);
-        assert_eq!(k(json!({"id": "m", "owned_by": "llamacpp"})), ServerKind::LlamaCpp);
+        assert_eq!(
+            k(json!({"id": "m", "owned_by": "llamacpp"})),
+            ServerKind::LlamaCpp
+        );
         assert_eq!(k(json!({"id": "m", "owned_by": "vllm"})), ServerKind::Vllm);
-        assert_eq!(k(json!({"id": "m", "owned_by": "sglang"})), ServerKind::Sglang);
-        assert_eq!(k(json!({"id": "m", "owned_by": "openai"})), ServerKind::Other);
+        assert_eq!(
+            k(json!({"id": "m", "owned_by": "sglang"})),
+            ServerKind::Sglang
+        );
+        assert_eq!(
+            k(json!({"id": "m", "owned_by": "openai"})),
+            ServerKind::Other
+        );
         assert_eq!(k(json!({"id": "m", "ares": {}})), ServerKind::Ares);
-        let props = json!({"default_generation_settings": {"n_ctx": 2048}, "model_path": "/a/b.gguf"});
+        let props =
+            json!({"default_generation_settings": {"n_ctx": 2048}, "model_path": "/a/b.gguf"});
         assert_eq!(ServerKind::from_props(&props), Some(ServerKind::LlamaCpp));
         assert_eq!(props_n_ctx(&props), Some(2048));
         assert_eq!(props_model(&props).as_deref(), Some("b.gguf"));

@@ -85,7 +85,10 @@ impl RemoteStatsSnapshot {
             );
         }
         let partly = if self.cache_reported < self.requests {
-            format!(", reported on {} of {} requests", self.cache_reported, self.requests)
+            format!(
+                ", reported on {} of {} requests",
+                self.cache_reported, self.requests
+            )
         } else {
             String::new()
         };
