@@ -399,6 +399,13 @@ fn a_server_without_models_or_props_still_connects() {
 
 #[test]
 fn busy_servers_are_retried_and_retry_after_is_honoured() {
+    // llama-server answers 503 "Loading model" (recorded) until its model is loaded.
+    let server = FakeServer::start(|s, n| match (s.path.as_str(), n) {
+        ("/v1/models", 0 | 1) => Reply::json(503, fixture("llamacpp_error_503_loading.json")),
+        ("/v1/models", _) => Reply::json(200, fixture("llamacpp_models.json")),
+        _ => not_found(),
+    });
+    assert_eq!(connect(&server.base).info().kind, ServerKind::LlamaCpp);
     let server = FakeServer::start(|s, n| match (s.path.as_str(), n) {
         ("/v1/models", _) => Reply::json(200, fixture("vllm_docs_models.json")),
         ("/v1/completions", 0) => Reply::json(429, fixture("openai_docs_error_429.json")),
