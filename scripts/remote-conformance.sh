@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # On-demand conformance of `--backend` with llama.cpp's llama-server (issue #16): starts
-# llama-server from ../shared/bench/llama-cpp-baseline's build on 127.0.0.1, runs `ares synth` and
-# `ares judge` (logprob and generate modes) through `--backend`, judges the same rubric items and
-# responses with the local engine, and compares:
+# llama-server from ../shared/bench/llama-cpp-baseline's build on 127.0.0.1, runs `ares synth`
+# through `--backend` (must finish without engine errors), makes rubric items and responses with
+# the local engine (the README's synth example), judges them through `--backend` and locally in
+# logprob and generate modes, and compares:
 #   - logprob mode: |reward_remote - reward_local| <= 0.05 for every response,
 #   - generate mode: the per-criterion verdicts agree on >= 90% of criteria,
 # and prints criteria/s through each path. Exit 0 when both hold, 1 otherwise.
@@ -10,8 +11,8 @@
 #   scripts/remote-conformance.sh [MODEL.gguf] [THREADS]
 #
 # Env: ARES (binary, default target/release/ares, built when missing), LLAMA_BASELINE_DIR (as the
-# baseline script), PORT (default 18091), NP (llama-server slots, default 4), KEEP=1 keeps the
-# work directory. Nothing binds other than 127.0.0.1.
+# baseline script), PORT (default 18091), NP (llama-server slots, default 4), SYNTH_DOCS (documents
+# for the remote synth, default 2), KEEP=1 keeps the work directory. Nothing binds other than 127.0.0.1.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -37,15 +38,23 @@ cleanup() { kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || tr
 trap cleanup EXIT
 for _ in $(seq 1 120); do curl -sf "$URL/health" >/dev/null 2>&1 && break; sleep 1; done
 curl -sf "$URL/health" >/dev/null || { echo "llama-server did not start:" >&2; tail "$W/llama-server.log" >&2; exit 2; }
-echo "# remote conformance: ares $(git -C "$ROOT" rev-parse --short HEAD) vs llama-server ($(basename "$BIN"/..)), model $(basename "$MODEL"), threads $T, -np $NP, $(date -u +%FT%TZ)"
+echo "# remote conformance: ares $(git -C "$ROOT" rev-parse --short HEAD) vs llama-server build $(curl -s "$URL/props" | python3 -c "import json,sys; print(json.load(sys.stdin).get(\"build_info\", \"?\"))"), model $(basename "$MODEL"), threads $T, -np $NP, $(date -u +%FT%TZ)"
 
-# 1. synth through the backend (the README's example): rubric items + responses for the judge.
-"$ARES" synth -m "$MODEL" --backend "$URL" -i "$ROOT/samples" --id-field doc_id --out "$W/synth" \
-  --personas 2 --max-chunks-per-doc 1 --max-tokens 384 --min-reference-reward 0.3 --min-margin=0 \
+# 1. synth through the backend (the README's example on SYNTH_DOCS documents): must run without
+#    engine errors; its accepted items depend on the server's sampling and grammar support.
+SYNTH="--id-field doc_id --personas 2 --max-chunks-per-doc 1 --max-tokens 384 --min-reference-reward 0.3 --min-margin=0"
+t0=$(date +%s.%N)
+"$ARES" synth -m "$MODEL" --backend "$URL" -i "$ROOT/samples" --max-docs "${SYNTH_DOCS:-2}" $SYNTH \
+  --out "$W/synth-remote" --responses-out "$W/responses-remote.jsonl" >"$W/synth-remote.out" 2>"$W/synth-remote.err" \
+  || { echo "synth through --backend failed:" >&2; tail "$W/synth-remote.err" >&2; exit 1; }
+echo "synth --backend: $(grep -c . "$W/synth-remote/dataset.jsonl" || true) items accepted in $(python3 -c "import time; print(round(time.time() - $t0, 1))") s; $(grep 'model requests' "$W/synth-remote.out")"
+grep -q '(0 engine errors)' "$W/synth-remote.out" || { echo "synth --backend had engine errors" >&2; exit 1; }
+# The items and responses both judges score: the README's example with the local engine.
+"$ARES" synth -m "$MODEL" -i "$ROOT/samples" $SYNTH --out "$W/synth" \
   --responses-out "$W/responses.jsonl" >"$W/synth.out" 2>"$W/synth.err" \
-  || { echo "synth through --backend failed:" >&2; tail "$W/synth.err" >&2; exit 1; }
+  || { echo "local synth failed:" >&2; tail "$W/synth.err" >&2; exit 1; }
 ITEMS=$(grep -c . "$W/synth/dataset.jsonl" || true)
-echo "synth --backend: $ITEMS items accepted; $(grep -c . "$W/responses.jsonl" || true) responses"
+echo "judged set (local synth): $ITEMS items, $(grep -c . "$W/responses.jsonl" || true) responses"
 [ "$ITEMS" -gt 0 ] || { echo "no items accepted: nothing to judge" >&2; exit 1; }
 
 # 2. judge the same items and responses through the backend and locally, in both modes.
