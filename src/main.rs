@@ -439,13 +439,8 @@ fn judge(margs: &ModelArgs, args: &JudgeArgs) -> Result<Outcome> {
         eprintln!("rubric rejected: {e}");
     }
     let s = &report.summary;
-    let st = backend
-        .engine
-        .as_ref()
-        .map(|e| e.stats())
-        .unwrap_or_default();
     eprintln!(
-        "judge: {} responses: {} ok, {} failed ({} judge_unparseable, {} response_too_long, {} error); {} rubric items ({} rejected); {} criteria in {:.2} s = {:.1} criteria/s; prefix-cache hit rate {:.1}% ({} of {} prompt tokens cached); template {}; output {}",
+        "judge: {} responses: {} ok, {} failed ({} judge_unparseable, {} response_too_long, {} error); {} rubric items ({} rejected); {} criteria in {:.2} s = {:.1} criteria/s; {}; template {}; output {}",
         s.responses,
         s.ok,
         s.failed(),
@@ -457,9 +452,7 @@ fn judge(margs: &ModelArgs, args: &JudgeArgs) -> Result<Outcome> {
         s.requests,
         s.seconds,
         s.requests_per_second(),
-        100.0 * st.prefix.hit_rate(),
-        s.cached_tokens,
-        s.prompt_tokens,
+        backend.cache_line(s.cached_tokens, s.prompt_tokens),
         report.template_hash,
         args.out.display(),
     );

@@ -12,6 +12,7 @@ mod invariants;
 mod judge;
 mod qwen;
 mod qwen_coder;
+mod remote;
 mod rubric;
 mod serve;
 mod synth;

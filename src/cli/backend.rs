@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::cli::ModelArgs;
-use crate::engine::remote::{load_vocab, RemoteConfig, RemoteGenerator};
+use crate::engine::remote::{load_vocab, RemoteConfig, RemoteGenerator, RemoteStats};
 use crate::engine::{EngineHandle, Generator};
 use crate::error::{Error, Result};
 use crate::model::tokenizer::Tokenizer;
@@ -72,6 +72,32 @@ pub struct Backend {
     pub engine: Option<EngineHandle>,
     /// The remote server's URL, when there is one.
     pub remote: Option<String>,
+    /// What the remote server reported (cached prompt tokens, verdict matching).
+    pub remote_stats: Option<Arc<RemoteStats>>,
+}
+
+impl Backend {
+    /// The summary's prefix-cache clause: the local engine's hit rate, or what the remote server
+    /// reported as cached (or that it reported nothing) and how verdict tokens were matched.
+    /// `cached` and `prompt` are the job's own token counts (used for the local engine).
+    pub fn cache_line(&self, cached: usize, prompt: usize) -> String {
+        if let Some(stats) = &self.remote_stats {
+            let s = stats.snapshot();
+            return match s.match_line() {
+                Some(m) => format!("{}; {m}", s.cache_line()),
+                None => s.cache_line(),
+            };
+        }
+        let hit_rate = self
+            .engine
+            .as_ref()
+            .map(|e| e.stats().prefix.hit_rate())
+            .unwrap_or_default();
+        format!(
+            "prefix-cache hit rate {:.1}% ({cached} of {prompt} prompt tokens cached)",
+            100.0 * hit_rate
+        )
+    }
 }
 
 /// `--backend URL` for the GGUF model file `path` (the same model the server runs): only its
@@ -90,12 +116,14 @@ pub fn remote(path: &Path, args: &BackendArgs) -> Result<Backend> {
         template,
         Some(&sha),
     )?;
+    let remote_stats = Some(remote.stats());
     Ok(Backend {
         generator: Box::new(remote),
         tokenizer,
         model_sha256: sha,
         engine: None,
         remote: Some(url.to_string()),
+        remote_stats,
     })
 }
 
@@ -109,5 +137,6 @@ pub fn local(loaded: &LoadedModel, margs: &ModelArgs) -> Result<Backend> {
         model_sha256: sha,
         engine: Some(engine),
         remote: None,
+        remote_stats: None,
     })
 }

@@ -10,23 +10,40 @@
 //! - sampling: `temperature`, `top_p`, `seed`, `stop`, `max_tokens`, plus `top_k`, `min_p`,
 //!   `repetition_penalty`, `ignore_eos` when set (vLLM's extensions); a JSON-schema constraint
 //!   becomes `response_format: json_schema`, a regex `guided_regex`, a Lark grammar
-//!   `guided_grammar` (vLLM's names; `ares serve` accepts them too);
+//!   `guided_grammar` (vLLM's names; `ares serve` accepts them too); what differs per server
+//!   (llama-server's `cache_prompt`, `n_probs`, `json_schema`; vLLM's token ids) is in
+//!   [`server_kind`];
 //! - `logprobs: n` asks for the top n alternatives; `logprob_ids` (the judge's verdict tokens):
 //!   against `ares serve` (detected from `/v1/models`) they are sent as `logprob_token_ids` and
 //!   come back exact, by id; against other servers the request asks for the top
-//!   [`RemoteConfig::top_logprobs`] alternatives and each wanted id is matched by its token text.
+//!   [`RemoteConfig::top_logprobs`] alternatives, read in either shape (legacy `tokens` /
+//!   `top_logprobs` maps, or llama-server's `content[i].top_logprobs[j] = {id, token, bytes,
+//!   logprob}`), and each wanted id is matched by id where the server gives ids, else by text
+//!   ([`logprobs`]). How each request's verdict tokens were matched is counted in [`stats`].
 //!   **Limitation**: a verdict token outside the server's top-k gets log-prob -inf there (no
 //!   probability), so `p_yes` is renormalised over the spellings that made the top-k, and a
 //!   criterion where none did is `judge_unparseable` rather than guessed.
-//! - token ids of the output are exact from `ares serve` (`token_ids`); from other servers they
-//!   are looked up from the token texts of the log-probs (or the text re-encoded), best effort.
+//! - token ids of the output are exact from `ares serve` (`token_ids`), llama-server (`id`) and
+//!   vLLM (`token_id:N`); from other servers they are looked up from the token texts of the
+//!   log-probs (or the text re-encoded), best effort.
 //!
 //! Concurrency and failures: a fixed pool of `concurrency` worker threads, each with one blocking
 //! HTTP request at a time (ureq), so at most that many requests are in flight; connection errors,
 //! 429 and 5xx answers are retried with exponential backoff (200 ms doubling, jittered, at most
-//! 10 s apart) up to `retries` times before the request fails; other 4xx fail at once with the
-//! server's message. Requests with more than one new token are streamed (SSE): dropping the
-//! receiver closes the connection at the next token, which cancels the request on the server.
+//! 10 s apart; a `Retry-After` of at most 60 s is honoured instead, as OpenAI's client libraries
+//! do) up to `retries` times before the request fails; other 4xx fail at once with the server's
+//! message. Requests with more than one new token are streamed (SSE): dropping the receiver closes
+//! the connection at the next token, which cancels the request on the server. A stream that ends
+//! without `[DONE]` or a `finish_reason` is an error (retried while no token was delivered yet),
+//! never a silently short answer.
+//!
+//! Submodules: [`logprobs`] reads both log-prob shapes and matches verdict tokens,
+//! [`server_kind`] detects the server and says what to ask it for, [`stats`] counts what the
+//! server reported (cached prompt tokens, how verdicts were matched) for the summary.
+
+pub mod logprobs;
+pub mod server_kind;
+pub mod stats;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -34,7 +51,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::engine::constraint::Constraint;
 use crate::engine::generator::Generator;
@@ -43,7 +60,14 @@ use crate::error::{Error, Result};
 use crate::model::chat_template::{ChatTemplate, Message, CHATML};
 use crate::model::gguf::GgufFile;
 use crate::model::tokenizer::Tokenizer;
-use crate::TokenId;
+
+pub use logprobs::{LogprobShape, MatchedBy};
+pub use server_kind::ServerKind;
+pub use stats::{RemoteStats, RemoteStatsSnapshot};
+
+/// The longest `Retry-After` honoured; a longer one falls back to the backoff (openai-python's
+/// rule).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// How to reach the server and how hard to try.
 #[derive(Debug, Clone)]
@@ -62,9 +86,9 @@ pub struct RemoteConfig {
     pub backoff: Duration,
     /// Whole-request timeout.
     pub timeout: Duration,
-    /// Alternatives to ask for when matching verdict tokens by text on a foreign server.
+    /// Alternatives to ask for when matching verdict tokens on a foreign server.
     pub top_logprobs: usize,
-    /// Match requested token ids by text even against `ares serve` (what a foreign server
+    /// Match requested token ids in the top-k even against `ares serve` (what a foreign server
     /// gets; for tests and comparisons).
     pub match_by_text: bool,
 }
@@ -85,14 +109,16 @@ impl Default for RemoteConfig {
     }
 }
 
-/// What `/v1/models` said about the server.
+/// What `/v1/models` (or llama-server's `/props`) said about the server.
 #[derive(Debug, Clone, Default)]
 pub struct ServerInfo {
     pub model: String,
-    /// Context length (`max_model_len`, as vLLM and `ares serve` report it).
+    /// Context length per request (`max_model_len` from vLLM and `ares serve`, llama-server's
+    /// per-slot `n_ctx`).
     pub n_ctx: Option<usize>,
     /// The server is `ares serve` (exact `logprob_token_ids`).
     pub is_ares: bool,
+    pub kind: ServerKind,
     /// The model sha256 an `ares serve` reports.
     pub model_sha256: Option<String>,
 }
@@ -104,6 +130,7 @@ struct Shared {
     tokenizer: Arc<Tokenizer>,
     template: Arc<ChatTemplate>,
     info: ServerInfo,
+    stats: Arc<RemoteStats>,
 }
 
 struct Job {
@@ -147,10 +174,24 @@ fn base_url(url: &str) -> String {
     u.strip_suffix("/v1").unwrap_or(u).to_string()
 }
 
-/// A failure of one HTTP attempt: whether trying again may help, and the message.
+/// A failure of one HTTP attempt: whether trying again may help, the message, the HTTP status
+/// (none for transport errors) and the server's `Retry-After`.
 struct Attempt {
     retry: bool,
     message: String,
+    status: Option<u16>,
+    retry_after: Option<Duration>,
+}
+
+impl Attempt {
+    fn transport(message: String) -> Self {
+        Attempt {
+            retry: true,
+            message,
+            status: None,
+            retry_after: None,
+        }
+    }
 }
 
 /// The message of an error body: ares `{error, type}`, OpenAI `{error: {message, type}}`, or
@@ -181,20 +222,26 @@ fn error_message(body: &str) -> (String, Option<String>) {
     (msg, kind)
 }
 
+/// `Retry-After` in seconds (the HTTP-date form is not used by inference servers and is ignored).
+fn retry_after(value: Option<&str>) -> Option<Duration> {
+    let secs: f64 = value?.trim().parse().ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+}
+
 fn attempt_error(e: ureq::Error) -> Attempt {
     match e {
         ureq::Error::Status(code, resp) => {
+            let after = retry_after(resp.header("retry-after"));
             let body = resp.into_string().unwrap_or_default();
             let (message, _) = error_message(&body);
             Attempt {
                 retry: code == 429 || code >= 500,
                 message: format!("HTTP {code}: {message}"),
+                status: Some(code),
+                retry_after: after,
             }
         }
-        ureq::Error::Transport(t) => Attempt {
-            retry: true,
-            message: t.to_string(),
-        },
+        ureq::Error::Transport(t) => Attempt::transport(t.to_string()),
     }
 }
 
@@ -207,9 +254,17 @@ fn backoff(base: Duration, attempt: usize) -> Duration {
     d.mul_f64(jitter)
 }
 
+/// The wait before retry `attempt`: the server's `Retry-After` when it gave a reasonable one.
+fn retry_wait(base: Duration, attempt: usize, after: Option<Duration>) -> Duration {
+    after
+        .filter(|d| *d <= MAX_RETRY_AFTER)
+        .unwrap_or_else(|| backoff(base, attempt))
+}
+
 impl RemoteGenerator {
-    /// Connects (asks `/v1/models`, with retries) and starts the worker threads. When the server
-    /// is `ares serve` and `local_sha256` is given, the two models must be the same file.
+    /// Connects (asks `/v1/models`, with retries, and `/props` when that does not say which
+    /// server it is) and starts the worker threads. When the server is `ares serve` and
+    /// `local_sha256` is given, the two models must be the same file.
     pub fn connect(
         cfg: RemoteConfig,
         tokenizer: Arc<Tokenizer>,
@@ -228,22 +283,9 @@ impl RemoteGenerator {
             tokenizer,
             template,
             info: ServerInfo::default(),
+            stats: Arc::new(RemoteStats::default()),
         };
-        let models = shared0.with_retries("models", || {
-            shared0
-                .get(&format!("{base}/v1/models"))
-                .and_then(|r| Ok(r.into_json::<Value>()?))
-                .map_err(attempt_error_any)
-        })?;
-        let info = server_info(&models, cfg.model.as_deref()).ok_or_else(|| {
-            Error::Config(format!(
-                "backend {base}: /v1/models lists no model{}",
-                cfg.model
-                    .as_deref()
-                    .map(|m| format!(" named `{m}`"))
-                    .unwrap_or_default()
-            ))
-        })?;
+        let info = shared0.detect()?;
         if let (Some(remote), Some(local)) = (&info.model_sha256, local_sha256) {
             if remote != local {
                 return Err(Error::Config(format!(
@@ -252,9 +294,9 @@ impl RemoteGenerator {
             }
         }
         tracing::info!(
-            "backend {base}: model {} (ares: {}, context {:?})",
+            "backend {base}: {} serving model {} (context {:?})",
+            info.kind.name(),
             info.model,
-            info.is_ares,
             info.n_ctx
         );
         let shared = Arc::new(Shared { info, ..shared0 });
@@ -286,6 +328,11 @@ impl RemoteGenerator {
 
     pub fn tokenizer(&self) -> &Arc<Tokenizer> {
         &self.shared.tokenizer
+    }
+
+    /// The run's counters (prompt cache as the server reported it, verdict matching).
+    pub fn stats(&self) -> Arc<RemoteStats> {
+        self.shared.stats.clone()
     }
 }
 
@@ -319,13 +366,12 @@ impl From<std::io::Error> for AnyError {
 fn attempt_error_any(e: AnyError) -> Attempt {
     match e {
         AnyError::Ureq(e) => attempt_error(*e),
-        AnyError::Io(e) => Attempt {
-            retry: true,
-            message: e.to_string(),
-        },
+        AnyError::Io(e) => Attempt::transport(e.to_string()),
     }
 }
 
+/// What the chosen card of a `/v1/models` answer says; `None` when there is no card (or none
+/// named `wanted`).
 fn server_info(models: &Value, wanted: Option<&str>) -> Option<ServerInfo> {
     let data = models.get("data")?.as_array()?;
     let card = match wanted {
@@ -335,21 +381,60 @@ fn server_info(models: &Value, wanted: Option<&str>) -> Option<ServerInfo> {
         None => data.first()?,
     };
     let ares = card.get("ares");
+    let kind = ServerKind::from_card(card);
+    let n_ctx = card
+        .get("max_model_len")
+        .or_else(|| card.get("meta").and_then(|m| m.get("n_ctx")))
+        .and_then(Value::as_u64)
+        .map(|n| n as usize);
     Some(ServerInfo {
         model: card.get("id")?.as_str()?.to_string(),
-        n_ctx: card
-            .get("max_model_len")
-            .and_then(Value::as_u64)
-            .map(|n| n as usize),
+        n_ctx,
         is_ares: ares
             .and_then(|a| a.get("logprob_token_ids"))
             .and_then(Value::as_bool)
             .unwrap_or(false),
+        kind,
         model_sha256: ares
             .and_then(|a| a.get("model_sha256"))
             .and_then(Value::as_str)
             .map(str::to_string),
     })
+}
+
+/// What the non-streamed or last streamed answer said about prompt tokens: the count and the
+/// cached part, when reported (`usage.prompt_tokens_details.cached_tokens`, as OpenAI, vLLM with
+/// `--enable-prompt-tokens-details`, SGLang and llama-server report it; else llama-server's
+/// `timings.cache_n`).
+fn usage(answer: Option<&Value>, completion: usize) -> (Usage, Option<usize>) {
+    let u = answer.and_then(|a| a.get("usage")).filter(|u| !u.is_null());
+    let get = |k: &str| u.and_then(|u| u.get(k)).and_then(Value::as_u64);
+    let cached = u
+        .and_then(|u| u.get("prompt_tokens_details"))
+        .and_then(|d| d.get("cached_tokens"))
+        .or_else(|| answer?.get("timings")?.get("cache_n"))
+        .and_then(Value::as_u64)
+        .map(|x| x as usize);
+    let usage = Usage {
+        prompt_tokens: get("prompt_tokens").map_or(0, |x| x as usize),
+        cached_tokens: cached.unwrap_or(0),
+        completion_tokens: get("completion_tokens").map_or(completion, |x| x as usize),
+    };
+    (usage, cached)
+}
+
+fn finish_reason(v: Option<&Value>) -> FinishReason {
+    match v.and_then(Value::as_str) {
+        Some("length") => FinishReason::Length,
+        _ => FinishReason::Stop,
+    }
+}
+
+/// How one streamed attempt ended badly.
+struct StreamFailure {
+    error: Error,
+    /// Tokens had reached the caller: the request cannot be retried.
+    delivered: bool,
 }
 
 impl Shared {
@@ -369,18 +454,103 @@ impl Shared {
         Ok(r.send_json(body.clone())?)
     }
 
+    /// `GET path` as JSON, retried like a request; `Ok(None)` when the server answers that it has
+    /// no such endpoint (4xx other than 429) or something that is not JSON.
+    fn get_optional(&self, path: &str) -> Result<Option<Value>> {
+        let url = format!("{}{path}", self.base);
+        let got = self.with_retries_raw(path, || {
+            let r = self.get(&url).map_err(attempt_error_any)?;
+            Ok(r.into_json::<Value>().ok())
+        });
+        match got {
+            Ok(v) => Ok(v),
+            Err(a) if a.status.is_some() && !a.retry => {
+                tracing::debug!("backend {}: {path}: {}", self.base, a.message);
+                Ok(None)
+            }
+            Err(a) => Err(self.give_up(path, a, true)),
+        }
+    }
+
+    /// The server's kind, model and context, from `/v1/models` and, when that does not say,
+    /// llama-server's `/props`. Only an unreachable server or a named model it does not list
+    /// fails.
+    fn detect(&self) -> Result<ServerInfo> {
+        let models = self.get_optional("/v1/models")?;
+        let mut info = match &models {
+            Some(m) => match server_info(m, self.cfg.model.as_deref()) {
+                Some(i) => i,
+                None if self.cfg.model.is_some() || m.get("data").is_some() => {
+                    return Err(Error::Config(format!(
+                        "backend {}: /v1/models lists no model{}",
+                        self.base,
+                        self.cfg
+                            .model
+                            .as_deref()
+                            .map(|m| format!(" named `{m}`"))
+                            .unwrap_or_default()
+                    )));
+                }
+                None => ServerInfo::default(),
+            },
+            None => ServerInfo::default(),
+        };
+        let unsure = matches!(info.kind, ServerKind::Other | ServerKind::LlamaCpp);
+        if models.is_none() || (unsure && info.n_ctx.is_none()) {
+            if let Some(props) = self.get_optional("/props")? {
+                if let Some(kind) = ServerKind::from_props(&props) {
+                    info.kind = kind;
+                    info.n_ctx = info.n_ctx.or_else(|| server_kind::props_n_ctx(&props));
+                    if info.model.is_empty() {
+                        info.model = server_kind::props_model(&props).unwrap_or_default();
+                    }
+                }
+            }
+        }
+        if info.model.is_empty() {
+            info.model = self.cfg.model.clone().unwrap_or_else(|| "default".into());
+            tracing::warn!(
+                "backend {}: neither /v1/models nor /props names a model; sending `{}`",
+                self.base,
+                info.model
+            );
+        }
+        Ok(info)
+    }
+
     /// Runs `f` until it succeeds, fails for good, or the retries are spent.
     fn with_retries<T>(
         &self,
         what: &str,
-        mut f: impl FnMut() -> std::result::Result<T, Attempt>,
+        f: impl FnMut() -> std::result::Result<T, Attempt>,
     ) -> Result<T> {
+        self.with_retries_raw(what, f)
+            .map_err(|a| self.give_up(what, a, true))
+    }
+
+    fn give_up(&self, what: &str, a: Attempt, counted: bool) -> Error {
+        let tries = if a.retry && counted {
+            format!(" (after {} tries)", self.cfg.retries + 1)
+        } else {
+            String::new()
+        };
+        Error::InvalidRequest {
+            request: what.to_string(),
+            reason: format!("backend {}: {}{tries}", self.base, a.message),
+        }
+    }
+
+    fn with_retries_raw<T>(
+        &self,
+        what: &str,
+        mut f: impl FnMut() -> std::result::Result<T, Attempt>,
+    ) -> std::result::Result<T, Attempt> {
         let mut attempt = 0;
         loop {
             match f() {
                 Ok(v) => return Ok(v),
                 Err(a) if a.retry && attempt < self.cfg.retries => {
-                    let wait = backoff(self.cfg.backoff, attempt);
+                    let wait = retry_wait(self.cfg.backoff, attempt, a.retry_after);
                     tracing::warn!(
                         "backend {}: {what}: {}; retry {} in {:.2} s",
                         self.base,
@@ -391,22 +561,13 @@ impl Shared {
                     std::thread::sleep(wait);
                     attempt += 1;
                 }
-                Err(a) => {
-                    let tries = if a.retry {
-                        format!(" (after {} tries)", attempt + 1)
-                    } else {
-                        String::new()
-                    };
-                    return Err(Error::InvalidRequest {
-                        request: what.to_string(),
-                        reason: format!("backend {}: {}{tries}", self.base, a.message),
-                    });
-                }
+                Err(a) => return Err(a),
             }
         }
     }
 
-    fn body(&self, req: &Request, stream: bool) -> Value {
+    fn body(&self, req: &Request, stream: bool) -> Result<Value> {
+        let kind = self.info.kind;
         let s = &req.sampling;
         let prompt = match &req.prompt {
             Prompt::Text(t) => json!(t),
@@ -429,14 +590,24 @@ impl Shared {
         if !req.stop.is_empty() {
             o.insert("stop".into(), json!(req.stop));
         }
-        if s.top_k > 0 {
+        if kind == ServerKind::LlamaCpp {
+            // Its defaults are top_k 40, min_p 0.05, repeat_penalty 1.0 over the last 64
+            // tokens: send the request's own values so sampling matches the local engine's.
             o.insert("top_k".into(), json!(s.top_k));
-        }
-        if s.min_p > 0.0 {
             o.insert("min_p".into(), json!(s.min_p));
-        }
-        if s.repeat_penalty != 1.0 {
-            o.insert("repetition_penalty".into(), json!(s.repeat_penalty));
+            o.insert("repeat_penalty".into(), json!(s.repeat_penalty));
+            o.insert("repeat_last_n".into(), json!(s.repeat_last_n));
+            o.insert("cache_prompt".into(), json!(true));
+        } else {
+            if s.top_k > 0 {
+                o.insert("top_k".into(), json!(s.top_k));
+            }
+            if s.min_p > 0.0 {
+                o.insert("min_p".into(), json!(s.min_p));
+            }
+            if s.repeat_penalty != 1.0 {
+                o.insert("repetition_penalty".into(), json!(s.repeat_penalty));
+            }
         }
         if req.ignore_eos {
             o.insert("ignore_eos".into(), json!(true));
@@ -449,49 +620,70 @@ impl Shared {
                 top = Some(top.unwrap_or(0).max(self.cfg.top_logprobs));
             }
         }
-        if let Some(k) = top {
-            o.insert("logprobs".into(), json!(k));
+        if let Some(k) = top.map(|k| kind.max_top_logprobs(k)) {
+            match kind {
+                ServerKind::LlamaCpp => {
+                    o.insert("n_probs".into(), json!(k));
+                    o.insert("post_sampling_probs".into(), json!(false));
+                }
+                ServerKind::Vllm => {
+                    o.insert("logprobs".into(), json!(k));
+                    o.insert("return_tokens_as_token_ids".into(), json!(true));
+                }
+                _ => {
+                    o.insert("logprobs".into(), json!(k));
+                }
+            }
         }
-        match &req.constraint {
-            None => {}
-            Some(Constraint::JsonSchema(schema)) => {
+        let unsupported = |what: &str| Error::InvalidConstraint {
+            request: req.id.clone(),
+            reason: format!("{} does not take {what} constraints", kind.name()),
+        };
+        match (&req.constraint, kind) {
+            (None, _) => {}
+            (Some(Constraint::JsonSchema(schema)), ServerKind::LlamaCpp) => {
+                o.insert("json_schema".into(), schema.clone());
+            }
+            (Some(Constraint::JsonSchema(schema)), ServerKind::Sglang) => {
+                o.insert("json_schema".into(), json!(schema.to_string()));
+            }
+            (Some(Constraint::JsonSchema(schema)), _) => {
                 o.insert(
                     "response_format".into(),
                     json!({"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}),
                 );
             }
-            Some(Constraint::Regex(r)) => {
+            (Some(Constraint::Regex(_)), ServerKind::LlamaCpp) => {
+                return Err(unsupported("regex"));
+            }
+            (Some(Constraint::Regex(r)), ServerKind::Sglang) => {
+                o.insert("regex".into(), json!(r));
+            }
+            (Some(Constraint::Regex(r)), _) => {
                 o.insert("guided_regex".into(), json!(r));
             }
-            Some(Constraint::Lark(g)) => {
+            (Some(Constraint::Lark(_)), ServerKind::LlamaCpp | ServerKind::Sglang) => {
+                return Err(unsupported("Lark grammar"));
+            }
+            (Some(Constraint::Lark(g)), _) => {
                 o.insert("guided_grammar".into(), json!(g));
             }
         }
-        b
+        Ok(b)
     }
 
     /// The token outputs of one choice (or one streamed chunk of it).
     fn tokens(&self, req: &Request, choice: &Value) -> Vec<TokenOutput> {
         let text = choice.get("text").and_then(Value::as_str).unwrap_or("");
-        let lp = choice.get("logprobs").filter(|v| !v.is_null());
-        let lp_tokens: Vec<&str> = lp
-            .and_then(|l| l.get("tokens"))
-            .and_then(Value::as_array)
-            .map(|a| a.iter().map(|t| t.as_str().unwrap_or("")).collect())
-            .unwrap_or_default();
-        let ids: Vec<TokenId> = match choice.get("token_ids").and_then(Value::as_array) {
+        let (lps, _shape) = logprobs::parse(choice.get("logprobs"));
+        let ids: Vec<u32> = match choice.get("token_ids").and_then(Value::as_array) {
             Some(a) => a
                 .iter()
-                .filter_map(|v| v.as_u64().map(|x| x as TokenId))
+                .filter_map(|v| v.as_u64().map(|x| x as u32))
                 .collect(),
-            None if !lp_tokens.is_empty() => lp_tokens
+            None if !lps.is_empty() => lps
                 .iter()
-                .map(|t| {
-                    self.tokenizer
-                        .token_to_id(t)
-                        .or_else(|| self.tokenizer.encode(t).ok()?.first().copied())
-                        .unwrap_or(0)
-                })
+                .map(|t| logprobs::resolve_id(&self.tokenizer, t.id, &t.text).unwrap_or(0))
                 .collect(),
             None if !text.is_empty() => self
                 .tokenizer
@@ -502,29 +694,23 @@ impl Shared {
                 .collect(),
             None => Vec::new(),
         };
-        let token_lps: Vec<Option<f32>> = lp
-            .and_then(|l| l.get("token_logprobs"))
-            .and_then(Value::as_array)
-            .map(|a| a.iter().map(|v| v.as_f64().map(|x| x as f32)).collect())
-            .unwrap_or_default();
-        let tops: Vec<&Map<String, Value>> = lp
-            .and_then(|l| l.get("top_logprobs"))
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_object).collect())
-            .unwrap_or_default();
-        let requested: Vec<Vec<(TokenId, f32)>> = choice
+        let requested: Vec<Vec<(u32, f32)>> = choice
             .get("requested_logprobs")
             .and_then(|v| serde_json::from_value(v.clone()).ok())
             .unwrap_or_default();
         let n = ids.len();
         (0..n)
             .map(|i| {
-                let top_map = tops.get(i);
-                let top: Vec<(TokenId, f32)> = match (req.logprobs, top_map) {
-                    (Some(k), Some(m)) => m
+                let pos = lps.get(i);
+                let top: Vec<(u32, f32)> = match (req.logprobs, pos) {
+                    (Some(k), Some(p)) => p
+                        .top
                         .iter()
-                        .filter_map(|(t, v)| {
-                            Some((self.tokenizer.token_to_id(t)?, v.as_f64()? as f32))
+                        .filter_map(|e| {
+                            Some((
+                                logprobs::resolve_id(&self.tokenizer, e.id, &e.text)?,
+                                e.logprob,
+                            ))
                         })
                         .take(k)
                         .collect(),
@@ -533,20 +719,28 @@ impl Shared {
                 let req_lps = if req.logprob_ids.is_empty() {
                     Vec::new()
                 } else if let Some(r) = requested.get(i) {
+                    if i == 0 {
+                        self.stats.record_match(Some(MatchedBy::Exact));
+                    }
                     r.clone()
                 } else {
-                    // Foreign server: match each wanted id's token text in the top-k.
-                    req.logprob_ids
-                        .iter()
-                        .map(|&id| {
-                            let t = self.tokenizer.token_text(id);
-                            let lp = top_map
-                                .and_then(|m| m.get(&t))
-                                .and_then(Value::as_f64)
-                                .map_or(f32::NEG_INFINITY, |x| x as f32);
-                            (id, lp)
-                        })
-                        .collect()
+                    let m = pos.and_then(|p| {
+                        logprobs::match_wanted(&self.tokenizer, &req.logprob_ids, &p.top)
+                    });
+                    if i == 0 {
+                        self.stats.record_match(m.as_ref().map(|(_, by)| *by));
+                        tracing::debug!(
+                            "request {}: verdict tokens matched {:?}",
+                            req.id,
+                            m.as_ref().map(|(_, by)| *by)
+                        );
+                    }
+                    m.map(|(found, _)| found).unwrap_or_else(|| {
+                        req.logprob_ids
+                            .iter()
+                            .map(|&id| (id, f32::NEG_INFINITY))
+                            .collect()
+                    })
                 };
                 TokenOutput {
                     id: ids[i],
@@ -557,7 +751,7 @@ impl Shared {
                         String::new()
                     },
                     logprob: if req.logprobs.is_some() {
-                        token_lps.get(i).copied().flatten()
+                        pos.and_then(|p| p.logprob)
                     } else {
                         None
                     },
@@ -566,26 +760,6 @@ impl Shared {
                 }
             })
             .collect()
-    }
-
-    fn usage(v: Option<&Value>, fallback_prompt: usize, completion: usize) -> Usage {
-        let get = |k: &str| v.and_then(|u| u.get(k)).and_then(Value::as_u64);
-        Usage {
-            prompt_tokens: get("prompt_tokens").map_or(fallback_prompt, |x| x as usize),
-            cached_tokens: v
-                .and_then(|u| u.get("prompt_tokens_details"))
-                .and_then(|d| d.get("cached_tokens"))
-                .and_then(Value::as_u64)
-                .unwrap_or(0) as usize,
-            completion_tokens: get("completion_tokens").map_or(completion, |x| x as usize),
-        }
-    }
-
-    fn finish(v: Option<&Value>) -> FinishReason {
-        match v.and_then(Value::as_str) {
-            Some("length") => FinishReason::Length,
-            _ => FinishReason::Stop,
-        }
     }
 
     fn run(&self, job: Job) {
@@ -602,7 +776,7 @@ impl Shared {
     }
 
     fn run_once(&self, req: &Request, tx: &Sender<Event>, submitted: Instant) -> Result<()> {
-        let body = self.body(req, false);
+        let body = self.body(req, false)?;
         let v: Value = self.with_retries(&req.id, || {
             self.post(&body)
                 .and_then(|r| Ok(r.into_json::<Value>()?))
@@ -622,13 +796,14 @@ impl Shared {
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string();
-        let mut finish = Self::finish(choice.get("finish_reason"));
+        let mut finish = finish_reason(choice.get("finish_reason"));
         if req.max_tokens == 0 {
             tokens.clear();
             text.clear();
             finish = FinishReason::Length;
         }
-        let usage = Self::usage(v.get("usage"), 0, tokens.len());
+        let (usage, cached) = usage(Some(&v), tokens.len());
+        self.stats.record_usage(usage.prompt_tokens, cached);
         for t in tokens {
             if tx.send(Event::Token(t)).is_err() {
                 return Ok(());
@@ -644,36 +819,78 @@ impl Shared {
         Ok(())
     }
 
+    /// A streamed request; a stream that breaks before any token reached the caller is tried
+    /// again (up to `retries` times), one that breaks later is an error.
     fn run_stream(&self, req: &Request, tx: &Sender<Event>, submitted: Instant) -> Result<()> {
-        let body = self.body(req, true);
-        let resp = self.with_retries(&req.id, || self.post(&body).map_err(attempt_error_any))?;
+        let body = self.body(req, true)?;
+        let mut attempt = 0;
+        loop {
+            match self.stream_once(req, &body, tx, submitted) {
+                Ok(()) => return Ok(()),
+                Err(f) if !f.delivered && attempt < self.cfg.retries => {
+                    let wait = backoff(self.cfg.backoff, attempt);
+                    tracing::warn!(
+                        "backend {}: {}: {}; retry {} in {:.2} s",
+                        self.base,
+                        req.id,
+                        f.error,
+                        attempt + 1,
+                        wait.as_secs_f64()
+                    );
+                    std::thread::sleep(wait);
+                    attempt += 1;
+                }
+                Err(f) => return Err(f.error),
+            }
+        }
+    }
+
+    fn stream_once(
+        &self,
+        req: &Request,
+        body: &Value,
+        tx: &Sender<Event>,
+        submitted: Instant,
+    ) -> std::result::Result<(), StreamFailure> {
+        let fail = |reason: String, delivered: bool| StreamFailure {
+            error: Error::InvalidRequest {
+                request: req.id.clone(),
+                reason: format!("backend {}: {reason}", self.base),
+            },
+            delivered,
+        };
+        // HTTP errors are retried here; a broken stream by the caller.
+        let resp = self
+            .with_retries(&req.id, || self.post(body).map_err(attempt_error_any))
+            .map_err(|error| StreamFailure {
+                error,
+                delivered: true,
+            })?;
         let reader = BufReader::new(resp.into_reader());
         let mut text = String::new();
-        let mut finish = FinishReason::Stop;
-        let mut usage_v: Option<Value> = None;
+        let mut finish: Option<FinishReason> = None;
+        let mut done_marker = false;
+        let mut last_with_usage: Option<Value> = None;
         let mut n_tokens = 0;
         let mut first: Option<Instant> = None;
-        let fail = |reason: String| Error::InvalidRequest {
-            request: req.id.clone(),
-            reason: format!("backend {}: {reason}", self.base),
-        };
         for line in reader.lines() {
-            let line = line.map_err(|e| fail(format!("stream broken: {e}")))?;
+            let line = line.map_err(|e| fail(format!("stream broken: {e}"), n_tokens > 0))?;
             let Some(data) = line.strip_prefix("data:") else {
                 continue;
             };
             let data = data.trim();
             if data == "[DONE]" {
+                done_marker = true;
                 break;
             }
             let v: Value = serde_json::from_str(data)
-                .map_err(|e| fail(format!("bad stream chunk ({e}): {data}")))?;
+                .map_err(|e| fail(format!("bad stream chunk ({e}): {data}"), n_tokens > 0))?;
             if let Some(e) = v.get("error") {
                 let (msg, _) = error_message(&json!({"error": e}).to_string());
-                return Err(fail(msg));
+                return Err(fail(msg, true));
             }
-            if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
-                usage_v = Some(u.clone());
+            if v.get("usage").is_some_and(|u| !u.is_null()) || v.get("timings").is_some() {
+                last_with_usage = Some(v.clone());
             }
             let Some(choice) = v.get("choices").and_then(|c| c.get(0)) else {
                 continue;
@@ -687,14 +904,22 @@ impl Shared {
                 }
             }
             if let Some(f) = choice.get("finish_reason").filter(|f| !f.is_null()) {
-                finish = Self::finish(Some(f));
+                finish = Some(finish_reason(Some(f)));
             }
         }
+        let Some(finish) = finish.or(done_marker.then_some(FinishReason::Stop)) else {
+            return Err(fail(
+                format!("stream ended after {n_tokens} tokens without a finish_reason or [DONE] (connection dropped?)"),
+                n_tokens > 0,
+            ));
+        };
         let now = Instant::now();
         let first = first.unwrap_or(now);
+        let (usage, cached) = usage(last_with_usage.as_ref(), n_tokens);
+        self.stats.record_usage(usage.prompt_tokens, cached);
         let _ = tx.send(Event::Done(Done {
             finish_reason: finish,
-            usage: Self::usage(usage_v.as_ref(), 0, n_tokens),
+            usage,
             text,
             prompt_seconds: (first - submitted).as_secs_f64(),
             decode_seconds: (now - first).as_secs_f64(),
