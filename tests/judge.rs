@@ -161,7 +161,15 @@ fn entries(lines: &[ResponseLine]) -> Vec<ResponseEntry> {
 
 fn judge_with(config: JudgeConfig, lines: &[ResponseLine]) -> (Vec<JudgeRecord>, usize) {
     let m = default_model();
-    let e = engine(m, EngineConfig::default());
+    // A step budget that fits 16+ criterion suffixes whatever the template's wording (the
+    // default 512 fit 15 once the judge template's suffix grew by a few tokens, issue 12).
+    let e = engine(
+        m,
+        EngineConfig {
+            max_batch_tokens: 1024,
+            ..EngineConfig::default()
+        },
+    );
     let judge = Judge::new(&e, &m.tokenizer, "sha", config).expect("judge");
     let rubrics = RubricSet::from_items(vec![sky(), paris()]);
     let (records, _) = judge.run(&rubrics, &entries(lines), &|_| {});

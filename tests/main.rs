@@ -10,6 +10,7 @@ mod golden;
 mod hf_checkpoint;
 mod invariants;
 mod judge;
+mod pitfalls;
 mod qwen;
 mod qwen_coder;
 mod remote;

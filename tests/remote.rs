@@ -17,9 +17,7 @@ use std::time::{Duration, Instant};
 
 use ares::engine::remote::{load_vocab, RemoteConfig, RemoteGenerator, ServerKind};
 use ares::engine::{Generator, Prompt, Request};
-use ares::judge::judge::{
-    Judge, JudgeConfig, Mode, ResponseEntry, ResponseLine, RubricSet, Status,
-};
+use ares::judge::{Judge, JudgeConfig, Mode, ResponseEntry, ResponseLine, RubricSet, Status};
 use serde_json::{json, Value};
 
 use crate::common::{default_model_path, sky};
@@ -228,7 +226,7 @@ fn judge_records(
     gen: &RemoteGenerator,
     mode: Mode,
     responses: &[&str],
-) -> Vec<ares::judge::judge::JudgeRecord> {
+) -> Vec<ares::judge::JudgeRecord> {
     let cfg = JudgeConfig {
         mode,
         ..JudgeConfig::default()

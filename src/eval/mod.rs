@@ -4,6 +4,7 @@
 //! medquad answers (expert grade 1-4) --question + reference answers--> rubric (rubric_gen)
 //! llmbar pairs (preferred output 1/2) --instruction--> rubric (rubric_gen)
 //!   -> Judge: rubric + logprob (default mode) | rubric + holistic | plain holistic (no rubric)
+//!   | reference-guided holistic (no rubric, the reference answer shown; medquad only)
 //!   -> medquad: Spearman, Kendall tau-b (reward vs grade); llmbar: pairwise accuracy
 //!   -> percentile bootstrap 95% intervals -> report.json + table
 //! ```

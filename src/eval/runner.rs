@@ -38,12 +38,26 @@ pub const EVAL_REPORT_VERSION: u32 = 1;
 /// Source of the plain holistic template (no rubric).
 pub const PLAIN_SOURCE: &str = include_str!("../../templates/judge_plain.txt");
 
+/// Source of the reference-guided holistic template (no rubric, the reference answer shown).
+pub const REFERENCE_SOURCE: &str = include_str!("../../templates/judge_reference.txt");
+
 /// Confidence level of every interval.
 pub const CONFIDENCE: f64 = 0.95;
 
 /// The plain holistic template: placeholders question, response (last).
 pub fn plain_template() -> Result<PromptTemplate, template::TemplateError> {
     PromptTemplate::parse("judge_plain.txt", PLAIN_SOURCE, &["question"], "response")
+}
+
+/// The reference-guided holistic template: placeholders question (with the reference answer
+/// appended by [`reference_item`]), response (last).
+pub fn reference_template() -> Result<PromptTemplate, template::TemplateError> {
+    PromptTemplate::parse(
+        "judge_reference.txt",
+        REFERENCE_SOURCE,
+        &["question"],
+        "response",
+    )
 }
 
 /// A data set of `../shared/eval/`.
@@ -76,13 +90,18 @@ pub enum Method {
     RubricHolistic,
     /// No rubric: one 0-9 score for the question and response (`templates/judge_plain.txt`).
     PlainHolistic,
+    /// No rubric, the reference answer shown: one 0-9 score (`templates/judge_reference.txt`),
+    /// the strongest simple baseline (issue 12). Questions without a reference (llmbar) are
+    /// counted as failed `no_reference`.
+    ReferenceHolistic,
 }
 
 impl Method {
-    pub const ALL: [Method; 3] = [
+    pub const ALL: [Method; 4] = [
         Method::RubricLogprob,
         Method::RubricHolistic,
         Method::PlainHolistic,
+        Method::ReferenceHolistic,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -90,6 +109,7 @@ impl Method {
             Method::RubricLogprob => "rubric_logprob",
             Method::RubricHolistic => "rubric_holistic",
             Method::PlainHolistic => "plain_holistic",
+            Method::ReferenceHolistic => "reference_holistic",
         }
     }
 
@@ -99,11 +119,12 @@ impl Method {
             Method::RubricLogprob => "rubric, logprob per criterion",
             Method::RubricHolistic => "rubric, holistic 0-9",
             Method::PlainHolistic => "no rubric, holistic 0-9",
+            Method::ReferenceHolistic => "no rubric, reference answer, holistic 0-9",
         }
     }
 
     fn uses_rubric(self) -> bool {
-        self != Method::PlainHolistic
+        !matches!(self, Method::PlainHolistic | Method::ReferenceHolistic)
     }
 }
 
@@ -301,7 +322,7 @@ pub struct EvalReport {
     /// The command line, as the binary saw it.
     pub command: String,
     pub model_sha256: String,
-    /// Template hashes: rubric, judge_criterion, judge_holistic, judge_plain.
+    /// Template hashes: rubric, judge_criterion, judge_holistic, judge_plain, judge_reference.
     pub templates: BTreeMap<String, String>,
     pub limit: Option<usize>,
     pub seed: u64,
@@ -444,6 +465,7 @@ pub fn run(
         ("judge_criterion", PromptTemplate::criterion()?),
         ("judge_holistic", PromptTemplate::holistic()?),
         ("judge_plain", plain_template()?),
+        ("judge_reference", reference_template()?),
     ] {
         templates.insert(name.to_string(), t.hash().to_string());
     }
@@ -853,6 +875,19 @@ fn plain_item(q: &Question) -> RubricItem {
     )
 }
 
+/// The item the reference-guided judge gets: the question with its reference answer appended
+/// (the judge renders only `{{question}}` and `{{response}}`), and the same placeholder criterion
+/// as [`plain_item`]; `None` without a reference answer.
+fn reference_item(q: &Question) -> Option<RubricItem> {
+    let reference = q.reference_answer.as_deref()?;
+    let mut item = plain_item(q);
+    item.question = format!(
+        "Question:\n{}\n\nReference answer:\n{reference}",
+        q.question
+    );
+    Some(item)
+}
+
 /// Judges every response with `method`: the reward of each (or why it has none: `no_rubric` or
 /// the judge status) and the method's result without its statistics and failure counts.
 /// Writes the records.
@@ -867,7 +902,9 @@ fn judge(
     let t0 = Instant::now();
     let mode = match method {
         Method::RubricLogprob => Mode::Logprob,
-        Method::RubricHolistic | Method::PlainHolistic => Mode::Holistic,
+        Method::RubricHolistic | Method::PlainHolistic | Method::ReferenceHolistic => {
+            Mode::Holistic
+        }
     };
     let config = JudgeConfig {
         mode,
@@ -878,6 +915,9 @@ fn judge(
     if method == Method::PlainHolistic {
         judge = judge.with_template(plain_template()?);
     }
+    if method == Method::ReferenceHolistic {
+        judge = judge.with_template(reference_template()?);
+    }
     if let Some(cache) = &ctx.cache {
         judge = judge.with_cache(cache);
     }
@@ -886,11 +926,18 @@ fn judge(
             .iter()
             .filter_map(|q| rubrics.get(&q.id).cloned())
             .collect()
+    } else if method == Method::ReferenceHolistic {
+        questions.iter().filter_map(reference_item).collect()
     } else {
         questions.iter().map(plain_item).collect()
     };
     let set = RubricSet::from_items(items);
-    let mut rewards: Vec<Result<f64, String>> = vec![Err("no_rubric".into()); responses.len()];
+    let missing = if method == Method::ReferenceHolistic {
+        "no_reference"
+    } else {
+        "no_rubric"
+    };
+    let mut rewards: Vec<Result<f64, String>> = vec![Err(missing.into()); responses.len()];
     // Responses with an item to judge against, and where each one sits in `responses`.
     let mut inputs = Vec::new();
     let mut positions = Vec::new();
@@ -994,7 +1041,7 @@ mod tests {
             pairwise_accuracy: (dataset == Dataset::Llmbar).then_some(est(0.6)).flatten(),
             ties: (dataset == Dataset::Llmbar).then_some(1),
             mean_reward: Some(0.5),
-            vs_plain: (method != Method::PlainHolistic).then_some(VsPlain {
+            vs_plain: method.uses_rubric().then_some(VsPlain {
                 common: 9,
                 delta: est(0.05).map(|e| Estimate { low: -0.2, ..e }),
             }),
@@ -1040,18 +1087,20 @@ mod tests {
             .lines()
             .filter(|l| l.starts_with("| medquad") || l.starts_with("| llmbar"))
             .collect();
-        assert_eq!(rows.len(), 6, "{table}");
+        assert_eq!(rows.len(), 8, "{table}");
         assert!(
             rows[0].contains("0.250 [0.150, 0.350]") && rows[0].contains("| 10 | 2 |"),
             "{}",
             rows[0]
         );
         assert!(
-            rows[3].contains("0.600 [0.500, 0.700] (1 ties)"),
+            rows[4].contains("0.600 [0.500, 0.700] (1 ties)"),
             "{}",
-            rows[3]
+            rows[4]
         );
-        assert!(rows[5].contains("no rubric"), "{}", rows[5]);
+        assert!(rows[6].contains("no rubric"), "{}", rows[6]);
+        assert!(rows[7].contains("reference answer"), "{}", rows[7]);
+        assert!(rows[3].contains("| — |"), "no delta: {}", rows[3]);
         assert!(
             rows[0].contains("| 0.050 [-0.200, 0.150] (n 9) |"),
             "{}",

@@ -9,6 +9,8 @@
 //! - `aggregate`: pure aggregators from per-criterion verdicts to one reward (RaR explicit,
 //!   HealthBench, RLCF weighted mean, holistic);
 //! - `rubric_gen`: question -> weighted criteria in one constrained generation (`ares rubric`);
+//! - `criterion_check`: the deterministic check of a generated criterion (checkable in the
+//!   response alone, not copied from a prompt example);
 //! - `cache`: the on-disk verdict cache of `ares judge --cache` (redb);
 //! - `input`: a job's inputs and their checks (responses file, rubric items by id, checked
 //!   (item, response) [`Pair`]s);
@@ -33,6 +35,7 @@
 
 pub mod aggregate;
 pub mod cache;
+pub mod criterion_check;
 pub mod formats;
 pub mod input;
 pub mod judge;

@@ -12,8 +12,10 @@
 //!   shape unless it was cut off at `max_tokens` (then the question's status is `unparseable`,
 //!   never an empty rubric);
 //! - every item returned is valid ([`RubricItem::validate`]) and has 3-12 criteria with ids
-//!   `c1..cn` in generated order; exact duplicate texts (case and surrounding space ignored) are
-//!   dropped before counting;
+//!   `c1..cn` in generated order; exact duplicate texts (case and surrounding space ignored) and
+//!   criteria failing [`check_criterion`] (about the reference answer or the document, or copied
+//!   from a prompt example) are dropped before counting, the latter recorded with their reason in
+//!   `extra.rejected_criteria` (`[{text, reason}]`, absent when none);
 //! - the sign convention of `rubric.rs`: a pitfall's text names the mistake and its weight is
 //!   stored negative (`-weight`); other categories keep the generated weight (1-10);
 //! - every item carries `template_hash` (16 hex digits of the template's sha256) and
@@ -28,6 +30,7 @@ use serde_json::{json, Map, Value};
 
 use crate::engine::{Constraint, FinishReason, Generator, Prompt, Request, SamplingParams};
 use crate::error::Error as EngineError;
+use crate::judge::criterion_check::{check_criterion, RejectedCriterion};
 use crate::judge::formats::derived_id;
 use crate::judge::formats::FormatError;
 use crate::judge::rubric::RubricError;
@@ -168,15 +171,33 @@ pub enum RubricGenError {
         text: String,
     },
     #[error(
-        "{found} distinct criteria {texts:?}; a rubric needs {MIN_CRITERIA} to {MAX_CRITERIA}"
+        "{found} distinct criteria {texts:?}; a rubric needs {MIN_CRITERIA} to {MAX_CRITERIA}{}",
+        rejected_note(rejected)
     )]
-    CriteriaCount { found: usize, texts: Vec<String> },
+    CriteriaCount {
+        found: usize,
+        texts: Vec<String>,
+        /// Criteria dropped by the criterion check before counting.
+        rejected: Vec<RejectedCriterion>,
+    },
     #[error("criterion #{index}: weight {weight} is outside 1..={MAX_WEIGHT}")]
     Weight { index: usize, weight: i64 },
     #[error(transparent)]
     Rubric(#[from] RubricError),
     #[error(transparent)]
     Format(#[from] FormatError),
+}
+
+/// `" (N more rejected: text: reason; ...)"` or nothing.
+fn rejected_note(rejected: &[RejectedCriterion]) -> String {
+    if rejected.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = rejected
+        .iter()
+        .map(|r| format!("{:?}: {}", r.text, r.reason))
+        .collect();
+    format!(" ({} more rejected: {})", rejected.len(), list.join("; "))
 }
 
 /// Outcome of one question, as recorded per input line.
@@ -257,6 +278,7 @@ pub fn to_item(
 ) -> Result<RubricItem, RubricGenError> {
     let mut seen = HashSet::new();
     let mut criteria = Vec::new();
+    let mut rejected = Vec::new();
     for (index, g) in generated.criteria.into_iter().enumerate() {
         if !(1..=MAX_WEIGHT).contains(&g.weight) {
             return Err(RubricGenError::Weight {
@@ -266,6 +288,14 @@ pub fn to_item(
         }
         let text = g.text.trim().to_string();
         if !seen.insert(text.to_lowercase()) {
+            continue;
+        }
+        // A criterion must be checkable in the response alone and not a prompt example.
+        if let Err(problem) = check_criterion(&text) {
+            rejected.push(RejectedCriterion {
+                text,
+                reason: problem.to_string(),
+            });
             continue;
         }
         // Pitfall texts name the mistake: meeting one costs (rubric.rs sign convention).
@@ -280,6 +310,7 @@ pub fn to_item(
         return Err(RubricGenError::CriteriaCount {
             found: criteria.len(),
             texts: criteria.into_iter().map(|c| c.text).collect(),
+            rejected,
         });
     }
     let mut item = RubricItem::new(question.id.clone(), question.question.clone(), criteria);
@@ -287,6 +318,12 @@ pub fn to_item(
     let mut extra = Map::new();
     extra.insert("template_hash".into(), template_hash.into());
     extra.insert("model_sha256".into(), model_sha256.into());
+    if !rejected.is_empty() {
+        extra.insert(
+            "rejected_criteria".into(),
+            serde_json::to_value(&rejected).expect("plain data"),
+        );
+    }
     item.extra = extra;
     item.validate()?;
     Ok(item)
@@ -373,7 +410,9 @@ impl<'g> RubricGenerator<'g> {
     /// The chat prompt for one question.
     pub fn prompt(&self, q: &Question) -> Result<String, RubricGenError> {
         let reference = match &q.reference_answer {
-            Some(r) => format!("Reference answer:\n{r}\n"),
+            Some(r) => {
+                format!("Reference answer (for you only: the grader will not see it):\n{r}\n")
+            }
             None => String::new(),
         };
         let messages = self
@@ -515,6 +554,63 @@ mod tests {
             to_item(&question(), g, "h", "m"),
             Err(RubricGenError::CriteriaCount { found: 2, .. })
         ));
+    }
+
+    #[test]
+    fn criteria_about_the_reference_or_copied_from_a_prompt_are_dropped_with_the_reason() {
+        // An example of the shipped rubric template, copied word for word.
+        let copied =
+            crate::judge::criterion_check::template_examples(crate::judge::template::RUBRIC_SOURCE)
+                .into_iter()
+                .find(|e| crate::judge::criterion_check::content_words(e).len() >= 4)
+                .expect("rubric.txt has an example criterion");
+        let g = GeneratedRubric {
+            criteria: vec![
+                gc(
+                    "Mentions scattering by air molecules.",
+                    Category::Essential,
+                    9,
+                ),
+                gc(
+                    "The reference answer mentions Rayleigh scattering.",
+                    Category::Important,
+                    5,
+                ),
+                gc(
+                    "States that blue light scatters most.",
+                    Category::Important,
+                    6,
+                ),
+                gc(&copied, Category::Pitfall, 5),
+                gc(
+                    "Claims that the sky reflects the ocean.",
+                    Category::Pitfall,
+                    5,
+                ),
+            ],
+        };
+        let item = to_item(&question(), g.clone(), "h", "m")
+            .map_err(|e| format!("{e}"))
+            .expect("three criteria are left");
+        assert_eq!(item.criteria.len(), 3);
+        let rejected: Vec<RejectedCriterion> =
+            serde_json::from_value(item.extra["rejected_criteria"].clone()).expect("recorded");
+        assert_eq!(rejected.len(), 2);
+        assert!(
+            rejected[0].reason.contains("reference answer"),
+            "{rejected:?}"
+        );
+        assert!(rejected[1].reason.contains("rubric.txt"), "{rejected:?}");
+        // Too few left: the count error names the rejected ones and why.
+        let mut short = g;
+        short.criteria.truncate(2);
+        let e = to_item(&question(), short, "h", "m")
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            e.as_deref().is_some_and(|e| e.contains("1 more rejected")),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -136,23 +136,9 @@ impl SelfContainmentRules {
     }
 }
 
-/// Common English function words, left out of the leakage overlap.
-const STOPWORDS: [&str; 60] = [
-    "a", "an", "the", "and", "or", "but", "of", "to", "in", "on", "at", "by", "for", "with",
-    "from", "as", "is", "are", "was", "were", "be", "been", "being", "it", "its", "this", "that",
-    "these", "those", "which", "who", "whom", "what", "when", "where", "why", "how", "do", "does",
-    "did", "can", "could", "should", "would", "will", "may", "might", "has", "have", "had", "not",
-    "no", "so", "such", "than", "then", "there", "their", "they", "if",
-];
-
-/// Lowercased alphanumeric words without stopwords.
-pub fn content_words(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .filter(|w| !STOPWORDS.contains(&w.as_str()))
-        .collect()
-}
+/// Lowercased content words (the judge's list of stopwords dropped), shared with the criterion
+/// check.
+pub use crate::judge::criterion_check::content_words;
 
 /// The share of the answer's n-grams that appear in the question (see the module docs), in
 /// [0, 1]. 0 for an answer without content words.
@@ -183,7 +169,9 @@ pub fn leakage(question: &str, answer: &str, max_overlap: f64) -> FilterVerdict 
     )
 }
 
-/// Structure checks of a generated rubric (beyond what the schema and `to_item` enforce).
+/// Structure checks of a generated rubric (beyond what the schema and `to_item` enforce): 3-12
+/// criteria (the schema asks for 4 or more; `to_item` may have dropped one), weights, atomic
+/// and distinct criteria, at least one essential or important criterion and one pitfall.
 pub fn rubric_structure(item: &RubricItem, max_criterion_words: usize) -> FilterVerdict {
     let n = item.criteria.len();
     if !(MIN_CRITERIA..=MAX_CRITERIA).contains(&n) {
@@ -254,6 +242,14 @@ pub fn rubric_structure(item: &RubricItem, max_criterion_words: usize) -> Filter
         .any(|c| matches!(c.category, Category::Essential | Category::Important))
     {
         return FilterVerdict::fail(RUBRIC_STRUCTURE, "no essential or important criterion");
+    }
+    // A rubric without a pitfall cannot penalise a confidently wrong response (issue 12).
+    if !item
+        .criteria
+        .iter()
+        .any(|c| c.category == Category::Pitfall)
+    {
+        return FilterVerdict::fail(RUBRIC_STRUCTURE, "no pitfall criterion");
     }
     FilterVerdict::pass(
         RUBRIC_STRUCTURE,
@@ -442,6 +438,23 @@ mod tests {
             ("Claims a wrong sum.", -3.0, Category::Pitfall),
         ]);
         assert!(!rubric_structure(&optional, 30).passed);
+        let no_pitfall = item(vec![
+            (
+                "States that the sum is 900 degrees.",
+                10.0,
+                Category::Essential,
+            ),
+            (
+                "Uses the formula for interior angles.",
+                5.0,
+                Category::Important,
+            ),
+            ("Shows the subtraction.", 2.0, Category::Optional),
+        ]);
+        assert_eq!(
+            rubric_structure(&no_pitfall, 30).reason,
+            "no pitfall criterion"
+        );
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub const ANSWER_PATTERN: &str = r"^[A-Za-z0-9][^{}\[\]<>|#]*$";
 /// Criteria are one sentence: [`PROSE_PATTERN`] without `;` and with `.`, `!`, `?` only at the
 /// end (atomic by construction; the rubric-validity filter still checks).
 pub const CRITERION_PATTERN: &str = r"^[A-Z][^{}\[\]<>|#;.!?]*[.]?$";
+/// Fewest criteria the synth schema asks for (`ares rubric` allows 3): room for an essential, an
+/// important and a pitfall, and one to spare when the criterion check drops one.
+pub const MIN_SYNTH_CRITERIA: usize = 4;
 /// Longest criterion the synth schema allows (shorter than `ares rubric`'s 200: one check).
 pub const CRITERION_MAX_CHARS: usize = 120;
 
@@ -36,6 +39,7 @@ pub fn item_schema() -> Value {
     let mut criteria = rubric_schema()["properties"]["criteria"].clone();
     criteria["items"]["properties"]["text"]["pattern"] = json!(CRITERION_PATTERN);
     criteria["items"]["properties"]["text"]["maxLength"] = json!(CRITERION_MAX_CHARS);
+    criteria["minItems"] = json!(MIN_SYNTH_CRITERIA);
     json!({
         "type": "object",
         "properties": {
@@ -103,6 +107,7 @@ mod tests {
         let mut criteria = rubric_schema()["properties"]["criteria"].clone();
         criteria["items"]["properties"]["text"]["pattern"] = json!(CRITERION_PATTERN);
         criteria["items"]["properties"]["text"]["maxLength"] = json!(CRITERION_MAX_CHARS);
+        criteria["minItems"] = json!(MIN_SYNTH_CRITERIA);
         assert_eq!(s["properties"]["criteria"], criteria);
         assert_eq!(s["properties"]["question"]["maxLength"], QUESTION_MAX_CHARS);
         assert_eq!(s["required"].as_array().map(Vec::len), Some(3));

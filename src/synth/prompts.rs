@@ -4,8 +4,10 @@
 //! - `generate.txt`: question + reference answer + criteria; `{{persona}}` last, so the
 //!   generations for the personas of one chunk share their whole prefix in the KV cache.
 //! - `check_self_contained.txt`, `check_faithful.txt`: yes/no checks read from log-probs.
-//! - `domains/<slug>.txt`: per-domain guidance and one worked example, inserted into
-//!   `generate.txt`; a configured domain without a file gets `other.txt`.
+//! - `domains/<slug>.txt`: per-domain guidance (what to ask, what the checks and pitfalls look
+//!   like), inserted into `generate.txt`; a configured domain without a file gets `other.txt`.
+//!   No concrete example items (issue 12: the blue-sky example leaked into other subjects);
+//!   `generate.txt` shows the shape of an item as a skeleton with `<slots>`.
 //!
 //! Every record names the 16-hex-digit sha256 of each file that shaped it
 //! ([`PromptHashes`]), so a dataset built with other prompts is told apart.
@@ -14,6 +16,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::judge::criterion_check::template_examples;
 use crate::judge::template::{template_hash, PromptTemplate, TemplateError};
 
 pub const LABEL_SOURCE: &str = include_str!("../../templates/synth/label.txt");
@@ -175,16 +178,13 @@ impl SynthPrompts {
             .unwrap_or_default()
     }
 
-    /// The questions of every guidance file's example: a generation that copies one is
-    /// rejected (small models copy few-shot examples).
+    /// The quoted examples (three or more words) of the generate prompt and every guidance
+    /// file: a generated question that copies one is rejected (small models copy few-shot
+    /// examples). Criteria are checked against every template by `rubric_gen::to_item`.
     pub fn example_questions(&self) -> Vec<String> {
-        DOMAIN_FILES
-            .iter()
-            .filter_map(|(_, text)| {
-                let json = text.lines().find_map(|l| l.strip_prefix("Example: "))?;
-                let v: serde_json::Value = serde_json::from_str(json).ok()?;
-                Some(v.get("question")?.as_str()?.to_string())
-            })
+        std::iter::once(GENERATE_SOURCE)
+            .chain(DOMAIN_FILES.iter().map(|(_, t)| *t))
+            .flat_map(template_examples)
             .collect()
     }
 
@@ -220,9 +220,11 @@ mod tests {
                 DOMAIN_FILES.iter().any(|(s, _)| *s == slug),
                 "no guidance file for {d} ({slug})"
             );
-            assert!(p.guidance(d).contains("Example:"), "{d}");
+            assert!(p.guidance(d).starts_with("Ask "), "{d}");
+            // No concrete example item to leak (issue 12).
+            assert!(!p.guidance(d).contains("Example:"), "{d}");
         }
-        assert_eq!(p.example_questions().len(), DOMAIN_FILES.len());
+        assert!(!p.example_questions().is_empty());
         let h = p.hashes("Math", "j");
         assert_eq!(h.generate.len(), 16);
         assert_ne!(h.domain_guidance, p.hashes("Coding", "j").domain_guidance);

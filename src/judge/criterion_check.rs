@@ -1,0 +1,391 @@
+//! The deterministic check every model-written criterion goes through (issue 12, point 1): a
+//! criterion is a statement a grader verifies in the response alone, so it is rejected when it
+//! - refers to material the grader does not see: the reference answer, the document, passage,
+//!   source or context it was written from, the author, or "the response above"
+//!   ([`CriterionProblem::RefersToUnseen`]); or
+//! - copies an example of a prompt template ([`CriterionProblem::CopiesExample`]): it shares a
+//!   run of [`COPY_NGRAM`] consecutive content words (lowercased, stopwords dropped, so about five
+//!   to eight words of text) with an example, or it is an example of fewer content words.
+//!
+//! An example is any double-quoted text of three or more words in the body of a template file
+//! under `templates/` (every file is compiled in, [`TEMPLATE_SOURCES`]; a unit test fails when a
+//! file there is missing from the list). Comment lines (`#` before the first section) are not
+//! examples.
+//!
+//! One function, [`check_criterion`], used by `ares rubric`, `ares synth` and `ares eval` through
+//! `rubric_gen::to_item`, which drops a failing criterion and records it with its reason.
+//! Pure and model-free; it does no I/O beyond the compiled-in templates.
+
+use std::collections::HashSet;
+use std::sync::OnceLock;
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+/// Every prompt template ares ships, by path under `templates/`.
+pub const TEMPLATE_SOURCES: [(&str, &str); 20] = [
+    (
+        "judge_criterion.txt",
+        include_str!("../../templates/judge_criterion.txt"),
+    ),
+    (
+        "judge_generate.txt",
+        include_str!("../../templates/judge_generate.txt"),
+    ),
+    (
+        "judge_holistic.txt",
+        include_str!("../../templates/judge_holistic.txt"),
+    ),
+    (
+        "judge_plain.txt",
+        include_str!("../../templates/judge_plain.txt"),
+    ),
+    (
+        "judge_reference.txt",
+        include_str!("../../templates/judge_reference.txt"),
+    ),
+    ("rubric.txt", include_str!("../../templates/rubric.txt")),
+    (
+        "synth/check_faithful.txt",
+        include_str!("../../templates/synth/check_faithful.txt"),
+    ),
+    (
+        "synth/check_self_contained.txt",
+        include_str!("../../templates/synth/check_self_contained.txt"),
+    ),
+    (
+        "synth/generate.txt",
+        include_str!("../../templates/synth/generate.txt"),
+    ),
+    (
+        "synth/label.txt",
+        include_str!("../../templates/synth/label.txt"),
+    ),
+    (
+        "synth/domains/coding.txt",
+        include_str!("../../templates/synth/domains/coding.txt"),
+    ),
+    (
+        "synth/domains/commerce_economics.txt",
+        include_str!("../../templates/synth/domains/commerce_economics.txt"),
+    ),
+    (
+        "synth/domains/education.txt",
+        include_str!("../../templates/synth/domains/education.txt"),
+    ),
+    (
+        "synth/domains/math.txt",
+        include_str!("../../templates/synth/domains/math.txt"),
+    ),
+    (
+        "synth/domains/medicine_health.txt",
+        include_str!("../../templates/synth/domains/medicine_health.txt"),
+    ),
+    (
+        "synth/domains/natural_science.txt",
+        include_str!("../../templates/synth/domains/natural_science.txt"),
+    ),
+    (
+        "synth/domains/other.txt",
+        include_str!("../../templates/synth/domains/other.txt"),
+    ),
+    (
+        "synth/domains/social_science.txt",
+        include_str!("../../templates/synth/domains/social_science.txt"),
+    ),
+    (
+        "synth/domains/technology_engineering.txt",
+        include_str!("../../templates/synth/domains/technology_engineering.txt"),
+    ),
+    (
+        "synth/domains/travel_lifestyle.txt",
+        include_str!("../../templates/synth/domains/travel_lifestyle.txt"),
+    ),
+];
+
+/// Consecutive content words a criterion may share with a template example.
+pub const COPY_NGRAM: usize = 4;
+
+/// Common English function words, left out of word overlaps (the leakage filter of `ares synth`
+/// uses the same list).
+pub const STOPWORDS: [&str; 60] = [
+    "a", "an", "the", "and", "or", "but", "of", "to", "in", "on", "at", "by", "for", "with",
+    "from", "as", "is", "are", "was", "were", "be", "been", "being", "it", "its", "this", "that",
+    "these", "those", "which", "who", "whom", "what", "when", "where", "why", "how", "do", "does",
+    "did", "can", "could", "should", "would", "will", "may", "might", "has", "have", "had", "not",
+    "no", "so", "such", "than", "then", "there", "their", "they", "if",
+];
+
+/// Lowercased alphanumeric words without stopwords.
+pub fn content_words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .filter(|w| !STOPWORDS.contains(&w.as_str()))
+        .collect()
+}
+
+/// Why a criterion was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CriterionProblem {
+    #[error("refers to {what:?}, which the grader does not see: a criterion must be checkable in the response alone")]
+    RefersToUnseen { what: String },
+    #[error("copies the example {example:?} of template {template} (shares {shared:?})")]
+    CopiesExample {
+        template: String,
+        example: String,
+        shared: String,
+    },
+}
+
+/// A criterion dropped by the check, as recorded in the item's `extra.rejected_criteria`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedCriterion {
+    pub text: String,
+    pub reason: String,
+}
+
+/// Phrases that point at material the grader does not see (case-insensitive).
+const UNSEEN_PATTERNS: [&str; 8] = [
+    r"\breference (answer|response|solution|text)s?\b",
+    r"\b(the|this|that|given|provided|model|ideal|expected|sample|gold|correct) (reference|model answer|ideal answer|expected answer|gold answer|sample answer)\b",
+    r"\b(the|this|that|given|provided|original|source|above|following) (passage|excerpt|document|article|snippet|chunk|source text|source document|source material)s?\b",
+    r"\b(the|this|given|provided|original|above) (text|source|material|context)(\s*[?,.;:)]|\s*$| (says|states|describes|mentions|suggests|discusses|explains|argues|provides|gives|lists|notes|shows)\b)",
+    r"\b(according to|based on|in|from|per|as (stated|described|mentioned|shown|given) in) the (text|source|material|context|passage|document|article|excerpt|reference)\b",
+    r"\bthe (author|authors|writer)\b",
+    r"\b(the )?(response|answer|question|text) (above|below)\b",
+    r"\b(mentioned|described|stated|shown|given|listed|discussed|cited|provided) (above|below|earlier|previously)\b",
+];
+
+/// One template example, with its content words.
+#[derive(Debug, Clone)]
+struct Example {
+    template: String,
+    text: String,
+    words: Vec<String>,
+}
+
+/// The compiled check: the patterns and the examples of every template.
+#[derive(Debug, Clone)]
+pub struct CriterionCheck {
+    patterns: Vec<Regex>,
+    examples: Vec<Example>,
+}
+
+/// The double-quoted texts of three or more words in a template's body (see the module docs).
+pub fn template_examples(source: &str) -> Vec<String> {
+    let mut body = Vec::new();
+    let mut in_body = false;
+    for line in source.lines() {
+        let t = line.trim_end();
+        if t == "[system]" || t == "[user]" {
+            in_body = true;
+            continue;
+        }
+        // Files without sections (domain guidance) are all body, except `#` comments.
+        if in_body || !line.starts_with('#') {
+            body.push(line);
+        }
+    }
+    let body = body.join("\n");
+    let quoted = Regex::new(r#""((?:[^"\\\n]|\\.)*)""#).expect("static regex");
+    quoted
+        .captures_iter(&body)
+        .map(|c| c[1].to_string())
+        .filter(|s| s.split_whitespace().count() >= 3)
+        .collect()
+}
+
+impl CriterionCheck {
+    /// The check against the examples of `sources` (`(name, template text)`).
+    pub fn new(sources: &[(&str, &str)]) -> Self {
+        let patterns = UNSEEN_PATTERNS
+            .iter()
+            .map(|p| Regex::new(&format!("(?i){p}")).expect("static regex"))
+            .collect();
+        let mut seen = HashSet::new();
+        let examples = sources
+            .iter()
+            .flat_map(|(name, source)| {
+                template_examples(source)
+                    .into_iter()
+                    .map(move |text| (name.to_string(), text))
+            })
+            .filter_map(|(template, text)| {
+                let words = content_words(&text);
+                (words.len() >= 2 && seen.insert(words.clone())).then_some(Example {
+                    template,
+                    text,
+                    words,
+                })
+            })
+            .collect();
+        CriterionCheck { patterns, examples }
+    }
+
+    /// The check against every template ares ships, built once.
+    pub fn shipped() -> &'static CriterionCheck {
+        static CHECK: OnceLock<CriterionCheck> = OnceLock::new();
+        CHECK.get_or_init(|| CriterionCheck::new(&TEMPLATE_SOURCES))
+    }
+
+    /// The number of examples the check compares with.
+    pub fn n_examples(&self) -> usize {
+        self.examples.len()
+    }
+
+    /// `Err` with the first problem of `text` (see the module docs).
+    pub fn check(&self, text: &str) -> Result<(), CriterionProblem> {
+        for p in &self.patterns {
+            if let Some(m) = p.find(text) {
+                return Err(CriterionProblem::RefersToUnseen {
+                    what: m.as_str().trim().to_string(),
+                });
+            }
+        }
+        let words = content_words(text);
+        if words.is_empty() {
+            return Ok(());
+        }
+        let grams: HashSet<&[String]> = words.windows(COPY_NGRAM).collect();
+        for e in &self.examples {
+            let shared = if words.len() < COPY_NGRAM || e.words.len() < COPY_NGRAM {
+                (words == e.words).then(|| words.join(" "))
+            } else {
+                e.words
+                    .windows(COPY_NGRAM)
+                    .find(|g| grams.contains(g))
+                    .map(|g| g.join(" "))
+            };
+            if let Some(shared) = shared {
+                return Err(CriterionProblem::CopiesExample {
+                    template: e.template.clone(),
+                    example: e.text.clone(),
+                    shared,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// [`CriterionCheck::check`] against the shipped templates: the one check `ares rubric`,
+/// `ares synth` and `ares eval` apply to every generated criterion.
+pub fn check_criterion(text: &str) -> Result<(), CriterionProblem> {
+    CriterionCheck::shipped().check(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_template_file_is_in_the_list() -> Result<(), std::io::Error> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
+        let mut stack = vec![root.clone()];
+        let mut found = Vec::new();
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir)? {
+                let path = entry?.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|e| e == "txt") {
+                    let rel = path.strip_prefix(&root).expect("under root");
+                    found.push(rel.to_string_lossy().replace('\\', "/"));
+                }
+            }
+        }
+        for f in &found {
+            assert!(
+                TEMPLATE_SOURCES.iter().any(|(n, _)| n == f),
+                "templates/{f} is not in TEMPLATE_SOURCES"
+            );
+        }
+        assert_eq!(found.len(), TEMPLATE_SOURCES.len());
+        Ok(())
+    }
+
+    #[test]
+    fn criteria_about_the_reference_or_the_document_are_rejected() {
+        let c = CriterionCheck::new(&[]);
+        for t in [
+            "The reference answer mentions that irrigation is commonly used.",
+            "Matches the reference on the dose.",
+            "Provides a comprehensive list of symptoms as in the passage.",
+            "States what the document says about Debian.",
+            "Repeats the main point of the source text.",
+            "Uses the facts given in the text.",
+            "Quotes the author's definition.",
+            "Agrees with the response above.",
+            "Lists the steps mentioned above.",
+            "According to the context, names the drug.",
+        ] {
+            let r = c.check(t);
+            assert!(
+                matches!(r, Err(CriterionProblem::RefersToUnseen { .. })),
+                "{t}: {r:?}"
+            );
+        }
+        for t in [
+            "States that ear syringing removes impacted wax.",
+            "Recommends seeing a doctor if the pain lasts more than a week.",
+            "Warns that the source of the infection must be treated.",
+            "Explains that a text editor saves files as plain text.",
+            "Claims that the response time of the server is unlimited.",
+            "Names the Debian Project Leader as the elected officer.",
+        ] {
+            assert_eq!(c.check(t), Ok(()), "{t}");
+        }
+    }
+
+    #[test]
+    fn criteria_copying_a_template_example_are_rejected_with_the_example() {
+        let template = "[system]\nWrite criteria such as \"Names Rayleigh scattering or scattering by air molecules.\" or \"Mentions pale skin.\"\n[user]\n{{question}}";
+        let c = CriterionCheck::new(&[("t.txt", template)]);
+        assert_eq!(c.n_examples(), 2);
+        let r = c.check("Name Rayleigh scattering or scattering by air molecules");
+        let Err(CriterionProblem::CopiesExample {
+            template, shared, ..
+        }) = r
+        else {
+            panic!("not caught: {r:?}");
+        };
+        assert_eq!(template, "t.txt");
+        assert_eq!(shared, "rayleigh scattering scattering air");
+        // A short example is caught only when copied whole.
+        assert!(c.check("Mentions pale skin.").is_err());
+        assert_eq!(c.check("Mentions pale skin and cold hands."), Ok(()));
+        // Sharing the frame of an example but not its content is not a copy.
+        assert_eq!(
+            c.check("Names the vector that transmits dengue fever."),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn comments_are_not_examples_and_short_quotes_are_not_either() {
+        let t = "# \"A commented example is not one.\"\n[system]\nReply \"Yes\" or \"No\"; write \"States that the capital of France is Paris.\"\n[user]\n{{q}}";
+        assert_eq!(
+            template_examples(t),
+            vec!["States that the capital of France is Paris.".to_string()]
+        );
+    }
+
+    #[test]
+    fn shipped_templates_give_examples_and_plain_criteria_pass() {
+        let c = CriterionCheck::shipped();
+        assert!(c.n_examples() >= 5, "{}", c.n_examples());
+        assert_eq!(
+            check_criterion("States that dengue fever is spread by Aedes mosquitoes."),
+            Ok(())
+        );
+        // Every example of every shipped template is caught as a copy of itself.
+        for (name, source) in TEMPLATE_SOURCES {
+            for e in template_examples(source) {
+                if content_words(&e).len() >= 2 {
+                    assert!(check_criterion(&e).is_err(), "{name}: {e}");
+                }
+            }
+        }
+    }
+}
