@@ -54,6 +54,25 @@ pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Every line of a golden `chat_template.jsonl` (`{"messages", "rendered"}`) renders, with the
+/// generation prompt, exactly as llama.cpp rendered it.
+pub fn assert_chat_template_matches_golden(m: &LoadedModel, path: &Path) {
+    let t = m
+        .chat_template
+        .as_ref()
+        .expect("the model ships a chat template");
+    for g in read_jsonl(path) {
+        let messages: Vec<ares::model::chat_template::Message> =
+            serde_json::from_value(g["messages"].clone()).expect("messages");
+        let got = t.render(&messages, true).expect("render");
+        assert_eq!(
+            got,
+            g["rendered"].as_str().expect("rendered"),
+            "messages {messages:?}"
+        );
+    }
+}
+
 /// Every line of a golden `tokenize.jsonl` (`{"text", "ids"}`) encodes to llama.cpp's ids; the
 /// failure lists each differing line.
 pub fn assert_tokenizer_matches_golden(tok: &ares::model::tokenizer::Tokenizer, path: &Path) {

@@ -3,7 +3,6 @@
 
 use crate::common::{default_model, engine, read_jsonl, shared_dir};
 use ares::engine::{EngineConfig, Generator, Prompt, Request, SamplingParams};
-use ares::model::chat_template::Message;
 use ares::model::LoadedModel;
 use std::collections::HashMap;
 
@@ -26,20 +25,12 @@ fn tokenizer_matches_llama_cpp_on_every_golden_line() {
 #[test]
 fn chat_template_matches_llama_cpp_rendering() {
     let m = default_model();
-    let t = m
-        .chat_template
-        .as_ref()
-        .expect("SmolLM2 ships a chat template");
-    for g in golden("chat_template.jsonl") {
-        let messages: Vec<Message> =
-            serde_json::from_value(g["messages"].clone()).expect("messages");
-        let got = t.render(&messages, true).expect("render");
-        assert_eq!(
-            got,
-            g["rendered"].as_str().expect("rendered"),
-            "messages {messages:?}"
-        );
-    }
+    crate::common::assert_chat_template_matches_golden(
+        m,
+        &shared_dir()
+            .join("golden/smollm2-135m-instruct-q4_1")
+            .join("chat_template.jsonl"),
+    );
 }
 
 /// Step-0 agreement, greedy continuations and near-tie divergences, all 12 prompts decoded in one

@@ -11,7 +11,6 @@
 use crate::common::{read_jsonl, shared_dir};
 use crate::golden::compare_greedy_with_golden;
 use ares::error::Error;
-use ares::model::chat_template::Message;
 use ares::model::{load, LoadedModel};
 use std::io::Write;
 use std::sync::OnceLock;
@@ -81,20 +80,12 @@ fn qwen_coder_chat_template_matches_llama_cpp_rendering() {
     let Some(m) = qwen("qwen_coder_chat_template_matches_llama_cpp_rendering") else {
         return;
     };
-    let t = m
-        .chat_template
-        .as_ref()
-        .expect("Qwen ships a chat template");
-    for g in golden("chat_template.jsonl") {
-        let messages: Vec<Message> =
-            serde_json::from_value(g["messages"].clone()).expect("messages");
-        let got = t.render(&messages, true).expect("render");
-        assert_eq!(
-            got,
-            g["rendered"].as_str().expect("rendered"),
-            "messages {messages:?}"
-        );
-    }
+    crate::common::assert_chat_template_matches_golden(
+        m,
+        &shared_dir()
+            .join("golden/qwen2.5-coder-1.5b-instruct-q4_k_m")
+            .join("chat_template.jsonl"),
+    );
 }
 
 /// All twelve prompts (eight ChatML, four raw) in one engine batch: step-0 top-1 equal on every

