@@ -10,7 +10,9 @@
 //! What it must not do: hold a whole file in memory. Files are read line by line through a
 //! bounded buffer (a "line" longer than [`MAX_PIECE_BYTES`] is cut into pieces, and a paragraph
 //! longer than [`MAX_PARAGRAPH_CHARS`] is yielded in parts), so a file of any size streams. A JSONL
-//! record is one document and is held while it is chunked.
+//! record is one document, read by the one JSONL reader ([`crate::jsonl::lines_capped`]) and held
+//! while it is chunked; a record over [`MAX_RECORD_BYTES`] is skipped unread, with its reason. A
+//! JSONL line that is not UTF-8 is a bad record (text files are decoded lossily instead).
 //!
 //! Order: documents are taken round-robin across input files (one document of each file per
 //! round), so `--max-docs` samples every file instead of exhausting the first one. The order is a
@@ -29,6 +31,8 @@ use crate::synth::html::HtmlReducer;
 
 /// A line longer than this is read in pieces of this many bytes.
 pub const MAX_PIECE_BYTES: usize = 64 * 1024;
+/// A JSONL record (one document) longer than this many bytes is skipped with its reason, unread.
+pub const MAX_RECORD_BYTES: usize = 16 * 1024 * 1024;
 /// A paragraph longer than this (characters) is yielded in parts.
 pub const MAX_PARAGRAPH_CHARS: usize = 16 * 1024;
 /// Bytes looked at for NUL bytes to call a file binary (as git and ripgrep do).
@@ -355,10 +359,12 @@ enum Source {
     Jsonl {
         path: PathBuf,
         rel: String,
-        reader: Option<LineReader>,
-        line: usize,
+        reader: Option<JsonlLines>,
     },
 }
+
+/// A JSONL source's reader: the one JSONL reader, capped at [`MAX_RECORD_BYTES`] per line.
+type JsonlLines = crate::jsonl::Lines<BufReader<File>>;
 
 /// The documents of a list of inputs, round-robin across files (see the module docs).
 pub struct DocumentStream {
@@ -455,7 +461,6 @@ impl DocumentStream {
                 path,
                 rel,
                 reader: None,
-                line: 0,
             },
             _ => Source::File { path, rel, kind },
         }
@@ -489,86 +494,62 @@ impl DocumentStream {
     }
 
     /// The next record of a JSONL source: a document, a skipped line, or `None` at its end.
-    fn next_record(
-        config: &IngestConfig,
-        rel: &str,
-        reader: &mut LineReader,
-        line: &mut usize,
-    ) -> Option<DocItem> {
-        loop {
-            let before = reader.invalid_bytes;
-            let text = match reader.next_piece() {
-                Ok(Some(t)) => t,
-                Ok(None) => return None,
-                Err(e) => {
-                    *line += 1;
-                    return Some(DocItem::Skipped(Skipped {
-                        source: rel.to_string(),
-                        line: Some(*line),
-                        kind: SkipKind::Unreadable,
-                        reason: format!("cannot read: {e}"),
-                    }));
-                }
-            };
-            *line += 1;
-            let trimmed = text.trim_start_matches('\u{feff}').trim();
-            if trimmed.is_empty() {
-                continue;
-            }
-            let bad = |reason: String| {
-                Some(DocItem::Skipped(Skipped {
+    fn next_record(config: &IngestConfig, rel: &str, reader: &mut JsonlLines) -> Option<DocItem> {
+        let line = match reader.next()? {
+            Ok(l) => l,
+            Err(e) => {
+                return Some(DocItem::Skipped(Skipped {
                     source: rel.to_string(),
-                    line: Some(*line),
-                    kind: SkipKind::BadRecord,
-                    reason,
+                    line: None,
+                    kind: SkipKind::Unreadable,
+                    reason: format!("cannot read: {e}"),
                 }))
-            };
-            if text.len() >= MAX_PIECE_BYTES && !trimmed.ends_with('}') {
-                // A record longer than one piece: skip the rest of the line.
-                let mut rest_len = text.len();
-                while let Ok(Some(more)) = reader.next_piece() {
-                    rest_len += more.len();
-                    if more.len() < MAX_PIECE_BYTES {
-                        break;
-                    }
-                }
-                return bad(format!(
-                    "record of {rest_len} bytes is longer than the {MAX_PIECE_BYTES}-byte limit of one JSONL line"
-                ));
             }
-            let value: Value = match serde_json::from_str(trimmed) {
-                Ok(v) => v,
-                Err(e) => return bad(format!("not valid JSON: {e}")),
-            };
-            let Some(obj) = value.as_object() else {
-                return bad("not a JSON object".into());
-            };
-            let body = match obj.get(&config.text_field) {
-                Some(Value::String(s)) => s.clone(),
-                Some(other) => {
-                    return bad(format!(
-                        "field `{}` is not a string but {}",
-                        config.text_field,
-                        json_type(other)
-                    ))
-                }
-                None => return bad(format!("no field `{}`", config.text_field)),
-            };
-            let id = match obj.get(&config.id_field) {
-                Some(Value::String(s)) if !s.trim().is_empty() => format!("{rel}#{s}"),
-                Some(Value::Number(n)) => format!("{rel}#{n}"),
-                _ => format!("{rel}:{line}"),
-            };
-            let mut paragraphs = Paragraphs::from_text(body, rel.to_string());
-            // Invalid bytes on this line belong to this document.
-            paragraphs.lines.invalid_bytes = reader.invalid_bytes - before;
-            return Some(DocItem::Doc(Document {
-                id,
+        };
+        let number = line.number;
+        let bad = |reason: String| {
+            Some(DocItem::Skipped(Skipped {
                 source: rel.to_string(),
-                kind: SourceKind::Jsonl,
-                paragraphs,
-            }));
-        }
+                line: Some(number),
+                kind: SkipKind::BadRecord,
+                reason,
+            }))
+        };
+        let text = match line.text {
+            Ok(t) => t,
+            Err(reason) => return bad(reason),
+        };
+        let trimmed = text.trim();
+        let value: Value = match serde_json::from_str(trimmed) {
+            Ok(v) => v,
+            Err(e) => return bad(format!("not valid JSON: {e}")),
+        };
+        let Some(obj) = value.as_object() else {
+            return bad("not a JSON object".into());
+        };
+        let body = match obj.get(&config.text_field) {
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => {
+                return bad(format!(
+                    "field `{}` is not a string but {}",
+                    config.text_field,
+                    json_type(other)
+                ))
+            }
+            None => return bad(format!("no field `{}`", config.text_field)),
+        };
+        let id = match obj.get(&config.id_field) {
+            Some(Value::String(s)) if !s.trim().is_empty() => format!("{rel}#{s}"),
+            Some(Value::Number(n)) => format!("{rel}#{n}"),
+            _ => format!("{rel}:{number}"),
+        };
+        let paragraphs = Paragraphs::from_text(body, rel.to_string());
+        Some(DocItem::Doc(Document {
+            id,
+            source: rel.to_string(),
+            kind: SourceKind::Jsonl,
+            paragraphs,
+        }))
     }
 }
 
@@ -607,26 +588,20 @@ impl Iterator for DocumentStream {
                         paragraphs,
                     }));
                 }
-                Source::Jsonl {
-                    path,
-                    rel,
-                    reader,
-                    mut line,
-                } => {
+                Source::Jsonl { path, rel, reader } => {
                     let mut reader = match reader {
                         Some(r) => r,
                         None => match Self::open_file(&path, &rel) {
-                            Ok(r) => LineReader::new(Box::new(r)),
+                            Ok(r) => crate::jsonl::lines_capped(r, MAX_RECORD_BYTES),
                             Err(s) => return Some(DocItem::Skipped(s)),
                         },
                     };
-                    let item = Self::next_record(&self.config, &rel, &mut reader, &mut line);
+                    let item = Self::next_record(&self.config, &rel, &mut reader);
                     if let Some(item) = item {
                         self.ring.push_back(Source::Jsonl {
                             path,
                             rel,
                             reader: Some(reader),
-                            line,
                         });
                         return Some(item);
                     }
@@ -722,6 +697,39 @@ mod tests {
                 "skip a.jsonl:Some(5) bad_record",
             ]
         );
+        Ok(())
+    }
+
+    #[test]
+    fn jsonl_lines_not_utf8_or_over_the_record_limit_are_skipped_and_reading_goes_on() -> TestResult
+    {
+        let d = tempfile::tempdir()?;
+        let mut bytes = b"{\"text\": \"bad \xff byte\"}\r\n".to_vec();
+        bytes.extend_from_slice(
+            format!("{{\"text\": \"{}\"}}\n", "a".repeat(MAX_RECORD_BYTES)).as_bytes(),
+        );
+        bytes.extend_from_slice(b"{\"text\": \"Fine.\"}");
+        std::fs::write(d.path().join("a.jsonl"), bytes)?;
+        let items: Vec<String> =
+            DocumentStream::open(&[d.path().to_path_buf()], IngestConfig::default())?
+                .map(|i| match i {
+                    DocItem::Doc(d) => format!("doc {}", d.id),
+                    DocItem::Skipped(s) => format!("skip {:?} {}", s.line, s.reason),
+                })
+                .collect();
+        assert_eq!(items.len(), 3, "{items:?}");
+        assert!(
+            items[0].starts_with("skip Some(1) not UTF-8"),
+            "{}",
+            items[0]
+        );
+        assert!(
+            items[1].starts_with("skip Some(2) line of")
+                && items[1].contains("longer than the limit"),
+            "{}",
+            items[1]
+        );
+        assert_eq!(items[2], "doc a.jsonl:3");
         Ok(())
     }
 

@@ -16,7 +16,7 @@
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -73,30 +73,23 @@ pub struct RunFiles {
     pub resume: ResumeState,
 }
 
-/// Complete lines of a file (those ending in `\n`) and whether a partial last line followed.
-fn complete_lines(path: &Path) -> Result<(Vec<String>, bool), OutputError> {
+/// The whole lines of a file (those ending in `\n`, read by the one JSONL reader) and whether a
+/// cut-off last line followed. A missing file has none.
+fn complete_lines(path: &Path) -> Result<(Vec<crate::jsonl::Line>, bool), OutputError> {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), false)),
         Err(e) => return Err(io_err(path)(e)),
     };
-    let mut reader = BufReader::new(file);
     let mut lines = Vec::new();
-    let mut partial = false;
-    loop {
-        let mut buf = Vec::new();
-        let n = reader.read_until(b'\n', &mut buf).map_err(io_err(path))?;
-        if n == 0 {
-            break;
+    for line in crate::jsonl::lines(BufReader::new(file)) {
+        let line = line.map_err(io_err(path))?;
+        if !line.terminated {
+            return Ok((lines, true));
         }
-        if buf.last() != Some(&b'\n') {
-            partial = true;
-            break;
-        }
-        buf.pop();
-        lines.push(String::from_utf8_lossy(&buf).into_owned());
+        lines.push(line);
     }
-    Ok((lines, partial))
+    Ok((lines, false))
 }
 
 fn append(path: &Path) -> Result<File, OutputError> {
@@ -134,13 +127,14 @@ impl RunFiles {
             let (journal, partial) = complete_lines(&paths[2])?;
             let mut good_journal = Vec::new();
             for line in journal {
-                match serde_json::from_str::<Value>(&line)
+                let text = line.text.unwrap_or_default();
+                match serde_json::from_str::<Value>(&text)
                     .ok()
                     .and_then(|v| v.get("unit")?.as_str().map(str::to_string))
                 {
                     Some(u) => {
                         finished.insert(u);
-                        good_journal.push(line);
+                        good_journal.push(text);
                     }
                     None => state.partial_lines_removed += 1,
                 }
@@ -154,6 +148,7 @@ impl RunFiles {
                 let total = lines.len();
                 let kept: Vec<String> = lines
                     .into_iter()
+                    .filter_map(|l| l.text.ok())
                     .filter(|l| {
                         serde_json::from_str::<Value>(l)
                             .ok()
