@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use ares::engine::remote::{load_vocab, RemoteConfig, RemoteGenerator, ServerKind};
 use ares::engine::{Generator, Prompt, Request};
-use ares::judge::{Judge, JudgeConfig, Mode, Status};
+use ares::judge::{Judge, JudgeConfig, Mode, Status, VerdictSource};
 use serde_json::{json, Value};
 
 use crate::common::{default_model_path, sky};
@@ -242,6 +242,24 @@ fn judge_records(
     judge.score_each(&inputs, &|_| {}).0
 }
 
+/// Every criterion of every record says how its verdict tokens were matched, in the JSON too.
+fn assert_each_verdict_matched_by(records: &[ares::judge::JudgeRecord], want: VerdictSource) {
+    for r in records {
+        assert!(!r.criteria.is_empty(), "{r:?}");
+        for c in &r.criteria {
+            assert_eq!(c.matched_by, Some(want), "{r:?}");
+        }
+        let line = serde_json::to_value(r).expect("record serializes");
+        let name = serde_json::to_value(want).expect("source serializes");
+        assert!(
+            line["criteria"]
+                .as_array()
+                .is_some_and(|cs| cs.iter().all(|c| c["matched_by"] == name)),
+            "{line}"
+        );
+    }
+}
+
 #[test]
 fn llama_server_logprobs_are_read_and_matched_by_id() {
     let server = llama_server("llamacpp_completion_logprobs.json");
@@ -284,6 +302,7 @@ fn llama_server_answers_are_judged_not_unparseable() {
     }
     let s = gen.stats().snapshot();
     assert_eq!(s.matched_by_id, s.requests, "{s:?}");
+    assert_each_verdict_matched_by(&records, VerdictSource::Id);
     assert!(
         s.cache_line().starts_with("server prompt cache"),
         "{}",
@@ -297,6 +316,11 @@ fn llama_server_generate_mode_streams_a_json_verdict() {
     let gen = connect(&server.base);
     let records = judge_records(&gen, Mode::Generate, &["Rayleigh scattering."]);
     assert_eq!(records[0].status, Status::Ok, "{:?}", records[0]);
+    assert!(
+        records[0].criteria.iter().all(|c| c.matched_by.is_none()),
+        "generate mode reads no log-probs: {:?}",
+        records[0]
+    );
     let body = &server.completions()[0];
     assert_eq!(body["stream"], json!(true));
     assert!(
@@ -352,6 +376,7 @@ fn sglang_legacy_logprobs_are_matched_by_text_and_cache_is_reported() {
     assert_eq!(gen.info().kind, ServerKind::Sglang);
     let records = judge_records(&gen, Mode::Logprob, &["Rayleigh scattering."]);
     assert_eq!(records[0].status, Status::Ok, "{:?}", records[0]);
+    assert_each_verdict_matched_by(&records, VerdictSource::Text);
     let s = gen.stats().snapshot();
     assert_eq!(s.matched_by_text, s.requests, "{s:?}");
     assert_eq!(s.cache_reported, s.requests);

@@ -785,6 +785,16 @@ fn remote_backend_against_ares_serve_gives_the_local_rewards() {
         assert_eq!(a.status, b.status, "{a:?}");
         let (ra, rb) = (a.reward.expect("reward"), b.reward.expect("reward"));
         assert!((ra - rb).abs() < 0.05, "text-matched {ra} vs exact {rb}");
+        assert!(
+            a.criteria
+                .iter()
+                .all(|c| c.matched_by == Some(ares::judge::VerdictSource::Text)),
+            "{a:?}"
+        );
+        assert!(b
+            .criteria
+            .iter()
+            .all(|c| c.matched_by == Some(ares::judge::VerdictSource::Exact)));
     }
 
     // Generate mode: constrained JSON through response_format, streamed (SSE) back.

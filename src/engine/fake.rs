@@ -117,6 +117,7 @@ impl Generator for FakeGenerator {
                 logprob: None,
                 top: Vec::new(),
                 requested,
+                requested_by: Some(crate::engine::request::MatchedBy::Exact),
             };
             // The receiver is alive: it is returned below.
             let _ = tx.send(Event::Token(token));

@@ -73,6 +73,23 @@ pub struct TokenOutput {
     /// Log-probs of the request's `logprob_ids`, in that order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub requested: Vec<(TokenId, f32)>,
+    /// How `requested` was found (set whenever the request had `logprob_ids`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<MatchedBy>,
+}
+
+/// How the log-probs of a request's `logprob_ids` were found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MatchedBy {
+    /// Exactly the requested ids: the local engine, or a server that reports them (`ares serve`'s
+    /// `logprob_token_ids`).
+    Exact,
+    /// By token id among a server's top alternatives (llama-server, vLLM with
+    /// `return_tokens_as_token_ids`).
+    Id,
+    /// By token text among a server's top alternatives (servers that give no ids).
+    Text,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -5,7 +5,7 @@
 //! prefill chunk.
 
 use crate::engine::constraint::ConstraintState;
-use crate::engine::request::{Done, Event, FinishReason, Request, TokenOutput, Usage};
+use crate::engine::request::{Done, Event, FinishReason, MatchedBy, Request, TokenOutput, Usage};
 use crate::engine::sampler::{log_sum_exp, top_logprobs, Sampler};
 use crate::model::kv::BlockId;
 use crate::model::tokenizer::Tokenizer;
@@ -159,6 +159,7 @@ impl Sequence {
             text: String::new(),
             logprob,
             top,
+            requested_by: (!self.req.logprob_ids.is_empty()).then_some(MatchedBy::Exact),
             requested,
         };
         if !self.push(out, is_eog, grammar_done, tok) {
@@ -189,6 +190,7 @@ impl Sequence {
                 logprob: None,
                 top: Vec::new(),
                 requested: Vec::new(),
+                requested_by: None,
             };
             if !self.push(out, false, done && k + 1 == n, tok) {
                 return;

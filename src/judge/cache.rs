@@ -30,7 +30,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::judge::record::Mode;
+use crate::judge::record::{Mode, VerdictSource};
 
 /// Part of every key: bump it when what the judge sends the model changes without the template
 /// hash changing (for example how a response is defused), so old verdicts stop matching.
@@ -103,9 +103,17 @@ impl CacheKey<'_> {
 pub enum CachedVerdict {
     /// Logprob mode (`probs` = [p_yes, p_no]) and holistic mode (`probs` = P(digit 0..=9)):
     /// the renormalised answer distribution and the probability mass on the answer tokens.
+    /// Entries written before the answer tokens' source was recorded; read, no longer written.
     Distribution { probs: Vec<f64>, mass: f64 },
     /// Generate mode: the parsed verdict and its reason.
     Generated { yes: bool, reason: String },
+    /// As `Distribution`, with where the answer-token probabilities came from, so a hit gives
+    /// the record the computation gave. (A new variant, so entries of older caches still decode.)
+    SourcedDistribution {
+        probs: Vec<f64>,
+        mass: f64,
+        source: Option<VerdictSource>,
+    },
 }
 
 impl CachedVerdict {
@@ -366,6 +374,19 @@ mod tests {
         // Reopened: still there.
         let cache = VerdictCache::open(&dir.path().join(CACHE_FILE_NAME))?;
         assert_eq!(cache.len()?, 2);
+        // Entries with the verdict's source round-trip too.
+        let s = CachedVerdict::SourcedDistribution {
+            probs: vec![0.25, 0.75],
+            mass: 0.5,
+            source: Some(VerdictSource::Text),
+        };
+        let k3 = CacheKey {
+            response: "y",
+            ..key()
+        }
+        .digest();
+        cache.insert_many(&[(k3, s.clone())])?;
+        assert_eq!(cache.get(&k3)?, Some(s));
         match cache.get(&k1)? {
             Some(CachedVerdict::Distribution { probs, mass }) => {
                 assert_eq!(probs[0].to_bits(), (0.1f64 + 0.2).to_bits());

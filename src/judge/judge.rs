@@ -57,7 +57,7 @@ use crate::judge::cache::{CacheError, CacheKey, CachedVerdict, VerdictCache};
 use crate::judge::input::{check, Checked, InputError, Pair, ResponseEntry, RubricSet};
 use crate::judge::record::{
     CriterionVerdict, HolisticScore, JudgeProgress, JudgeRecord, JudgeSummary, Mode, Status,
-    JUDGE_RECORD_VERSION,
+    VerdictSource, JUDGE_RECORD_VERSION,
 };
 use crate::judge::rubric::RubricItem;
 use crate::judge::template::{PromptTemplate, TemplateError};
@@ -165,6 +165,8 @@ struct Slot<'a> {
     /// Answer distribution per request (criteria in rubric order, or the one holistic prompt);
     /// `None` until collected, or when the answer tokens got no probability.
     results: Vec<Option<AnswerDistribution>>,
+    /// Where each of `results` came from (`None` until collected).
+    matched: Vec<Option<VerdictSource>>,
     /// Generate mode: per criterion, the parsed verdict and reason, or why there is none.
     generated: Vec<Option<Result<(bool, String), String>>>,
     /// Generate mode: the prompt of each criterion, kept for the retry.
@@ -407,6 +409,7 @@ impl<'g> Judge<'g> {
                     record,
                     item,
                     results: vec![None; n],
+                    matched: vec![None; n],
                     generated: vec![None; n],
                     prompts: Vec::new(),
                     keys: Vec::new(),
@@ -534,9 +537,11 @@ impl<'g> Judge<'g> {
             }
         };
         let fits = match (&hit, self.config.mode) {
-            (CachedVerdict::Distribution { probs, .. }, Mode::Logprob | Mode::Holistic) => {
-                probs.len() == self.tokens.answers.len()
-            }
+            (
+                CachedVerdict::Distribution { probs, .. }
+                | CachedVerdict::SourcedDistribution { probs, .. },
+                Mode::Logprob | Mode::Holistic,
+            ) => probs.len() == self.tokens.answers.len(),
             (CachedVerdict::Generated { .. }, Mode::Generate) => true,
             _ => false,
         };
@@ -554,6 +559,14 @@ impl<'g> Judge<'g> {
         match hit {
             CachedVerdict::Distribution { probs, mass } => {
                 slot.results[k] = Some(AnswerDistribution { probs, mass });
+            }
+            CachedVerdict::SourcedDistribution {
+                probs,
+                mass,
+                source,
+            } => {
+                slot.results[k] = Some(AnswerDistribution { probs, mass });
+                slot.matched[k] = source;
             }
             CachedVerdict::Generated { yes, reason } => {
                 slot.generated[k] = Some(Ok((yes, reason)));
@@ -580,25 +593,23 @@ impl<'g> Judge<'g> {
         let Some(&key) = slot.keys.get(k) else {
             return;
         };
-        let verdict = match self.config.mode {
-            Mode::Logprob | Mode::Holistic => {
-                slot.results
-                    .get(k)
-                    .cloned()
-                    .flatten()
-                    .map(|d| CachedVerdict::Distribution {
+        let verdict =
+            match self.config.mode {
+                Mode::Logprob | Mode::Holistic => slot.results.get(k).cloned().flatten().map(|d| {
+                    CachedVerdict::SourcedDistribution {
                         probs: d.probs,
                         mass: d.mass,
-                    })
-            }
-            Mode::Generate => match slot.generated.get(k) {
-                Some(Some(Ok((yes, reason)))) => Some(CachedVerdict::Generated {
-                    yes: *yes,
-                    reason: reason.clone(),
+                        source: slot.matched.get(k).copied().flatten(),
+                    }
                 }),
-                _ => None,
-            },
-        };
+                Mode::Generate => match slot.generated.get(k) {
+                    Some(Some(Ok((yes, reason)))) => Some(CachedVerdict::Generated {
+                        yes: *yes,
+                        reason: reason.clone(),
+                    }),
+                    _ => None,
+                },
+            };
         if let Some(v) = verdict {
             writes.push((key, v));
         }
@@ -707,11 +718,9 @@ impl<'g> Judge<'g> {
                 if self.config.mode == Mode::Generate {
                     slot.generated[k] = Some(self.generated_verdict(slot, k, &c.text, summary));
                 } else {
-                    slot.results[k] = c
-                        .tokens
-                        .into_iter()
-                        .next()
-                        .and_then(|t| self.tokens.distribution(&t.requested));
+                    let first = c.tokens.into_iter().next();
+                    slot.matched[k] = first.as_ref().and_then(|t| t.requested_by).map(Into::into);
+                    slot.results[k] = first.and_then(|t| self.tokens.distribution(&t.requested));
                 }
             }
             Err(e) => {
@@ -754,7 +763,7 @@ impl<'g> Judge<'g> {
         let record = &mut slot.record;
         let mut unusable: Vec<String> = Vec::new();
         let mut scored = Vec::with_capacity(item.criteria.len());
-        for (c, result) in item.criteria.iter().zip(&slot.results) {
+        for ((c, result), matched) in item.criteria.iter().zip(&slot.results).zip(&slot.matched) {
             let entry = match result.clone() {
                 Some(d) => {
                     let p_yes = d.probs[0];
@@ -774,6 +783,7 @@ impl<'g> Judge<'g> {
                         weight: c.weight,
                         verdict_mass: Some(d.mass),
                         reason: None,
+                        matched_by: *matched,
                     }
                 }
                 None => {
@@ -826,6 +836,7 @@ impl<'g> Judge<'g> {
                         weight: c.weight,
                         verdict_mass: None,
                         reason: Some(reason.clone()),
+                        matched_by: None,
                     }
                 }
                 other => {
@@ -854,6 +865,7 @@ impl<'g> Judge<'g> {
             probs: d.probs.clone(),
             expected_score: expected,
             verdict_mass: d.mass,
+            matched_by: slot.matched.first().copied().flatten(),
         });
         if d.mass < self.config.min_verdict_mass {
             record.status = Status::JudgeUnparseable;
@@ -1149,6 +1161,18 @@ mod tests {
                 computed.iter().all(|r| r.status == Status::Ok),
                 "{computed:?}"
             );
+            // Where the verdicts came from is recorded, and a hit replays it.
+            let sources: Vec<Option<VerdictSource>> = computed
+                .iter()
+                .flat_map(|r| {
+                    r.criteria
+                        .iter()
+                        .map(|c| c.matched_by)
+                        .chain(r.holistic.iter().map(|h| h.matched_by))
+                })
+                .collect();
+            let want = (mode != Mode::Generate).then_some(VerdictSource::Exact);
+            assert!(sources.iter().all(|s| *s == want), "{mode}: {sources:?}");
             assert_eq!(cache.len()?, 2 * per_response as u64);
 
             let (cached, second) = judge.run(&rubrics, &responses, &|_| {});

@@ -61,7 +61,7 @@ pub use judge::{
 };
 pub use record::{
     CriterionVerdict, HolisticScore, JudgeProgress, JudgeRecord, JudgeSummary, Mode, Status,
-    JUDGE_RECORD_VERSION,
+    VerdictSource, JUDGE_RECORD_VERSION,
 };
 pub use rubric::{Category, Criterion, Message, RubricError, RubricItem, RUBRIC_SCHEMA_VERSION};
 pub use verdict::{

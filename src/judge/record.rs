@@ -9,6 +9,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::request::MatchedBy;
 use crate::judge::aggregate::{Aggregator, Verdict};
 use crate::judge::rubric::Criterion;
 
@@ -96,6 +97,30 @@ pub struct CriterionVerdict {
     /// Generate mode: the judge's rationale.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Logprob mode: where the verdict tokens' probabilities came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched_by: Option<VerdictSource>,
+}
+
+/// Where a verdict's answer-token probabilities came from: exactly the requested ids (the local
+/// engine, `ares serve`), or found by id or by text among a remote server's top alternatives. A
+/// verdict cache hit keeps the source of the run that computed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerdictSource {
+    Exact,
+    Id,
+    Text,
+}
+
+impl From<MatchedBy> for VerdictSource {
+    fn from(m: MatchedBy) -> Self {
+        match m {
+            MatchedBy::Exact => VerdictSource::Exact,
+            MatchedBy::Id => VerdictSource::Id,
+            MatchedBy::Text => VerdictSource::Text,
+        }
+    }
 }
 
 impl CriterionVerdict {
@@ -108,6 +133,7 @@ impl CriterionVerdict {
             weight: c.weight,
             verdict_mass: None,
             reason: None,
+            matched_by: None,
         }
     }
 }
@@ -121,6 +147,9 @@ pub struct HolisticScore {
     pub expected_score: f64,
     /// P(any digit token) before renormalising.
     pub verdict_mass: f64,
+    /// Where the digit tokens' probabilities came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched_by: Option<VerdictSource>,
 }
 
 /// One output line: the judgement of one response.
@@ -225,6 +254,7 @@ mod tests {
                 weight: 5.0,
                 verdict_mass: Some(0.9),
                 reason: None,
+                matched_by: Some(VerdictSource::Id),
             }],
             mode: Mode::Logprob,
             model_sha256: "abc".into(),

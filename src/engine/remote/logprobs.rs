@@ -21,6 +21,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
+pub use crate::engine::request::MatchedBy;
 use crate::model::tokenizer::Tokenizer;
 use crate::TokenId;
 
@@ -51,19 +52,6 @@ pub enum LogprobShape {
     Legacy,
     /// `content: [{id?, token, bytes, logprob, top_logprobs: [...]}]`.
     Content,
-}
-
-/// How the log-probs of the wanted verdict tokens were found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MatchedBy {
-    /// The server reported exactly the requested ids (`ares serve`'s `logprob_token_ids`).
-    Exact,
-    /// By token id among the server's top alternatives (llama-server, vLLM with
-    /// `return_tokens_as_token_ids`).
-    Id,
-    /// By token text among the server's top alternatives (servers that give no ids).
-    Text,
 }
 
 /// A `"token_id:N"` string (vLLM's `return_tokens_as_token_ids`).

@@ -716,6 +716,7 @@ impl Shared {
                         .collect(),
                     _ => Vec::new(),
                 };
+                let mut matched_by = MatchedBy::Exact;
                 let req_lps = if req.logprob_ids.is_empty() {
                     Vec::new()
                 } else if let Some(r) = requested.get(i) {
@@ -735,12 +736,19 @@ impl Shared {
                             m.as_ref().map(|(_, by)| *by)
                         );
                     }
-                    m.map(|(found, _)| found).unwrap_or_else(|| {
-                        req.logprob_ids
+                    match m {
+                        Some((found, by)) => {
+                            matched_by = by;
+                            found
+                        }
+                        // None of the wanted tokens among the alternatives: no probability, and
+                        // the judge reports the criterion as unparseable.
+                        None => req
+                            .logprob_ids
                             .iter()
                             .map(|&id| (id, f32::NEG_INFINITY))
-                            .collect()
-                    })
+                            .collect(),
+                    }
                 };
                 TokenOutput {
                     id: ids[i],
@@ -756,6 +764,7 @@ impl Shared {
                         None
                     },
                     top,
+                    requested_by: (!req.logprob_ids.is_empty()).then_some(matched_by),
                     requested: req_lps,
                 }
             })
