@@ -642,7 +642,12 @@ impl Shared {
         match (&req.constraint, kind) {
             (None, _) => {}
             (Some(Constraint::JsonSchema(schema)), ServerKind::LlamaCpp) => {
-                o.insert("json_schema".into(), schema.clone());
+                // llama-server's grammar for string `pattern`s broke the schema's own structure
+                // (unquoted or renamed keys) in 4 of 4 tries (benches/RESULTS.md): send the
+                // schema without them. The caller's parser and filters still check the strings.
+                let mut schema = schema.clone();
+                strip_string_patterns(&mut schema);
+                o.insert("json_schema".into(), schema);
             }
             (Some(Constraint::JsonSchema(schema)), ServerKind::Sglang) => {
                 o.insert("json_schema".into(), json!(schema.to_string()));
@@ -974,9 +979,55 @@ impl Generator for RemoteGenerator {
     }
 }
 
+/// Removes `pattern` from every schema node of a JSON schema (not from `properties` that happen
+/// to be named "pattern"): object properties, array items, `$defs`/`definitions`,
+/// `additionalProperties` and the `anyOf`/`oneOf`/`allOf` branches are walked.
+fn strip_string_patterns(schema: &mut Value) {
+    let Some(node) = schema.as_object_mut() else {
+        return;
+    };
+    node.remove("pattern");
+    for key in ["properties", "$defs", "definitions"] {
+        if let Some(Value::Object(children)) = node.get_mut(key) {
+            children.values_mut().for_each(strip_string_patterns);
+        }
+    }
+    for key in ["items", "additionalProperties", "not"] {
+        if let Some(child) = node.get_mut(key) {
+            strip_string_patterns(child);
+        }
+    }
+    for key in ["anyOf", "oneOf", "allOf", "prefixItems"] {
+        if let Some(Value::Array(branches)) = node.get_mut(key) {
+            branches.iter_mut().for_each(strip_string_patterns);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn llama_server_schemas_lose_string_patterns_only() {
+        let mut schema = json!({
+            "type": "object",
+            "properties": {
+                "pattern": {"type": "string", "pattern": "^a$", "maxLength": 3},
+                "list": {"type": "array", "items": {"type": "string", "pattern": "^b$"}},
+                "either": {"anyOf": [{"type": "string", "pattern": "^c$"}, {"type": "null"}]}
+            },
+            "$defs": {"d": {"type": "string", "pattern": "^d$"}}
+        });
+        strip_string_patterns(&mut schema);
+        let text = schema.to_string();
+        assert!(!text.contains('^'), "{text}");
+        assert_eq!(schema["properties"]["pattern"]["maxLength"], json!(3));
+        assert_eq!(
+            schema["properties"]["list"]["items"]["type"],
+            json!("string")
+        );
+    }
 
     #[test]
     fn base_url_drops_v1_and_slashes() {
