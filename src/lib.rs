@@ -21,6 +21,7 @@ pub mod eval;
 pub mod jsonl;
 pub mod judge;
 pub mod model;
+pub mod report;
 pub mod server;
 pub mod shard;
 pub mod synth;
