@@ -131,6 +131,7 @@ pub fn figures(
                     points: rows.values().map(|r| (r.b as f64, get(r))).collect(),
                     dashed: false,
                     color: 0,
+                    labels: Vec::new(),
                 }];
                 if !base.is_empty() {
                     lines.push(Line {
@@ -138,6 +139,7 @@ pub fn figures(
                         points: base.values().map(|r| (r.b as f64, get(r))).collect(),
                         dashed: true,
                         color: 1,
+                        labels: Vec::new(),
                     });
                 }
                 out.push(

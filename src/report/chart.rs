@@ -86,6 +86,37 @@ fn headroom(max: f64) -> f64 {
     }
 }
 
+/// Ticks at a "nice" step (1, 2 or 5 times a power of ten; at least 1 when `integer`) from 0 or
+/// `lo` rounded down, covering [lo, hi] in at most about 8 steps.
+pub fn nice_ticks(lo: f64, hi: f64, integer: bool) -> Vec<f64> {
+    let span = (hi - lo).max(1e-9);
+    let raw = span / 8.0;
+    let pow = 10f64.powf(raw.log10().floor());
+    let mut step = [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * pow)
+        .find(|s| *s >= raw)
+        .unwrap_or(raw);
+    if integer {
+        step = step.max(1.0).round();
+    }
+    let start = (lo / step).floor() * step;
+    let mut ticks = Vec::new();
+    let mut k = 0;
+    while k < 64 {
+        let t = start + k as f64 * step;
+        if t > hi + step * 1e-9 {
+            break;
+        }
+        if t >= lo - step * 1e-9 {
+            // Round away binary noise (0.30000000000000004).
+            ticks.push((t / step).round() * step);
+        }
+        k += 1;
+    }
+    ticks
+}
+
 /// Number format for labels: integers without decimals, others with up to 3 significant decimals.
 pub fn num(v: f64) -> String {
     if v.fract() == 0.0 && v.abs() < 1e15 {
@@ -93,7 +124,8 @@ pub fn num(v: f64) -> String {
     } else if v.abs() >= 100.0 {
         format!("{v:.1}")
     } else {
-        format!("{v:.3}")
+        let t = format!("{v:.3}");
+        t.trim_end_matches('0').trim_end_matches('.').to_string()
     }
 }
 
@@ -121,6 +153,11 @@ impl Bars {
             .flat_map(|(_, v)| v.iter().copied())
             .fold(0.0, f64::max);
         let labels: Vec<String> = self.categories.iter().map(|c| shorten(c, 48)).collect();
+        let whole = self
+            .series
+            .iter()
+            .flat_map(|(_, v)| v.iter())
+            .all(|v| v.fract() == 0.0);
         let mut svg = String::new();
         {
             let root = SVGBackend::with_string(&mut svg, (WIDTH, height)).into_drawing_area();
@@ -130,11 +167,12 @@ impl Bars {
                 .margin_right(28)
                 .x_label_area_size(44)
                 .y_label_area_size(label_width(&labels) + 24)
-                .build_cartesian_2d(0f64..headroom(max), rows_axis(n))
+                .build_cartesian_2d(value_axis(max, whole), rows_axis(n))
                 .map_err(draw_err)?;
             chart
                 .configure_mesh()
                 .disable_y_mesh()
+                .light_line_style(TRANSPARENT)
                 .y_label_formatter(&|v| row_label(&labels, *v))
                 .x_label_formatter(&|v| num(*v))
                 .x_desc(self.value_axis.as_str())
@@ -253,6 +291,12 @@ impl Ranged for KeyAxis {
     }
 }
 
+/// A value axis from 0 with room above `max` for value labels and legends, ticks at nice steps.
+fn value_axis(max: f64, integer: bool) -> KeyAxis {
+    let hi = headroom(max);
+    KeyAxis::linear(0.0, hi, nice_ticks(0.0, hi, integer))
+}
+
 /// An axis of `n` rows centred on 0..n-1, with a tick at each row centre.
 fn rows_axis(n: usize) -> KeyAxis {
     KeyAxis::linear(-0.5, n.max(1) as f64 - 0.5, (0..n).map(|i| i as f64).collect())
@@ -310,21 +354,37 @@ impl Histogram {
             self.edges.first().copied().unwrap_or(0.0),
             self.edges.last().copied().unwrap_or(1.0),
         );
+        let width = if self.edges.len() > 1 {
+            self.edges[1] - self.edges[0]
+        } else {
+            1.0
+        };
+        // At least 7 bins' width on the axis, so one full bin does not fill the chart.
+        let pad = (7.0 * width - (hi - lo)).max(0.0) / 2.0 + width / 2.0;
+        let (xlo, xhi) = (lo - pad, hi + pad);
+        // Whole bin centres are labelled (rubric sizes, weights); other bins at their edges.
+        let centres: Vec<f64> = self.edges.windows(2).map(|e| (e[0] + e[1]) / 2.0).collect();
+        let x_keys = if centres.iter().all(|c| c.fract() == 0.0) && centres.len() <= 16 {
+            centres
+        } else {
+            nice_ticks(xlo, xhi, false)
+        };
         let max = self.counts.iter().copied().max().unwrap_or(0) as f64;
         let mut svg = String::new();
         {
-            let root = SVGBackend::with_string(&mut svg, (WIDTH, 320)).into_drawing_area();
+            let root = SVGBackend::with_string(&mut svg, (WIDTH / 2 + 40, 320)).into_drawing_area();
             root.fill(&WHITE).map_err(draw_err)?;
             let mut chart = ChartBuilder::on(&root)
                 .margin(12)
                 .margin_right(24)
                 .x_label_area_size(44)
                 .y_label_area_size(56)
-                .build_cartesian_2d(lo..hi, 0f64..headroom(max))
+                .build_cartesian_2d(KeyAxis::linear(xlo, xhi, x_keys), value_axis(max, true))
                 .map_err(draw_err)?;
             chart
                 .configure_mesh()
                 .disable_x_mesh()
+                .light_line_style(TRANSPARENT)
                 .x_desc(self.x_axis.as_str())
                 .y_desc(self.y_axis.as_str())
                 .x_label_formatter(&|v| num(*v))
@@ -462,6 +522,7 @@ impl BoxPlot {
             chart
                 .configure_mesh()
                 .disable_x_mesh()
+                .light_line_style(TRANSPARENT)
                 .x_label_formatter(&|v| row_label(&reversed, *v))
                 .y_label_formatter(&|v| format!("{v:.1}"))
                 .x_desc(self.x_axis.as_str())
@@ -560,7 +621,7 @@ impl Intervals {
             .iter()
             .map(|(p, e)| format!("{}: {}", self.panels[*p].0, e.label))
             .collect();
-        let height = 100 + 30 * n.max(1) as u32;
+        let height = 100 + 36 * n.max(1) as u32;
         let mut svg = String::new();
         {
             let root = SVGBackend::with_string(&mut svg, (WIDTH, height)).into_drawing_area();
@@ -575,6 +636,7 @@ impl Intervals {
             chart
                 .configure_mesh()
                 .disable_y_mesh()
+                .light_line_style(TRANSPARENT)
                 .y_label_formatter(&|v| row_label(&labels, *v))
                 .x_label_formatter(&|v| num(*v))
                 .x_desc(self.value_axis.as_str())
@@ -590,9 +652,17 @@ impl Intervals {
                         4,
                         BLACK.mix(0.6).stroke_width(1),
                     ))
-                    .map_err(draw_err)?
-                    .label(name.as_str())
-                    .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], BLACK.mix(0.6)));
+                    .map_err(draw_err)?;
+                chart
+                    .draw_series([Text::new(
+                        format!(" {name}"),
+                        (*x, -0.45),
+                        (FONT, 11)
+                            .into_font()
+                            .color(&BLACK.mix(0.7))
+                            .pos(Pos::new(HPos::Left, VPos::Bottom)),
+                    )])
+                    .map_err(draw_err)?;
             }
             for (r, (p, e)) in rows.iter().enumerate() {
                 let c = color(*p);
@@ -610,22 +680,12 @@ impl Intervals {
                 chart
                     .draw_series([Text::new(
                         format!("{:.3} [{:.3}, {:.3}]", e.value, e.low, e.high),
-                        (e.high, y),
+                        (e.value, y + 0.18),
                         (FONT, 11)
                             .into_font()
                             .color(&BLACK)
-                            .pos(Pos::new(HPos::Left, VPos::Bottom)),
+                            .pos(Pos::new(HPos::Center, VPos::Bottom)),
                     )])
-                    .map_err(draw_err)?;
-            }
-            if self.reference.is_some() {
-                chart
-                    .configure_series_labels()
-                    .position(SeriesLabelPosition::LowerRight)
-                    .background_style(WHITE.mix(0.9))
-                    .border_style(BLACK.mix(0.4))
-                    .label_font((FONT, 12))
-                    .draw()
                     .map_err(draw_err)?;
             }
             root.present().map_err(draw_err)?;
@@ -659,6 +719,8 @@ pub struct Line {
     pub dashed: bool,
     /// Palette index.
     pub color: usize,
+    /// Text beside each point (calibration: the bin's n), or empty.
+    pub labels: Vec<String>,
 }
 
 /// X-y lines with markers.
@@ -706,7 +768,8 @@ impl Lines {
         });
         let (ymin, ymax) = self
             .y_range
-            .unwrap_or_else(|| (0.0, headroom(fold(&ys).1.max(0.0))));
+            // Room above the highest point for the legend (upper left).
+            .unwrap_or_else(|| (0.0, headroom(fold(&ys).1.max(0.0)) * 1.2));
         let mut ticks: Vec<f64> = xs.clone();
         ticks.sort_by(f64::total_cmp);
         ticks.dedup();
@@ -757,6 +820,7 @@ impl Lines {
     {
         chart
             .configure_mesh()
+            .light_line_style(TRANSPARENT)
             .x_desc(self.x_axis.as_str())
             .y_desc(self.y_axis.as_str())
             .x_label_formatter(&|v| num(*v))
@@ -810,6 +874,18 @@ impl Lines {
                     .draw_series(l.points.iter().map(|&p| Circle::new(p, 4, c.filled())))
                     .map_err(draw_err)?;
             }
+            chart
+                .draw_series(l.points.iter().zip(&l.labels).map(|(&p, t)| {
+                    Text::new(
+                        format!("  {t}"),
+                        p,
+                        (FONT, 11)
+                            .into_font()
+                            .color(&BLACK)
+                            .pos(Pos::new(HPos::Left, VPos::Top)),
+                    )
+                }))
+                .map_err(draw_err)?;
         }
         chart
             .configure_series_labels()

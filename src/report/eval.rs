@@ -291,7 +291,7 @@ pub fn figures(d: &DatasetResult, joined: Option<&[Joined]>) -> Result<Vec<Figur
         out.push(a.draw(
             &format!("eval-{set}-agreement"),
             "Agreement with people",
-            "Each method's statistic (dot) with its percentile bootstrap 95% interval (bar).",
+            "Each method's statistic (dot) with its percentile bootstrap 95% interval (bar); the dashed line marks no agreement (correlations) or chance (pairwise accuracy).",
         )?);
     }
     for j in joined.unwrap_or_default() {
@@ -325,6 +325,7 @@ pub fn figures(d: &DatasetResult, joined: Option<&[Joined]>) -> Result<Vec<Figur
                     points: bins.iter().map(|b| (b.predicted, b.observed)).collect(),
                     dashed: false,
                     color: 0,
+                    labels: bins.iter().map(|b| format!("n={}", b.n)).collect(),
                 }],
                 x_axis: "reward from verdict P(yes), bin mean".into(),
                 y_axis: "fraction of outputs people preferred".into(),
@@ -337,7 +338,7 @@ pub fn figures(d: &DatasetResult, joined: Option<&[Joined]>) -> Result<Vec<Figur
                 &format!("eval-{set}-{m}-calibration"),
                 &format!("Reliability: {}", j.method.label()),
                 &format!(
-                    "Responses binned by reward ({CALIBRATION_BINS} equal bins of [0, 1]); y = share of them that were the preferred output of their pair. Expected calibration error {}.",
+                    "Responses binned by reward ({CALIBRATION_BINS} equal bins of [0, 1]; n = responses in the bin); y = share of them that were the preferred output of their pair; dashed: perfect calibration. Expected calibration error {}.",
                     ece.map_or("n/a".into(), |e| format!("{e:.3}"))
                 ),
             )?;
