@@ -281,9 +281,8 @@ fn eval(margs: &ModelArgs, args: &EvalArgs) -> Result<Outcome> {
         ));
     };
     let command = std::env::args().collect::<Vec<_>>().join(" ");
-    let outcome =
-        ares::cli::eval::run(args, &command, &engine, &loaded.tokenizer, &sha, &progress)
-            .context("eval")?;
+    let outcome = ares::cli::eval::run(args, &command, &engine, &loaded.tokenizer, &sha, &progress)
+        .context("eval")?;
     bar.finish_and_clear();
     let report = &outcome.report;
     print!("{}", report.to_markdown());

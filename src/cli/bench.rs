@@ -3,9 +3,9 @@
 //! `../shared/bench/llama-cpp-baseline` (`-npp 128 -ntg 32 -npl 1,4,16,32`).
 
 use crate::bench::{BatchedConfig, BenchMode, BenchReport, JudgeConfig};
+use crate::cli::ModelArgs;
 use crate::report::bench::{Baseline, BASELINE_FILE};
 use crate::report::ReportError;
-use crate::cli::ModelArgs;
 use clap::Args;
 use std::path::PathBuf;
 

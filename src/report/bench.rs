@@ -58,11 +58,7 @@ impl Baseline {
             if !t.starts_with('|') {
                 continue;
             }
-            let cells: Vec<&str> = t
-                .trim_matches('|')
-                .split('|')
-                .map(str::trim)
-                .collect();
+            let cells: Vec<&str> = t.trim_matches('|').split('|').map(str::trim).collect();
             if cells.len() != 10 {
                 continue;
             }
@@ -116,7 +112,9 @@ pub fn figures(
     let mut out = Vec::new();
     if let Some(b) = &report.batched {
         for ((pp, tg), rows) in groups(&b.rows) {
-            let base = baseline.map(|x| x.series(b.pps, pp, tg)).unwrap_or_default();
+            let base = baseline
+                .map(|x| x.series(b.pps, pp, tg))
+                .unwrap_or_default();
             for (key, name, unit, get) in [
                 (
                     "s_pp",
@@ -266,7 +264,9 @@ pub fn render(report: &BenchReport, baseline: Option<&Baseline>) -> Result<Strin
     page.meta(&meta);
     let figs = figures(report, baseline)?;
     if report.batched.is_none() && report.judge.is_none() {
-        page.empty("This bench report has neither batched rows nor a judge workload: nothing to draw.");
+        page.empty(
+            "This bench report has neither batched rows nor a judge workload: nothing to draw.",
+        );
     }
     if let Some(b) = &report.batched {
         page.h2(

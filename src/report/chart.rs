@@ -11,9 +11,9 @@
 //! escaped by the backend.
 
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, ValueFormatter};
-use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde_json::{json, Value};
 
 use crate::report::ReportError;
@@ -193,7 +193,9 @@ impl Bars {
                     .draw_series(rects)
                     .map_err(draw_err)?
                     .label(name.as_str())
-                    .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled()));
+                    .legend(move |(x, y)| {
+                        Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled())
+                    });
                 let texts = values.iter().enumerate().map(move |(i, &v)| {
                     Text::new(
                         format!(" {}", num(v)),
@@ -278,7 +280,11 @@ impl Ranged for KeyAxis {
 
     fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
         let (a, b) = (self.t(self.lo), self.t(self.hi));
-        let f = if b > a { (self.t(*value) - a) / (b - a) } else { 0.5 };
+        let f = if b > a {
+            (self.t(*value) - a) / (b - a)
+        } else {
+            0.5
+        };
         limit.0 + (f * (limit.1 - limit.0) as f64).round() as i32
     }
 
@@ -299,7 +305,11 @@ fn value_axis(max: f64, integer: bool) -> KeyAxis {
 
 /// An axis of `n` rows centred on 0..n-1, with a tick at each row centre.
 fn rows_axis(n: usize) -> KeyAxis {
-    KeyAxis::linear(-0.5, n.max(1) as f64 - 0.5, (0..n).map(|i| i as f64).collect())
+    KeyAxis::linear(
+        -0.5,
+        n.max(1) as f64 - 0.5,
+        (0..n).map(|i| i as f64).collect(),
+    )
 }
 
 /// The label of the row centred on `y` (rows top to bottom: label 0 at y = n-1).
@@ -551,7 +561,10 @@ impl BoxPlot {
                     .map_err(draw_err)?;
                 chart
                     .draw_series([
-                        PathElement::new(vec![(x - w, s.median), (x + w, s.median)], c.stroke_width(3)),
+                        PathElement::new(
+                            vec![(x - w, s.median), (x + w, s.median)],
+                            c.stroke_width(3),
+                        ),
                         PathElement::new(vec![(x, s.q3), (x, s.whisker_high)], c.stroke_width(1)),
                         PathElement::new(vec![(x, s.q1), (x, s.whisker_low)], c.stroke_width(1)),
                         PathElement::new(
@@ -669,9 +682,15 @@ impl Intervals {
                 let y = (n - 1 - r) as f64;
                 chart
                     .draw_series([
-                        PathElement::new(vec![(e.low, y - 0.15), (e.low, y + 0.15)], c.stroke_width(2)),
+                        PathElement::new(
+                            vec![(e.low, y - 0.15), (e.low, y + 0.15)],
+                            c.stroke_width(2),
+                        ),
                         PathElement::new(vec![(e.low, y), (e.high, y)], c.stroke_width(2)),
-                        PathElement::new(vec![(e.high, y - 0.15), (e.high, y + 0.15)], c.stroke_width(2)),
+                        PathElement::new(
+                            vec![(e.high, y - 0.15), (e.high, y + 0.15)],
+                            c.stroke_width(2),
+                        ),
                     ])
                     .map_err(draw_err)?;
                 chart
@@ -896,5 +915,86 @@ impl Lines {
             .draw()
             .map_err(draw_err)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `(attribute, value)` pairs of every `<rect>` filled with `fill`.
+    fn rects(svg: &str, fill: &str) -> Vec<BTreeMap<String, f64>> {
+        svg.split("<rect")
+            .skip(1)
+            .map(|r| &r[..r.find("/>").unwrap_or(r.len())])
+            .filter(|r| r.contains(&format!("fill=\"{fill}\"")))
+            .map(|r| {
+                r.split_whitespace()
+                    .filter_map(|kv| {
+                        let (k, v) = kv.split_once('=')?;
+                        Some((k.to_string(), v.trim_matches('"').parse().ok()?))
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn bar_lengths_are_proportional_to_the_values() -> Result<(), ReportError> {
+        let values = vec![3.0, 12.0, 0.0, 7.0];
+        let fig = Bars {
+            categories: ["a", "b", "c", "d"].map(String::from).to_vec(),
+            series: vec![("n".into(), values.clone())],
+            value_axis: "items".into(),
+            category_axis: "stage".into(),
+        }
+        .draw("t", "t", "t")?;
+        let bars = rects(&fig.svg, &hex(color(0)));
+        assert_eq!(bars.len(), values.len(), "{}", fig.svg);
+        // Pixels per unit from the longest bar; every bar within a pixel of value * scale.
+        let scale = bars[1]["width"] / 12.0;
+        for (b, v) in bars.iter().zip(&values) {
+            assert!((b["width"] - v * scale).abs() <= 1.0, "{b:?} vs {v}");
+        }
+        // First category on top.
+        assert!(bars[0]["y"] < bars[1]["y"] && bars[1]["y"] < bars[3]["y"]);
+        assert_eq!(fig.data["series"]["n"], serde_json::json!(values));
+        Ok(())
+    }
+
+    #[test]
+    fn histogram_bins_hold_every_value() {
+        let h = Histogram::of(&[3.0, 4.0, 4.0, 12.0], 1.0, true, "x", "y");
+        assert_eq!(h.counts.iter().sum::<usize>(), 4);
+        assert_eq!(h.edges[0], 2.5);
+        assert_eq!(h.counts[0], 1);
+        assert_eq!(h.counts[1], 2);
+        assert_eq!(*h.counts.last().unwrap_or(&0), 1);
+        let w = Histogram::of(&[-7.0, 9.0], 1.0, true, "x", "y");
+        assert_eq!((w.edges[0], w.counts.len()), (-7.5, 17));
+    }
+
+    #[test]
+    fn box_stats_are_tukey_boxes() {
+        let b = BoxStats::of(&[1.0, 2.0, 3.0, 4.0, 100.0]).expect("non-empty");
+        assert_eq!((b.q1, b.median, b.q3), (2.0, 3.0, 4.0));
+        // 100 lies beyond q3 + 1.5 IQR = 7: the whisker stops at 4.
+        assert_eq!((b.whisker_low, b.whisker_high), (1.0, 4.0));
+        assert!(BoxStats::of(&[]).is_none());
+    }
+
+    #[test]
+    fn ticks_are_nice_and_whole_for_counts() {
+        assert_eq!(nice_ticks(0.0, 2.3, true), vec![0.0, 1.0, 2.0]);
+        let t = nice_ticks(0.0, 1.0, false);
+        assert_eq!(t.len(), 6, "{t:?}");
+        assert!(
+            (t[5] - 1.0).abs() < 1e-12 && (t[1] - 0.2).abs() < 1e-12,
+            "{t:?}"
+        );
+        assert_eq!(num(0.5), "0.5");
+        assert_eq!(num(3.0), "3");
     }
 }

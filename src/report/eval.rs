@@ -230,19 +230,20 @@ pub fn disagreements(dataset: Dataset, j: &Joined, n: usize) -> Vec<Disagreement
 
 /// The agreement statistics of a data set as interval panels (one per statistic).
 pub fn agreement(d: &DatasetResult) -> Intervals {
-    let rows = |f: &dyn Fn(&crate::eval::runner::MethodResult) -> Option<crate::eval::stats::Estimate>| {
-        d.methods
-            .iter()
-            .filter_map(|m| {
-                f(m).map(|e| Interval {
-                    label: m.method.label().to_string(),
-                    value: e.value,
-                    low: e.low,
-                    high: e.high,
+    let rows =
+        |f: &dyn Fn(&crate::eval::runner::MethodResult) -> Option<crate::eval::stats::Estimate>| {
+            d.methods
+                .iter()
+                .filter_map(|m| {
+                    f(m).map(|e| Interval {
+                        label: m.method.label().to_string(),
+                        value: e.value,
+                        low: e.low,
+                        high: e.high,
+                    })
                 })
-            })
-            .collect::<Vec<_>>()
-    };
+                .collect::<Vec<_>>()
+        };
     match d.dataset {
         Dataset::Medquad => {
             let panels = vec![

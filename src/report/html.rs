@@ -75,18 +75,18 @@ impl Page {
     pub fn meta(&mut self, rows: &[(&str, String)]) {
         self.body.push_str("<dl class=\"meta\">\n");
         for (k, v) in rows {
-            self.body.push_str(&format!(
-                "<dt>{}</dt><dd>{}</dd>\n",
-                escape(k),
-                escape(v)
-            ));
+            self.body
+                .push_str(&format!("<dt>{}</dt><dd>{}</dd>\n", escape(k), escape(v)));
         }
         self.body.push_str("</dl>\n");
     }
 
     pub fn h2(&mut self, text: &str, id: &str) {
-        self.body
-            .push_str(&format!("<h2 id=\"{}\">{}</h2>\n", escape(id), escape(text)));
+        self.body.push_str(&format!(
+            "<h2 id=\"{}\">{}</h2>\n",
+            escape(id),
+            escape(text)
+        ));
     }
 
     pub fn h3(&mut self, text: &str) {

@@ -46,7 +46,9 @@ pub enum ReportError {
     },
     #[error("{path}: not the report.json of ares synth, eval or bench")]
     UnknownKind { path: PathBuf },
-    #[error("{path}: no llama-batched-bench table found (expected the output of llama-cpp-baseline)")]
+    #[error(
+        "{path}: no llama-batched-bench table found (expected the output of llama-cpp-baseline)"
+    )]
     Baseline { path: PathBuf },
     #[error("drawing a chart: {0}")]
     Draw(String),

@@ -135,7 +135,11 @@ pub fn personas(files: &RunFiles, n: usize) -> Bars {
         }
     }
     let mut rows: Vec<(String, (usize, usize))> = counts.into_iter().collect();
-    rows.sort_by(|a, b| (b.1 .0 + b.1 .1).cmp(&(a.1 .0 + a.1 .1)).then(a.0.cmp(&b.0)));
+    rows.sort_by(|a, b| {
+        (b.1 .0 + b.1 .1)
+            .cmp(&(a.1 .0 + a.1 .1))
+            .then(a.0.cmp(&b.0))
+    });
     rows.truncate(n);
     Bars {
         categories: rows.iter().map(|r| r.0.clone()).collect(),
@@ -274,14 +278,7 @@ pub fn figures(report: &SynthReport, files: &RunFiles) -> Result<Vec<Figure>, Re
     let sizes = rubric_sizes(files);
     if !sizes.is_empty() {
         out.push(
-            Histogram::of(
-                &sizes,
-                1.0,
-                true,
-                "criteria per rubric",
-                "accepted items",
-            )
-            .draw(
+            Histogram::of(&sizes, 1.0, true, "criteria per rubric", "accepted items").draw(
                 "synth-rubric-size",
                 "Rubric size",
                 "Number of criteria in each accepted item's rubric.",
@@ -378,7 +375,10 @@ pub fn render(dir: &Path, report: &SynthReport) -> Result<String, ReportError> {
             ]
         })
         .collect();
-    page.table(&["stage", "in", "out", "pass", "top rejection reasons"], &rows);
+    page.table(
+        &["stage", "in", "out", "pass", "top rejection reasons"],
+        &rows,
+    );
     match fig("synth-reasons") {
         Some(f) => page.figure(f),
         None => page.p("No unit was rejected."),
