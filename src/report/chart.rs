@@ -119,6 +119,8 @@ pub fn nice_ticks(lo: f64, hi: f64, integer: bool) -> Vec<f64> {
 
 /// Number format for labels: integers without decimals, others with up to 3 significant decimals.
 pub fn num(v: f64) -> String {
+    // Ticks computed as sums land a hair off zero ("-0").
+    let v = if v.abs() < 1e-9 { 0.0 } else { v };
     if v.fract() == 0.0 && v.abs() < 1e15 {
         format!("{}", v as i64)
     } else if v.abs() >= 100.0 {
@@ -896,7 +898,7 @@ impl Lines {
             chart
                 .draw_series(l.points.iter().zip(&l.labels).map(|(&p, t)| {
                     Text::new(
-                        format!("  {t}"),
+                        format!("    {t}"),
                         p,
                         (FONT, 11)
                             .into_font()

@@ -52,8 +52,9 @@ p.note { color: #444; font-size: 0.9em; }
 .item pre, td pre { white-space: pre-wrap; font-family: inherit; margin: 4px 0; }
 footer { margin-top: 3em; font-size: 0.8em; color: #666; }
 @media print { body { max-width: none; padding: 0; font-size: 10pt; }
-  h2 { break-after: avoid; page-break-after: avoid; } .grid { display: block; }
-  .grid figure.chart { margin: 8px 0; } }
+  h2, h3 { break-after: avoid; page-break-after: avoid; }
+  .grid { grid-template-columns: 1fr 1fr; gap: 8px; } .grid figure.chart { margin: 0; }
+  .grid figcaption { font-size: 0.8em; } details > summary { list-style: none; } }
 "#;
 
 /// A page being built.
