@@ -474,3 +474,63 @@ fn ares_report_rebuilds_the_page_and_rejects_other_folders() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not the report.json"));
 }
+
+#[test]
+fn bench_out_writes_json_and_page_and_a_bad_baseline_stops_before_work() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("bench");
+    let model = crate::common::default_model_path();
+    let baseline = fixture("bench").join("llama-baseline.txt");
+    let args = |base: &Path| {
+        vec![
+            "bench".to_string(),
+            "-m".into(),
+            model.display().to_string(),
+            "-t".into(),
+            "2".into(),
+            "--npp".into(),
+            "8".into(),
+            "--ntg".into(),
+            "2".into(),
+            "--npl".into(),
+            "1,2".into(),
+            "--out".into(),
+            out.display().to_string(),
+            "--baseline".into(),
+            base.display().to_string(),
+        ]
+    };
+    let a = args(&baseline);
+    let o = ares(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report = json(&out.join("report.json"));
+    assert_eq!(report["batched"]["rows"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        std::fs::read_to_string(out.join("llama-baseline.txt")).expect("kept baseline"),
+        std::fs::read_to_string(&baseline).expect("baseline")
+    );
+    let html = std::fs::read_to_string(out.join("report.html")).expect("page");
+    let charts = check_page(&html);
+    let c = &charts["bench-s_tg-pp8-tg2"];
+    let want: Vec<(f64, f64)> = report["batched"]["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| (r["b"].as_f64().expect("b"), r["s_tg"].as_f64().expect("s")))
+        .collect();
+    assert_eq!(c["lines"]["ares"], serde_json::json!(want));
+    // The baseline has no PP 8 / TG 2 rows: the page says only ares is drawn.
+    assert!(c["lines"].get("llama.cpp").is_none());
+    assert!(html.contains("only ares is drawn"));
+
+    let bad = dir.path().join("not-a-baseline.txt");
+    std::fs::write(&bad, "hello\n").expect("write");
+    let a = args(&bad);
+    let o = ares(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no llama-batched-bench table"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
