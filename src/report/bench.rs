@@ -295,12 +295,9 @@ pub fn render(report: &BenchReport, baseline: Option<&Baseline>) -> Result<Strin
                 page.p("The baseline has no llama-batched-bench rows with this run's PP, TG and prompt sharing: only ares is drawn.");
             }
         }
-        let charts: Vec<Figure> = figs
-            .iter()
-            .filter(|f| f.id.starts_with("bench-s_"))
-            .cloned()
-            .collect();
-        page.grid(&charts);
+        for f in figs.iter().filter(|f| f.id.starts_with("bench-s_")) {
+            page.figure(f);
+        }
         let rows: Vec<Vec<String>> = b
             .rows
             .iter()

@@ -169,7 +169,11 @@ impl Bars {
                 .margin_right(28)
                 .x_label_area_size(44)
                 .y_label_area_size(label_width(&labels) + 24)
-                .build_cartesian_2d(value_axis(max, whole), rows_axis(n))
+                // Several series get a legend in the lower right: keep the bars clear of it.
+                .build_cartesian_2d(
+                    value_axis(if k > 1 { max * 1.3 } else { max }, whole),
+                    rows_axis(n),
+                )
                 .map_err(draw_err)?;
             chart
                 .configure_mesh()

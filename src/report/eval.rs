@@ -314,7 +314,12 @@ pub fn figures(d: &DatasetResult, joined: Option<&[Joined]>) -> Result<Vec<Figur
             .draw(
                 &format!("eval-{set}-{m}-box"),
                 j.method.label(),
-                "Reward per human label: box = quartiles, thick line = median, whiskers = 1.5 IQR, red cross = mean, grey dots = responses.",
+                match d.dataset {
+                    Dataset::Medquad => "Reward per expert grade (n = answers).",
+                    Dataset::Llmbar => {
+                        "Reward of the output people preferred and of the other one (n = outputs)."
+                    }
+                },
             )?,
         );
         if d.dataset == Dataset::Llmbar && j.verdict_based {
@@ -449,6 +454,7 @@ pub fn render(dir: &Path, report: &EvalReport) -> Result<String, ReportError> {
             .cloned()
             .collect();
         page.h3("Reward per human label");
+        page.p("Box = quartiles, thick line = median, whiskers = furthest points within 1.5 IQR, red cross = mean, grey dots = single responses (spread sideways to be seen).");
         if boxes.is_empty() {
             page.empty("No method scored any response.");
         } else {
@@ -466,7 +472,9 @@ pub fn render(dir: &Path, report: &EvalReport) -> Result<String, ReportError> {
                 Dataset::Llmbar => "No method with per-criterion verdicts scored any response.",
             });
         } else {
-            page.grid(&cal);
+            for f in &cal {
+                page.figure(f);
+            }
         }
         page.h3(&format!(
             "The {DISAGREEMENTS} largest disagreements per method"

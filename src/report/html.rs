@@ -109,7 +109,7 @@ impl Page {
         self.body.push_str(&figure_html(f));
     }
 
-    /// Figures side by side (one column in print).
+    /// Narrow figures (box plots, histograms) side by side, two to a row in print too.
     pub fn grid(&mut self, figures: &[Figure]) {
         self.body.push_str("<div class=\"grid\">\n");
         for f in figures {
