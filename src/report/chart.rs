@@ -571,15 +571,15 @@ impl BoxPlot {
                             vec![(x - w, s.median), (x + w, s.median)],
                             c.stroke_width(3),
                         ),
-                        PathElement::new(vec![(x, s.q3), (x, s.whisker_high)], c.stroke_width(1)),
-                        PathElement::new(vec![(x, s.q1), (x, s.whisker_low)], c.stroke_width(1)),
+                        PathElement::new(vec![(x, s.q3), (x, s.whisker_high)], c.stroke_width(2)),
+                        PathElement::new(vec![(x, s.q1), (x, s.whisker_low)], c.stroke_width(2)),
                         PathElement::new(
                             vec![(x - w / 2.0, s.whisker_high), (x + w / 2.0, s.whisker_high)],
-                            c.stroke_width(1),
+                            c.stroke_width(2),
                         ),
                         PathElement::new(
                             vec![(x - w / 2.0, s.whisker_low), (x + w / 2.0, s.whisker_low)],
-                            c.stroke_width(1),
+                            c.stroke_width(2),
                         ),
                     ])
                     .map_err(draw_err)?;
