@@ -534,3 +534,16 @@ fn bench_out_writes_json_and_page_and_a_bad_baseline_stops_before_work() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+#[test]
+fn an_eval_run_from_before_reports_gets_its_statistics_drawn() {
+    let run = copy_run("eval");
+    for set in ["medquad", "llmbar"] {
+        std::fs::remove_file(run.path().join(format!("samples-{set}.jsonl"))).expect("remove");
+    }
+    let html = render(run.path(), None);
+    let charts = check_page(&html);
+    let ids: Vec<&String> = charts.keys().collect();
+    assert_eq!(ids, ["eval-llmbar-agreement", "eval-medquad-agreement"]);
+    assert_eq!(html.matches("it was made before reports").count(), 2);
+}
