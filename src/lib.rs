@@ -11,7 +11,8 @@
 //! ```
 //!
 //! Layout: `model` (what the network computes), `engine` (how it runs, behind [`engine::Generator`]),
-//! `cli` (argument types of the binary). Hot CPU kernels live in the `ares-kernels` crate.
+//! `report` (`report.html` from the JSON files of a synth, eval or bench run), `cli` (argument
+//! types of the binary). Hot CPU kernels live in the `ares-kernels` crate.
 
 pub mod bench;
 pub mod cli;
@@ -21,6 +22,7 @@ pub mod eval;
 pub mod jsonl;
 pub mod judge;
 pub mod model;
+pub mod report;
 pub mod server;
 pub mod shard;
 pub mod synth;

@@ -6,6 +6,7 @@ use ares::cli::bench::BenchArgs;
 use ares::cli::eval::EvalArgs;
 use ares::cli::generate::{run_file, run_single, GenerateArgs};
 use ares::cli::judge::JudgeArgs;
+use ares::cli::report::ReportArgs;
 use ares::cli::rubric::RubricArgs;
 use ares::cli::serve::ServeArgs;
 use ares::cli::synth::SynthArgs;
@@ -93,6 +94,12 @@ enum Command {
         model: ModelArgs,
         #[command(flatten)]
         args: Box<SynthArgs>,
+    },
+    /// Rebuild DIR/report.html (charts and tables, one self-contained file) from the JSON files
+    /// of an ares synth, eval or bench run in DIR.
+    Report {
+        #[command(flatten)]
+        args: ReportArgs,
     },
     /// Serve rewards (/get_reward, /v1/rubric/score) and an OpenAI-compatible API
     /// (/v1/completions, /v1/chat/completions) from one shared engine, until SIGTERM.
@@ -221,6 +228,12 @@ fn run(cli: Cli) -> Result<Outcome> {
         Command::Eval { model, args } => eval(&model, &args),
         Command::Serve { model, args } => serve(&model, &args),
         Command::Synth { model, args } => synth(&model, &args),
+        Command::Report { args } => {
+            let path = ares::cli::report::run(&args)
+                .with_context(|| format!("report for {}", args.dir.display()))?;
+            println!("{}", path.display());
+            Ok(Outcome::Ok)
+        }
     }
 }
 
@@ -268,15 +281,17 @@ fn eval(margs: &ModelArgs, args: &EvalArgs) -> Result<Outcome> {
         ));
     };
     let command = std::env::args().collect::<Vec<_>>().join(" ");
-    let report = ares::cli::eval::run(args, &command, &engine, &loaded.tokenizer, &sha, &progress)
+    let outcome = ares::cli::eval::run(args, &command, &engine, &loaded.tokenizer, &sha, &progress)
         .context("eval")?;
     bar.finish_and_clear();
+    let report = &outcome.report;
     print!("{}", report.to_markdown());
     eprintln!(
         "eval: {:.1} s; report {}",
         report.seconds,
         args.out.join("report.json").display()
     );
+    print_html(&outcome.html);
     Ok(Outcome::Ok)
 }
 
@@ -337,6 +352,7 @@ fn synth(margs: &ModelArgs, args: &SynthArgs) -> Result<Outcome> {
         }
     }
     println!("report: {}", args.out.join("report.json").display());
+    print_html(&outcome.html);
     if let (Some(n), Some(path)) = (outcome.responses, &args.responses_out) {
         println!(
             "responses for `ares judge`: {} ({n} items x reference + degraded answer)",
@@ -475,7 +491,16 @@ fn judge(margs: &ModelArgs, args: &JudgeArgs) -> Result<Outcome> {
     })
 }
 
+/// Where a run's `report.html` went, or why it could not be drawn (the run itself stands).
+fn print_html(html: &Result<std::path::PathBuf, ares::report::ReportError>) {
+    match html {
+        Ok(path) => eprintln!("charts: {}", path.display()),
+        Err(e) => eprintln!("warning: report.html not written: {e}"),
+    }
+}
+
 fn bench(margs: &ModelArgs, args: &BenchArgs) -> Result<Outcome> {
+    args.check_baseline().context("--baseline")?;
     let loaded = load_model(margs)?;
     let threads = ares_kernels::pool::pool().n_threads();
     let bar = terminal_bar("{msg} {bar:30} {pos}/{len} {elapsed}");
@@ -491,6 +516,9 @@ fn bench(margs: &ModelArgs, args: &BenchArgs) -> Result<Outcome> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", report.to_markdown());
+    }
+    if let Some(path) = args.write_outputs(&report).context("--out")? {
+        eprintln!("charts: {}", path.display());
     }
     let failed: usize = report
         .judge

@@ -140,6 +140,41 @@ fn eval_on_a_small_sample_reports_every_method_and_a_rerun_reuses_rubrics_and_ve
     let items = ares::judge::read_jsonl(&rubric_file, ares::judge::Format::Ares).expect("read");
     assert!(items.iter().all(|i| i.is_ok()), "{items:?}");
     assert!(out.join("verdicts.redb").exists());
+    // samples-<set>.jsonl gives report.html each response's human label, by judged `line`.
+    for d in datasets {
+        let set = d["dataset"].as_str().expect("dataset");
+        let samples: Vec<Value> = std::fs::read_to_string(out.join(format!("samples-{set}.jsonl")))
+            .expect("samples file")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("sample JSON"))
+            .collect();
+        let lines: Vec<u64> = samples
+            .iter()
+            .map(|x| x["line"].as_u64().expect("line"))
+            .collect();
+        let labels: Vec<f64> = samples
+            .iter()
+            .map(|x| x["label"].as_f64().expect("label"))
+            .collect();
+        if set == "medquad" {
+            assert_eq!(lines, vec![1, 2, 3]);
+            // Answers per grade, as the report counts them.
+            let per_grade: Vec<u64> = (1..=4)
+                .map(|g| labels.iter().filter(|l| **l == f64::from(g)).count() as u64)
+                .collect();
+            assert_eq!(serde_json::json!(per_grade), d["labels"]);
+        } else {
+            assert_eq!(lines, (1..=6).collect::<Vec<u64>>());
+            // Each pair: exactly one preferred output, the one its label names.
+            for (pair, l) in labels.chunks(2).enumerate() {
+                assert_eq!(l[0] + l[1], 1.0, "pair {pair}");
+            }
+            let prefers_2 = labels.chunks(2).filter(|l| l[1] == 1.0).count() as u64;
+            assert_eq!(d["labels"][1], prefers_2);
+        }
+    }
+    let html = std::fs::read_to_string(out.join("report.html")).expect("eval writes report.html");
+    assert!(html.contains("data-chart=\"eval-llmbar-agreement\""));
 
     // Rerun: rubrics reused, every verdict from the cache, the same figures.
     let second = ares(&args);

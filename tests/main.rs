@@ -14,6 +14,7 @@ mod pitfalls;
 mod qwen;
 mod qwen_coder;
 mod remote;
+mod report;
 mod rubric;
 mod serve;
 mod synth;

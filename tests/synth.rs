@@ -115,6 +115,10 @@ fn synth_on_the_samples_writes_accepted_items_with_provenance_that_judge_reads()
     );
 
     let r = report(&out);
+    // The run draws its page beside report.json (tests/report.rs checks pages in depth).
+    let html = std::fs::read_to_string(out.join("report.html")).expect("synth writes report.html");
+    assert!(html.contains("data-chart=\"synth-funnel\""));
+    assert!(stderr.contains("charts: "), "{stderr}");
     // The funnel: every stage's output is at most its input, and each stage feeds the next.
     let order = [
         "self_containment",

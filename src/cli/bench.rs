@@ -2,8 +2,10 @@
 //! judge workload (`--judge FILE`), turned into a [`BenchMode`]. Defaults match the batched run of
 //! `../shared/bench/llama-cpp-baseline` (`-npp 128 -ntg 32 -npl 1,4,16,32`).
 
-use crate::bench::{BatchedConfig, BenchMode, JudgeConfig};
+use crate::bench::{BatchedConfig, BenchMode, BenchReport, JudgeConfig};
 use crate::cli::ModelArgs;
+use crate::report::bench::{Baseline, BASELINE_FILE};
+use crate::report::ReportError;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -51,6 +53,14 @@ pub struct BenchArgs {
     /// Print one JSON object instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// Also write DIR/report.json (the --json object) and DIR/report.html (charts of S_PP and
+    /// S_TG against batch size, the judge workload's rounds).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// llama.cpp's figures for the report's baseline series: the output of
+    /// ../shared/bench/llama-cpp-baseline (kept as DIR/llama-baseline.txt).
+    #[arg(long, value_name = "FILE", requires = "out")]
+    pub baseline: Option<PathBuf>,
 }
 
 impl BenchArgs {
@@ -77,6 +87,36 @@ impl BenchArgs {
                 seed: self.seed,
             }),
         }
+    }
+}
+
+impl BenchArgs {
+    /// Checks `--baseline` before any work: it must hold llama-batched-bench rows.
+    pub fn check_baseline(&self) -> Result<(), ReportError> {
+        match &self.baseline {
+            Some(path) => Baseline::read(path).map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    /// With `--out DIR`: writes DIR/report.json, keeps the baseline as DIR/llama-baseline.txt,
+    /// and draws DIR/report.html; returns the page's path.
+    pub fn write_outputs(&self, report: &BenchReport) -> Result<Option<PathBuf>, ReportError> {
+        let Some(dir) = &self.out else {
+            return Ok(None);
+        };
+        let io = |path: &std::path::Path| {
+            let path = path.to_path_buf();
+            move |source| ReportError::Io { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let json = serde_json::to_string_pretty(report).expect("the report is plain data");
+        crate::report::write_atomic(&dir.join(crate::report::JSON_FILE), &json)?;
+        if let Some(b) = &self.baseline {
+            let text = std::fs::read_to_string(b).map_err(io(b))?;
+            crate::report::write_atomic(&dir.join(BASELINE_FILE), &text)?;
+        }
+        crate::report::render_dir(dir, None).map(Some)
     }
 }
 

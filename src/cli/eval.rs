@@ -83,7 +83,15 @@ impl EvalArgs {
     }
 }
 
-/// Runs the job; `command` is the command line recorded in the report.
+/// What the binary gets back: the report, and the page drawn from the output folder.
+#[derive(Debug)]
+pub struct EvalOutcome {
+    pub report: EvalReport,
+    pub html: Result<std::path::PathBuf, crate::report::ReportError>,
+}
+
+/// Runs the job, then draws `report.html` in the output folder; `command` is the command line
+/// recorded in the report.
 pub fn run(
     args: &EvalArgs,
     command: &str,
@@ -91,13 +99,15 @@ pub fn run(
     tokenizer: &Tokenizer,
     model_sha256: &str,
     progress: &(dyn Fn(&EvalProgress) + Sync),
-) -> Result<EvalReport, EvalError> {
-    runner::run(
+) -> Result<EvalOutcome, EvalError> {
+    let report = runner::run(
         &args.config(),
         command,
         generator,
         tokenizer,
         model_sha256,
         progress,
-    )
+    )?;
+    let html = crate::cli::report::after_run(&args.out);
+    Ok(EvalOutcome { report, html })
 }

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod eval;
 pub mod generate;
 pub mod judge;
+pub mod report;
 pub mod rubric;
 pub mod serve;
 pub mod synth;

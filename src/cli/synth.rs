@@ -178,16 +178,18 @@ impl SynthArgs {
 }
 
 /// What the binary gets back.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct SynthOutcome {
     pub report: SynthReport,
     /// `--responses-out`: items written.
     pub responses: Option<usize>,
     /// `--show N`: the first N accepted items of `dataset.jsonl`.
     pub shown: Vec<crate::judge::RubricItem>,
+    /// `report.html` in the run folder, drawn from its files after the run.
+    pub html: Result<PathBuf, crate::report::ReportError>,
 }
 
-/// Runs the job: the pipeline, then the responses file if asked for.
+/// Runs the job: the pipeline, then the responses file if asked for, then `report.html`.
 pub fn run(
     args: &SynthArgs,
     generator: &dyn Generator,
@@ -217,9 +219,11 @@ pub fn run(
             })?;
         shown = read.into_iter().flatten().take(args.show).collect();
     }
+    let html = crate::cli::report::after_run(&config.out);
     Ok(SynthOutcome {
         report,
         responses,
         shown,
+        html,
     })
 }

@@ -8,6 +8,8 @@
 //!   model and generation settings; `rubrics-<dataset>.failed.jsonl`: questions that got none;
 //! - `judged-<dataset>-<method>.jsonl`: the judge records (`line` is the response's position
 //!   in the eval sample);
+//! - `samples-<dataset>.jsonl` ([`SampleLabel`]): each response's human label and the start of
+//!   its text, by the same `line`, so `ares report` can draw rewards against people;
 //! - `verdicts.redb`: the verdict cache (unless disabled), so a rerun, or a larger `--limit`,
 //!   judges only what is new.
 //!
@@ -315,6 +317,57 @@ pub struct DatasetResult {
     pub methods: Vec<MethodResult>,
 }
 
+/// One line of `samples-<dataset>.jsonl`: what people said about one judged response, with the
+/// start of its text, so that a report can be drawn from the output folder alone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SampleLabel {
+    /// Position of the response in the eval sample (1-based): the `line` of its judged records.
+    pub line: usize,
+    pub item_id: String,
+    pub response_id: String,
+    /// Medquad: the expert grade 1-4; llmbar: 1 for the preferred output of its pair, 0 for the
+    /// other one.
+    pub label: f64,
+    /// The first [`SAMPLE_TEXT_CHARS`] characters of the question and of the response.
+    pub question: String,
+    pub response: String,
+}
+
+/// Characters of question and response text kept in `samples-<dataset>.jsonl`.
+pub const SAMPLE_TEXT_CHARS: usize = 400;
+
+/// The `samples-<dataset>.jsonl` file name.
+pub fn samples_file(dataset: Dataset) -> String {
+    format!("samples-{}.jsonl", dataset.as_str())
+}
+
+fn sample_labels(d: &Prepared) -> Vec<SampleLabel> {
+    let cut = |s: &str| s.chars().take(SAMPLE_TEXT_CHARS).collect::<String>();
+    d.responses
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let label = match &d.agreement {
+                Agreement::Grades(g) => g[i],
+                Agreement::Preferences(p) => f64::from(u8::from(p[i / 2] as usize == i % 2 + 1)),
+            };
+            let question = d
+                .questions
+                .iter()
+                .find(|q| q.id == r.item_id)
+                .map_or(String::new(), |q| cut(&q.question));
+            SampleLabel {
+                line: i + 1,
+                item_id: r.item_id.clone(),
+                response_id: r.response_id.clone(),
+                label,
+                question,
+                response: cut(&r.text),
+            }
+        })
+        .collect()
+}
+
 /// `report.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalReport {
@@ -600,6 +653,13 @@ impl Agreement {
 /// agreement with people, and each method against the plain judge.
 fn score(ctx: &Context<'_>, d: Prepared) -> Result<DatasetResult, EvalError> {
     let config = ctx.config;
+    let samples_path = config.out_dir.join(samples_file(d.dataset));
+    crate::jsonl::write_records(&samples_path, &sample_labels(&d)).map_err(|source| {
+        EvalError::Io {
+            path: samples_path.clone(),
+            source,
+        }
+    })?;
     let (rubrics, rubric_summary) = rubrics(
         config,
         ctx.generator,

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::synth::output::ResumeState;
 use crate::synth::record::STAGES;
@@ -16,7 +16,8 @@ use crate::synth::record::STAGES;
 pub const REPORT_VERSION: u32 = 1;
 
 /// In and out of one stage.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct StageCount {
     pub stage: String,
     /// Units that reached the stage: inputs for `ingest`, chunks for `dedup` and `label`,
@@ -29,7 +30,8 @@ pub struct StageCount {
 }
 
 /// Per domain.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct DomainCount {
     pub chunks: usize,
     pub items: usize,
@@ -37,7 +39,8 @@ pub struct DomainCount {
 }
 
 /// Ingest counts.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct IngestCount {
     pub documents: usize,
     pub chunks: usize,
@@ -54,14 +57,16 @@ pub struct IngestCount {
 }
 
 /// Line counts of the output files, all sessions.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Totals {
     pub accepted: usize,
     pub rejected: usize,
 }
 
 /// Everything a run reports.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SynthReport {
     pub schema_version: u32,
     pub model_sha256: String,
