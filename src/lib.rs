@@ -18,6 +18,7 @@ pub mod cli;
 pub mod engine;
 pub mod error;
 pub mod eval;
+pub mod export;
 pub mod jsonl;
 pub mod judge;
 pub mod model;

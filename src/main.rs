@@ -4,6 +4,7 @@
 use anyhow::{Context, Result};
 use ares::cli::bench::BenchArgs;
 use ares::cli::eval::EvalArgs;
+use ares::cli::export::ExportArgs;
 use ares::cli::generate::{run_file, run_single, GenerateArgs};
 use ares::cli::judge::JudgeArgs;
 use ares::cli::rubric::RubricArgs;
@@ -93,6 +94,12 @@ enum Command {
         model: ModelArgs,
         #[command(flatten)]
         args: Box<SynthArgs>,
+    },
+    /// Write rubric items (a synth run or its dataset.jsonl) in a trainer's shape: verl parquet,
+    /// OpenRLHF or TRL JSONL, or a Hugging Face dataset folder with its card.
+    Export {
+        #[command(flatten)]
+        args: ExportArgs,
     },
     /// Serve rewards (/get_reward, /v1/rubric/score) and an OpenAI-compatible API
     /// (/v1/completions, /v1/chat/completions) from one shared engine, until SIGTERM.
@@ -221,6 +228,17 @@ fn run(cli: Cli) -> Result<Outcome> {
         Command::Eval { model, args } => eval(&model, &args),
         Command::Serve { model, args } => serve(&model, &args),
         Command::Synth { model, args } => synth(&model, &args),
+        Command::Export { args } => {
+            let s = ares::cli::export::run(&args).context("export")?;
+            println!(
+                "{}: {} rows, {} bytes in {}",
+                s.format,
+                s.rows,
+                s.bytes,
+                s.path.display()
+            );
+            Ok(Outcome::Ok)
+        }
     }
 }
 
@@ -337,6 +355,16 @@ fn synth(margs: &ModelArgs, args: &SynthArgs) -> Result<Outcome> {
         }
     }
     println!("report: {}", args.out.join("report.json").display());
+    println!("dataset card: {}", outcome.card.display());
+    for e in &outcome.exports {
+        println!(
+            "export {}: {} rows, {} bytes in {}",
+            e.format,
+            e.rows,
+            e.bytes,
+            e.path.display()
+        );
+    }
     if let (Some(n), Some(path)) = (outcome.responses, &args.responses_out) {
         println!(
             "responses for `ares judge`: {} ({n} items x reference + degraded answer)",

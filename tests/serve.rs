@@ -77,6 +77,7 @@ fn start(limits: Limits, api_key: Option<&str>) -> Fixture {
         api_key: api_key.map(str::to_string),
         judge: JudgeConfig::default(),
         failed_reward: None,
+        monitor: Default::default(),
     };
     let state = AppState::new(
         engine.clone(),

@@ -117,6 +117,7 @@ fn synth_on_the_samples_writes_accepted_items_with_provenance_that_judge_reads()
     let r = report(&out);
     // The funnel: every stage's output is at most its input, and each stage feeds the next.
     let order = [
+        "decontamination",
         "self_containment",
         "leakage",
         "faithfulness",
@@ -138,7 +139,7 @@ fn synth_on_the_samples_writes_accepted_items_with_provenance_that_judge_reads()
     assert_eq!(count(&stage(&r, "ingest")["output"]), 5, "{r}");
     assert_eq!(
         count(&stage(&r, "generate")["output"]),
-        count(&stage(&r, "self_containment")["input"])
+        count(&stage(&r, "decontamination")["input"])
     );
     assert!(r["completion_tokens"].as_u64().unwrap_or(0) > 0);
     assert!(r["tokens_per_second"].as_f64().unwrap_or(0.0) > 0.0);

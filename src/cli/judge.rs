@@ -131,7 +131,13 @@ impl JudgeArgs {
     }
 
     pub fn format(&self) -> Format {
-        match self.rubric_format {
+        self.rubric_format.format()
+    }
+}
+
+impl RubricFormatArg {
+    pub fn format(self) -> Format {
+        match self {
             RubricFormatArg::Ares => Format::Ares,
             RubricFormatArg::Rar => Format::Rar,
             RubricFormatArg::Healthbench => Format::HealthBench,

@@ -16,6 +16,7 @@
 //! `Generator` trait, workers, bookkeeping). Nothing here prints; the binary does.
 
 pub mod chunk;
+pub mod decontam;
 pub mod dedup;
 pub mod filters;
 pub mod generate;

@@ -19,7 +19,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::synth::record::unit_of;
@@ -50,7 +50,8 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> OutputError + '_ {
 }
 
 /// What resume found and repaired.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ResumeState {
     /// Units finished by earlier sessions.
     pub finished_units: usize,

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::synth::output::ResumeState;
 use crate::synth::record::STAGES;
@@ -16,7 +16,8 @@ use crate::synth::record::STAGES;
 pub const REPORT_VERSION: u32 = 1;
 
 /// In and out of one stage.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct StageCount {
     pub stage: String,
     /// Units that reached the stage: inputs for `ingest`, chunks for `dedup` and `label`,
@@ -29,7 +30,8 @@ pub struct StageCount {
 }
 
 /// Per domain.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct DomainCount {
     pub chunks: usize,
     pub items: usize,
@@ -37,7 +39,8 @@ pub struct DomainCount {
 }
 
 /// Ingest counts.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct IngestCount {
     pub documents: usize,
     pub chunks: usize,
@@ -54,17 +57,40 @@ pub struct IngestCount {
 }
 
 /// Line counts of the output files, all sessions.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Totals {
     pub accepted: usize,
     pub rejected: usize,
 }
 
+/// The thresholds and settings the filters ran with (for the dataset card).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Thresholds {
+    pub near_duplicate: f64,
+    pub min_self_contained: f64,
+    pub min_faithful: f64,
+    pub max_leakage: f64,
+    pub min_reference_reward: f64,
+    pub min_margin: f64,
+    pub max_criterion_words: usize,
+    /// Decontamination: n-gram length and the benchmark files (empty: off).
+    pub decontaminate_ngram: usize,
+    pub decontaminate: Vec<String>,
+}
+
 /// Everything a run reports.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SynthReport {
     pub schema_version: u32,
     pub model_sha256: String,
+    /// The `--input` paths.
+    pub inputs: Vec<String>,
+    /// `--license`: the sources' licence as stated by the user (Hub id), if given.
+    pub license: Option<String>,
+    pub thresholds: Thresholds,
     pub seed: u64,
     pub domains_configured: Vec<String>,
     pub personas: usize,
