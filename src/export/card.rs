@@ -194,7 +194,10 @@ impl<'a> DatasetCard<'a> {
                     "| `{}` | {} | {} |",
                     cell(&l.input),
                     lic,
-                    l.evidence.as_deref().map(cell).unwrap_or_else(|| "-".into())
+                    l.evidence
+                        .as_deref()
+                        .map(cell)
+                        .unwrap_or_else(|| "-".into())
                 );
             }
             if let Some(l) = &r.license {
@@ -278,13 +281,22 @@ impl<'a> DatasetCard<'a> {
         let t = &r.thresholds;
         out.push_str("## Filters and thresholds\n\n| setting | value |\n|---|---|\n");
         for (k, v) in [
-            ("near_duplicate (MinHash Jaccard)", t.near_duplicate.to_string()),
-            ("min_self_contained (P(yes))", t.min_self_contained.to_string()),
+            (
+                "near_duplicate (MinHash Jaccard)",
+                t.near_duplicate.to_string(),
+            ),
+            (
+                "min_self_contained (P(yes))",
+                t.min_self_contained.to_string(),
+            ),
             ("max_leakage", t.max_leakage.to_string()),
             ("min_faithful (P(yes))", t.min_faithful.to_string()),
             ("max_criterion_words", t.max_criterion_words.to_string()),
             ("min_reference_reward", t.min_reference_reward.to_string()),
-            ("min_margin (reference - degraded)", t.min_margin.to_string()),
+            (
+                "min_margin (reference - degraded)",
+                t.min_margin.to_string(),
+            ),
             (
                 "decontamination",
                 if t.decontaminate.is_empty() {
@@ -323,7 +335,9 @@ impl<'a> DatasetCard<'a> {
                 top.join("; ")
             );
         }
-        out.push_str("\n## Domains\n\n| domain | chunks | items | accepted |\n|---|---:|---:|---:|\n");
+        out.push_str(
+            "\n## Domains\n\n| domain | chunks | items | accepted |\n|---|---:|---:|---:|\n",
+        );
         for (d, c) in &r.domains {
             let _ = writeln!(
                 out,

@@ -28,7 +28,11 @@ pub struct SourceLicence {
 
 /// (phrase that must appear, lowercased; Hub id; name for `other`), most specific first.
 const RULES: [(&str, &str, Option<&str>); 12] = [
-    ("python software foundation license", "other", Some("PSF-2.0")),
+    (
+        "python software foundation license",
+        "other",
+        Some("PSF-2.0"),
+    ),
     ("gnu free documentation license", "gfdl", None),
     ("attribution-sharealike 4.0", "cc-by-sa-4.0", None),
     ("cc by-sa 4.0", "cc-by-sa-4.0", None),
@@ -103,8 +107,8 @@ pub fn classify(text: &str) -> Option<(&'static str, Option<&'static str>)> {
 pub fn detect(input: &Path) -> SourceLicence {
     for file in candidates(input) {
         let mut text = String::new();
-        let read = std::fs::File::open(&file)
-            .and_then(|f| f.take(256 << 10).read_to_string(&mut text));
+        let read =
+            std::fs::File::open(&file).and_then(|f| f.take(256 << 10).read_to_string(&mut text));
         if read.is_err() {
             continue;
         }
@@ -146,7 +150,10 @@ mod tests {
             d.path().join("manual.COPYRIGHT"),
             "under the terms of the GNU Free Documentation License",
         )?;
-        assert_eq!(detect(&d.path().join("manual.txt")).licence.as_deref(), Some("gfdl"));
+        assert_eq!(
+            detect(&d.path().join("manual.txt")).licence.as_deref(),
+            Some("gfdl")
+        );
         let none = tempfile::tempdir()?;
         std::fs::write(none.path().join("b.txt"), "text")?;
         assert_eq!(detect(&none.path().join("b.txt")).licence, None);

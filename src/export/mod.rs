@@ -82,7 +82,7 @@ pub enum ExportError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: {source}")]
+    #[error("reading {path}")]
     Read {
         path: PathBuf,
         #[source]
@@ -242,9 +242,19 @@ pub(crate) mod tests {
             id,
             question,
             vec![
-                Criterion::new("c1", "States that water boils at 100 C at sea level", 5.0, Category::Essential),
+                Criterion::new(
+                    "c1",
+                    "States that water boils at 100 C at sea level",
+                    5.0,
+                    Category::Essential,
+                ),
                 Criterion::new("c2", "Mentions pressure", 2.0, Category::Optional),
-                Criterion::new("c3", "Claims that water boils at 50 C", -3.0, Category::Pitfall),
+                Criterion::new(
+                    "c3",
+                    "Claims that water boils at 50 C",
+                    -3.0,
+                    Category::Pitfall,
+                ),
             ],
         );
         it.reference_answer = Some("At sea level water boils at 100 C.".into());
@@ -257,7 +267,11 @@ pub(crate) mod tests {
 
     #[test]
     fn inline_rubric_drops_extra_and_reads_back() -> Result<(), Box<dyn std::error::Error>> {
-        let it = item("s-1", "At what temperature does water boil?", "Natural Science");
+        let it = item(
+            "s-1",
+            "At what temperature does water boil?",
+            "Natural Science",
+        );
         let s = inline_rubric(&it)?;
         assert!(!s.contains("synth"));
         let back = formats::parse_line(Format::Ares, &s)?;

@@ -232,13 +232,13 @@ pub fn read(path: &Path) -> Result<Vec<VerlRow>, ExportError> {
         let reference = struct_string(path, extra, "reference_answer")?;
         for i in 0..b.num_rows() {
             let msgs = prompt.value(i);
-            let msgs = msgs
-                .as_any()
-                .downcast_ref::<StructArray>()
-                .ok_or_else(|| ExportError::Shape {
-                    path: path.to_path_buf(),
-                    reason: "prompt is not a list of structs".into(),
-                })?;
+            let msgs =
+                msgs.as_any()
+                    .downcast_ref::<StructArray>()
+                    .ok_or_else(|| ExportError::Shape {
+                        path: path.to_path_buf(),
+                        reason: "prompt is not a list of structs".into(),
+                    })?;
             let role = struct_string(path, msgs, "role")?;
             let content = struct_string(path, msgs, "content")?;
             out.push(VerlRow {
@@ -276,13 +276,23 @@ mod tests {
             Message::new("user", "Follow-up?"),
         ];
         chat.reference_answer = None;
-        let items = vec![item("s-1", "At what temperature does water boil?", "Natural Science"), chat];
+        let items = vec![
+            item(
+                "s-1",
+                "At what temperature does water boil?",
+                "Natural Science",
+            ),
+            chat,
+        ];
         let path = d.path().join("train.parquet");
         let bytes = write(&path, &items)?;
         assert_eq!(bytes, std::fs::metadata(&path)?.len());
         let back = read(&path)?;
         assert_eq!(back, rows(&items)?);
-        assert_eq!(back[0].prompt, vec![("user".into(), items[0].question.clone())]);
+        assert_eq!(
+            back[0].prompt,
+            vec![("user".into(), items[0].question.clone())]
+        );
         assert_eq!(back[1].prompt.len(), 2);
         assert_eq!(back[1].reference_answer, None);
         assert_eq!(back[0].ability, "Natural Science");

@@ -366,7 +366,11 @@ impl RewardMonitor {
             }
         }
         for v in [&mut saturated, &mut never] {
-            v.sort_by(|a, b| b.observations.cmp(&a.observations).then(a.criterion.cmp(&b.criterion)));
+            v.sort_by(|a, b| {
+                b.observations
+                    .cmp(&a.observations)
+                    .then(a.criterion.cmp(&b.criterion))
+            });
         }
         out.criteria.saturated_count = saturated.len();
         out.criteria.never_met_count = never.len();
@@ -433,7 +437,12 @@ mod tests {
         Observation {
             group: group.into(),
             reward,
-            status: if reward.is_some() { "ok" } else { "response_too_long" }.into(),
+            status: if reward.is_some() {
+                "ok"
+            } else {
+                "response_too_long"
+            }
+            .into(),
             response_chars: chars,
             criteria: met
                 .iter()
@@ -452,7 +461,12 @@ mod tests {
         // Group a varies and rewards length; group b is constant; one failure.
         let mut batch = Vec::new();
         for (k, r) in [0.2, 0.5, 0.8].iter().enumerate() {
-            batch.push(obs("a", Some(*r), 100 * (k + 1), &[("i1/c1", 0.9), ("i1/c2", 0.1)]));
+            batch.push(obs(
+                "a",
+                Some(*r),
+                100 * (k + 1),
+                &[("i1/c1", 0.9), ("i1/c2", 0.1)],
+            ));
         }
         batch.push(obs("b", Some(0.5), 50, &[("i1/c1", 0.9), ("i1/c2", 0.1)]));
         batch.push(obs("b", Some(0.5), 60, &[("i1/c1", 0.9), ("i1/c2", 0.1)]));
@@ -489,8 +503,14 @@ mod tests {
             prometheus_client::encoding::prometheus_text::encode(&mut t, &s.registry()).map(|()| t)
         }
         .unwrap_or_default();
-        assert!(text.contains("ares_monitor_zero_variance_group_share"), "{text}");
-        assert!(text.contains("ares_monitor_window_status{status=\"ok\"} 9"), "{text}");
+        assert!(
+            text.contains("ares_monitor_zero_variance_group_share"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ares_monitor_window_status{status=\"ok\"} 9"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -503,15 +523,28 @@ mod tests {
             m.observe(
                 "/get_reward",
                 vec![
-                    obs(&format!("g{i}"), Some(0.1), 10, &[(&format!("i{i}/c1"), 0.5)]),
-                    obs(&format!("g{i}"), Some(0.9), 20, &[(&format!("i{i}/c1"), 0.5)]),
+                    obs(
+                        &format!("g{i}"),
+                        Some(0.1),
+                        10,
+                        &[(&format!("i{i}/c1"), 0.5)],
+                    ),
+                    obs(
+                        &format!("g{i}"),
+                        Some(0.9),
+                        20,
+                        &[(&format!("i{i}/c1"), 0.5)],
+                    ),
                 ],
             );
         }
         let s = m.stats();
         assert_eq!((s.window_groups, s.window_records), (4, 10));
         assert_eq!((s.total_groups, s.total_records), (100, 200));
-        assert_eq!(s.criteria.tracked, 5, "only criteria of records in the window");
+        assert_eq!(
+            s.criteria.tracked, 5,
+            "only criteria of records in the window"
+        );
         assert_eq!(s.groups.recent.last().map(|g| g.key.as_str()), Some("g99"));
         assert_eq!(s.groups.zero_variance, 0);
     }

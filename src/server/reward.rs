@@ -271,7 +271,13 @@ fn group_key(req: &GetRewardRequest, i: usize, item_id: &str) -> String {
 }
 
 /// Hands a judged request's records to the reward monitors.
-fn monitor(state: &AppState, route: &'static str, groups: Vec<String>, lens: &[usize], records: &[JudgeRecord]) {
+fn monitor(
+    state: &AppState,
+    route: &'static str,
+    groups: Vec<String>,
+    lens: &[usize],
+    records: &[JudgeRecord],
+) {
     let batch = records
         .iter()
         .zip(groups)
@@ -362,7 +368,10 @@ pub async fn get_reward(
             entry(&ids[i], i.to_string(), response)
         })
         .collect();
-    let lens: Vec<usize> = responses.iter().map(|q| q.response.chars().count()).collect();
+    let lens: Vec<usize> = responses
+        .iter()
+        .map(|q| q.response.chars().count())
+        .collect();
     let (records, _, _) = judge(&state, items.0.into_values().collect(), responses, config).await?;
     monitor(&state, "/get_reward", groups, &lens, &records);
     let failed = state.inner.config.failed_reward;
@@ -445,7 +454,10 @@ pub async fn rubric_score(
         responses.push(entry(&item_id, id, text));
     }
     let mode = config.mode;
-    let lens: Vec<usize> = responses.iter().map(|q| q.response.chars().count()).collect();
+    let lens: Vec<usize> = responses
+        .iter()
+        .map(|q| q.response.chars().count())
+        .collect();
     let (records, _, template_hash) = judge(&state, vec![item], responses, config).await?;
     let groups = vec![format!("item:{item_id}"); records.len()];
     monitor(&state, "/v1/rubric/score", groups, &lens, &records);

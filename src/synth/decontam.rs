@@ -185,7 +185,13 @@ impl Decontaminator {
                     let mut s = Vec::new();
                     strings(&v, &mut s);
                     for t in s {
-                        self.add_text(t, Origin { file, line: line_no(l.number) });
+                        self.add_text(
+                            t,
+                            Origin {
+                                file,
+                                line: line_no(l.number),
+                            },
+                        );
                     }
                 }
             }
@@ -205,7 +211,13 @@ impl Decontaminator {
                     let mut s = Vec::new();
                     strings(r, &mut s);
                     for t in s {
-                        self.add_text(t, Origin { file, line: line_no(k + 1) });
+                        self.add_text(
+                            t,
+                            Origin {
+                                file,
+                                line: line_no(k + 1),
+                            },
+                        );
                     }
                 }
             }
@@ -214,7 +226,13 @@ impl Decontaminator {
                 for l in crate::jsonl::lines(std::io::BufReader::new(f)) {
                     let l = l.map_err(io)?;
                     if let Ok(t) = &l.text {
-                        self.add_text(t, Origin { file, line: line_no(l.number) });
+                        self.add_text(
+                            t,
+                            Origin {
+                                file,
+                                line: line_no(l.number),
+                            },
+                        );
                     }
                 }
             }
@@ -286,7 +304,10 @@ mod tests {
         assert!(idx.check("q", "Nested answer text").is_some());
         // Twelve shared words are not enough.
         assert!(idx
-            .check("river flows through the city of Vienna and then on to Budapest", "")
+            .check(
+                "river flows through the city of Vienna and then on to Budapest",
+                ""
+            )
             .is_none());
         Ok(())
     }
@@ -295,7 +316,10 @@ mod tests {
     fn json_arrays_and_text_files_are_located_by_record_and_line() -> TestResult {
         let d = tempfile::tempdir()?;
         let json = d.path().join("b.json");
-        std::fs::write(&json, r#"[{"input": "alpha beta"}, {"input": "gamma delta epsilon"}]"#)?;
+        std::fs::write(
+            &json,
+            r#"[{"input": "alpha beta"}, {"input": "gamma delta epsilon"}]"#,
+        )?;
         let txt = d.path().join("b.txt");
         std::fs::write(&txt, "\nzeta eta theta\n")?;
         let idx = Decontaminator::load(&[json, txt], 3)?;

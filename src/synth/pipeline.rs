@@ -777,8 +777,10 @@ impl<'a> Run<'a> {
             {
                 Some(hit) => {
                     let reason = hit.to_string();
-                    c.filters
-                        .push(FilterVerdict::fail(filters::DECONTAMINATION, reason.clone()));
+                    c.filters.push(FilterVerdict::fail(
+                        filters::DECONTAMINATION,
+                        reason.clone(),
+                    ));
                     c.rejected = Some(("decontamination", reason));
                 }
                 None => c.filters.push(FilterVerdict::pass(
@@ -808,7 +810,8 @@ impl<'a> Run<'a> {
             rule_at[k] = Some(c.filters.len());
             c.filters.push(v);
         }
-        let rules_passed = |k: usize, c: &Candidate| rule_at[k].is_some_and(|i| c.filters[i].passed);
+        let rules_passed =
+            |k: usize, c: &Candidate| rule_at[k].is_some_and(|i| c.filters[i].passed);
         let mut check_prompts = Vec::new();
         let mut check_of = Vec::new();
         for (k, c) in w.candidates.iter().enumerate() {
