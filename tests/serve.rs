@@ -916,6 +916,26 @@ fn python_trainer_shims_score_through_the_server() {
     assert_eq!(trl.parse::<f64>().expect("float"), local);
     let conv = py("import trl_ares_reward as t; print(repr(t.ares_reward(['q'], [[{'role': 'assistant', 'content': 'Paris.'}]], item_id=['paris'])[0]))");
     assert_eq!(conv.parse::<f64>().expect("float"), local);
+    // The exports carry the rubric inline: the verl parquet's ground_truth and the TRL `rubric`
+    // column score through the shims to the same reward (issue #15).
+    let d = tempfile::tempdir().expect("tempdir");
+    let parquet = d.path().join("train.parquet");
+    ares::export::export(ares::export::ExportFormat::Verl, &[paris()], &parquet, None)
+        .expect("verl export");
+    let rows = ares::export::verl::read(&parquet).expect("reads back");
+    let truth = serde_json::to_string(&rows[0].ground_truth).expect("a string literal");
+    let verl = py(&format!(
+        "import verl_ares_reward as v; print(repr(v.compute_score('ares', 'Paris.', {truth})))"
+    ));
+    assert_eq!(verl.parse::<f64>().expect("float"), local);
+    let trl_row =
+        ares::export::jsonl_formats::row(&paris(), ares::export::jsonl_formats::Shape::Trl)
+            .expect("trl row");
+    let rubric = serde_json::to_string(&trl_row["rubric"]).expect("a string literal");
+    let trl = py(&format!(
+        "import trl_ares_reward as t; print(repr(t.ares_reward(['q'], ['Paris.'], rubric=[{rubric}], item_id=['unknown-id'])[0]))"
+    ));
+    assert_eq!(trl.parse::<f64>().expect("float"), local);
 }
 
 #[test]

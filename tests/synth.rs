@@ -149,6 +149,17 @@ fn synth_on_the_samples_writes_accepted_items_with_provenance_that_judge_reads()
     let accepted = count(&stage(&r, "accepted")["output"]) as usize;
     assert_eq!(dataset.len(), accepted);
     assert!(accepted >= 1, "no item accepted: {r}");
+    // The dataset card beside the data (issue #15): Hub header, counts, the run's pass rates.
+    let card = std::fs::read_to_string(out.join("README.md")).expect("README.md card");
+    assert!(card.starts_with("---\nlicense: "), "{card}");
+    assert!(
+        card.contains(&format!("\n{accepted} questions with reference answers")),
+        "{card}"
+    );
+    assert!(
+        card.contains("| rubric_validity |") && card.contains("### 1 `"),
+        "{card}"
+    );
     for line in &dataset {
         let item = parse_line(Format::Ares, &line.to_string()).expect("an ares rubric item");
         item.validate().expect("valid");
