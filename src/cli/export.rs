@@ -40,14 +40,12 @@ pub fn run(args: &ExportArgs) -> Result<ExportSummary, ExportError> {
         let mut c = DatasetCard::from_items(&items, crate::export::hf::DATA_FILE);
         // The report of the run the items came from, when they sit in its directory.
         let is_run = data.file_name().is_some_and(|n| n == DATASET_FILE);
-        if let Some(r) = run_dir
+        if let Some(Some(r)) = run_dir
             .filter(|_| is_run)
             .map(|d| read_report(&d))
             .transpose()?
         {
-            if let Some(r) = r {
-                c = c.with_report(r);
-            }
+            c = c.with_report(r);
         }
         Some(c.render())
     } else {

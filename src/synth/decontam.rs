@@ -288,7 +288,7 @@ mod tests {
             &bench,
             "{\"q\": \"Which river flows through the city of Vienna and then on to Budapest and Belgrade before reaching the sea?\"}\n{\"q\": \"Short one?\", \"a\": [\"nested answer text\"]}\n",
         )?;
-        let idx = Decontaminator::load(&[bench.clone()], 13)?;
+        let idx = Decontaminator::load(std::slice::from_ref(&bench), 13)?;
         let hit = idx
             .check(
                 "Tell me: WHICH river flows through the city of Vienna, and then on to Budapest and Belgrade?",
