@@ -443,6 +443,40 @@ fn rubric(margs: &ModelArgs, args: &RubricArgs) -> Result<Outcome> {
 
 fn judge(margs: &ModelArgs, args: &JudgeArgs) -> Result<Outcome> {
     let backend = open_backend(margs, &args.backend)?;
+    if args.pairwise {
+        let r = ares::cli::judge::run_pairwise(
+            args,
+            backend.generator.as_ref(),
+            &backend.tokenizer,
+            &backend.model_sha256,
+        )
+        .context("judge --pairwise")?;
+        for e in &r.input_errors {
+            eprintln!("not compared: {e}");
+        }
+        let s = &r.summary;
+        eprintln!(
+            "judge --pairwise: {} pairs: {} ok, {} failed; order disagreement {} ({} pairs); {} items with fewer than two responses; {} prompts in {:.2} s; {}; template {}; output {}",
+            s.pairs,
+            s.ok,
+            s.failed,
+            s.order_disagreement_rate
+                .map(|r| format!("{:.1}%", 100.0 * r))
+                .unwrap_or_else(|| "-".into()),
+            s.order_disagreements,
+            r.unpaired_items,
+            s.requests,
+            s.seconds,
+            backend.cache_line(s.cached_tokens, s.prompt_tokens),
+            r.template_hash,
+            args.out.display(),
+        );
+        return Ok(if r.any_failed() {
+            Outcome::SomeFailed
+        } else {
+            Outcome::Ok
+        });
+    }
     let bar = terminal_bar("judge {bar:30} {pos}/{len} responses, {msg}, ETA {eta}");
     let progress = |p: &ares::judge::JudgeProgress| {
         bar.set_length(p.responses_total as u64);
