@@ -13,12 +13,19 @@
 //! orders share the question and rubric prefix); a pair whose prompt does not fit or whose
 //! answer tokens got no probability gets a status other than `ok` and no preference, never a
 //! silent 0.5. Responses are defused like the judge's ([`defuse`]).
+//!
+//! With a verdict cache ([`PairwiseJudge::with_cache`]) each order's answer distribution is
+//! stored under a key of the model, this template's hash, the question, the rubric as shown and
+//! the two responses in their order (the first length-prefixed, so no two pairs share a key), and
+//! a hit skips the engine.
 
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{Generator, Prompt, Request, SamplingParams};
 use crate::error::Error as EngineError;
+use crate::judge::cache::{CacheKey, CachedVerdict, VerdictCache};
 use crate::judge::judge::{defuse, render_rubric, JudgeError};
+use crate::judge::record::Mode;
 use crate::judge::record::Status;
 use crate::judge::rubric::RubricItem;
 use crate::judge::template::PromptTemplate;
@@ -82,7 +89,12 @@ pub struct PairwiseSummary {
     pub order_disagreements: usize,
     /// Disagreements / ok pairs.
     pub order_disagreement_rate: Option<f64>,
+    /// Prompts sent to the engine / answered by the verdict cache.
     pub requests: usize,
+    pub cache_hits: usize,
+    /// Why new distributions could not be stored, if so (the records are still right).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_error: Option<String>,
     pub prompt_tokens: usize,
     pub cached_tokens: usize,
     pub seconds: f64,
@@ -95,6 +107,7 @@ pub struct PairwiseJudge<'g> {
     tokens: AnswerTokens,
     model_sha256: String,
     control_texts: Vec<String>,
+    cache: Option<&'g VerdictCache>,
 }
 
 /// P(A better), P(B better) from one order's distribution over ["A", "B"] letters.
@@ -114,7 +127,30 @@ impl<'g> PairwiseJudge<'g> {
             tokens,
             model_sha256: model_sha256.into(),
             control_texts: tokenizer.control_token_texts(),
+            cache: None,
         })
+    }
+
+    /// Reads and stores each order's answer distribution in `cache` (see the module docs).
+    pub fn with_cache(mut self, cache: &'g VerdictCache) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    fn cache_key(&self, item: &RubricItem, first: &str, second: &str) -> [u8; 32] {
+        let rubric = render_rubric(item);
+        let responses = format!("{}:{first}{second}", first.len());
+        CacheKey {
+            model_sha256: &self.model_sha256,
+            template_hash: self.template.hash(),
+            // The template hash already sets pairwise keys apart; holistic is the mode whose
+            // prompt shows the whole rubric.
+            mode: Mode::Holistic,
+            question: &item.question,
+            criterion: &rubric,
+            response: &responses,
+        }
+        .digest()
     }
 
     pub fn template_hash(&self) -> &str {
@@ -170,16 +206,44 @@ impl<'g> PairwiseJudge<'g> {
             pairs: pairs.len(),
             ..Default::default()
         };
-        // Two prompts per pair: A first, then B first.
+        // Two prompts per pair: A first, then B first. `results` holds every order's answer;
+        // cache hits are filled in now, the rest after the engine answers.
         let mut reqs = Vec::new();
+        let mut keys: Vec<Option<[u8; 32]>> = Vec::new();
+        let mut results: Vec<Option<OrderResult>> = Vec::new();
         let mut slots: Vec<[Option<usize>; 2]> = Vec::with_capacity(pairs.len());
         let mut prompt_errors: Vec<Option<(Status, String)>> = vec![None; pairs.len()];
         for (k, c) in pairs.iter().enumerate() {
             let mut slot = [None, None];
             for (o, (first, second)) in [(c.a, c.b), (c.b, c.a)].into_iter().enumerate() {
+                let key = self.cache.map(|_| self.cache_key(c.item, first, second));
+                let hit = match (self.cache, key) {
+                    (Some(cache), Some(key)) => match cache.get(&key) {
+                        Ok(Some(CachedVerdict::Distribution { probs, mass }))
+                            if probs.len() == 2 =>
+                        {
+                            Some((probs[0], mass))
+                        }
+                        Ok(_) => None,
+                        Err(e) => {
+                            summary.cache_error = Some(e.to_string());
+                            None
+                        }
+                    },
+                    _ => None,
+                };
+                if let Some(hit) = hit {
+                    summary.cache_hits += 1;
+                    slot[o] = Some(results.len());
+                    results.push(Some(Ok(hit)));
+                    keys.push(None);
+                    continue;
+                }
                 match self.prompt(c.item, first, second) {
                     Ok(p) => {
-                        slot[o] = Some(reqs.len());
+                        slot[o] = Some(results.len());
+                        results.push(None);
+                        keys.push(key);
                         reqs.push(Request {
                             max_tokens: 1,
                             sampling: SamplingParams::greedy(),
@@ -193,7 +257,7 @@ impl<'g> PairwiseJudge<'g> {
             slots.push(slot);
         }
         summary.requests = reqs.len();
-        let results: Vec<OrderResult> = self
+        let answers: Vec<OrderResult> = self
             .generator
             .generate_many(reqs)
             .into_iter()
@@ -219,6 +283,35 @@ impl<'g> PairwiseJudge<'g> {
                         ))
                 }
             })
+            .collect();
+        // Engine answers go to the empty slots, in submission order; new ones are stored.
+        let mut store = Vec::new();
+        let mut answers = answers.into_iter();
+        for (r, key) in results.iter_mut().zip(&keys) {
+            if r.is_none() {
+                let a = answers
+                    .next()
+                    .unwrap_or_else(|| Err((Status::Error, "engine gave no answer".into())));
+                if let (Ok((p, mass)), Some(key)) = (&a, key) {
+                    store.push((
+                        *key,
+                        CachedVerdict::Distribution {
+                            probs: vec![*p, 1.0 - *p],
+                            mass: *mass,
+                        },
+                    ));
+                }
+                *r = Some(a);
+            }
+        }
+        if let (Some(cache), false) = (self.cache, store.is_empty()) {
+            if let Err(e) = cache.insert_many(&store) {
+                summary.cache_error = Some(e.to_string());
+            }
+        }
+        let results: Vec<OrderResult> = results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err((Status::Error, "no answer".into()))))
             .collect();
         let mut records = Vec::with_capacity(pairs.len());
         for (k, c) in pairs.iter().enumerate() {
@@ -320,6 +413,7 @@ mod tests {
             tokens: AnswerTokens::letters(encode)?,
             model_sha256: "sha".into(),
             control_texts: Vec::new(),
+            cache: None,
         })
     }
 
@@ -375,6 +469,37 @@ mod tests {
         let (recs, sum) = j.compare(&pairs[..2]);
         assert_eq!(sum.order_disagreements, 0);
         assert_eq!(recs[0].order_disagreement, Some(false));
+        Ok(())
+    }
+
+    #[test]
+    fn a_cached_rerun_gives_the_same_records_without_the_engine(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let it = item();
+        let pairs = [
+            Comparison {
+                item: &it,
+                a_id: "r1",
+                a: "Paris.",
+                b_id: "r2",
+                b: "Lyon.",
+            },
+            Comparison {
+                item: &it,
+                a_id: "r1",
+                a: "Paris.",
+                b_id: "r3",
+                b: "Lyon. Paris.",
+            },
+        ];
+        let d = tempfile::tempdir()?;
+        let cache = VerdictCache::open_dir(d.path())?;
+        let g = judge(1.0, 0.5);
+        let (first, s1) = pairwise(&g)?.with_cache(&cache).compare(&pairs);
+        assert_eq!((s1.requests, s1.cache_hits, g.take_submits()), (4, 0, 4));
+        let (again, s2) = pairwise(&g)?.with_cache(&cache).compare(&pairs);
+        assert_eq!((s2.requests, s2.cache_hits, g.take_submits()), (0, 4, 0));
+        assert_eq!(again, first);
         Ok(())
     }
 
