@@ -11,7 +11,8 @@
 //! ```
 //!
 //! Layout: `model` (what the network computes), `engine` (how it runs, behind [`engine::Generator`]),
-//! `cli` (argument types of the binary). Hot CPU kernels live in the `ares-kernels` crate.
+//! `synth`, `judge`, `server`, `eval`, `export` (trainer datasets and the dataset card), `cli`
+//! (argument types of the binary). Hot CPU kernels live in the `ares-kernels` crate.
 
 pub mod bench;
 pub mod cli;
