@@ -30,8 +30,9 @@ pub const CARD_FILE: &str = "README.md";
 #[derive(Debug, Clone)]
 pub struct DatasetCard<'a> {
     items: &'a [RubricItem],
-    /// The data file, relative to the card (the `configs` path).
+    /// The data file, relative to the card (the `configs` path), and its record format.
     data_file: String,
+    format: Format,
     report: Option<SynthReport>,
     licences: Vec<SourceLicence>,
 }
@@ -77,9 +78,16 @@ impl<'a> DatasetCard<'a> {
         DatasetCard {
             items,
             data_file: data_file.to_string(),
+            format: Format::Ares,
             report: None,
             licences: Vec::new(),
         }
+    }
+
+    /// The data file holds records of `format` (ares by default).
+    pub fn with_format(mut self, format: Format) -> Self {
+        self.format = format;
+        self
     }
 
     /// Adds the run's report; the licences of its inputs are looked up beside them.
@@ -424,9 +432,15 @@ impl<'a> DatasetCard<'a> {
         self.header(&mut out);
         let _ = writeln!(
             out,
-            "# ares rubric dataset\n\n{} questions with reference answers and weighted rubrics (criteria a judge checks in a response; pitfalls have negative weight), for RL with rubric rewards. Data file: `{}` (ares rubric items, one JSON object per line; provenance of each item in `extra.synth`).\n",
+            "# ares rubric dataset\n\n{} questions with reference answers and weighted rubrics (criteria a judge checks in a response; pitfalls have negative weight), for RL with rubric rewards. Data file: `{}` ({} rubric records, one JSON object per line; provenance of each item in {}).\n",
             self.items.len(),
-            self.data_file
+            self.data_file,
+            self.format.as_str(),
+            if self.format == Format::Ares {
+                "`extra.synth`"
+            } else {
+                "a top-level `synth` field"
+            }
         );
         self.sources(&mut out);
         self.generation(&mut out);
@@ -458,7 +472,7 @@ pub fn read_report(dir: &Path) -> Result<Option<SynthReport>, ExportError> {
 /// the report. Returns its path.
 pub fn write_for_run(dir: &Path, format: Format) -> Result<PathBuf, ExportError> {
     let items = read_items(&dir.join(DATASET_FILE), format)?;
-    let mut card = DatasetCard::from_items(&items, DATASET_FILE);
+    let mut card = DatasetCard::from_items(&items, DATASET_FILE).with_format(format);
     if let Some(r) = read_report(dir)? {
         card = card.with_report(r);
     }
