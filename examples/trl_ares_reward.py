@@ -3,9 +3,11 @@
     from trl import GRPOConfig, GRPOTrainer
     from trl_ares_reward import ares_reward
 
-    # The dataset has a column `item_id` naming each prompt's rubric (an item of the server's
-    # --rubrics file, or an inline ares rubric as a JSON string); TRL passes dataset columns to
-    # reward functions as keyword arguments.
+    # The dataset has a column `rubric` (an inline ares rubric as a JSON string, as
+    # `ares export --format trl` writes it) or `item_id` (an item of the server's --rubrics file)
+    # naming each prompt's rubric; TRL passes dataset columns to reward functions as keyword
+    # arguments.
+    dataset = load_dataset("json", data_files="run/trl/train.jsonl", split="train")
     trainer = GRPOTrainer(model=..., reward_funcs=ares_reward, args=GRPOConfig(...),
                           train_dataset=dataset)
 
@@ -14,7 +16,8 @@ assistant message is judged. A response the judge could not score gets None, whi
 for that sample (set ARES_FAILED_REWARD to a number to use it instead).
 
 Environment: ARES_URL (default http://127.0.0.1:8080), ARES_API_KEY, ARES_TIMEOUT (seconds,
-default 600), ARES_FAILED_REWARD, ARES_LABEL_COLUMN (default item_id).
+default 600), ARES_FAILED_REWARD, ARES_LABEL_COLUMN (default: `rubric` if the dataset has it,
+else `item_id`).
 """
 
 import json
@@ -26,7 +29,7 @@ URL = os.environ.get("ARES_URL", "http://127.0.0.1:8080").rstrip("/")
 API_KEY = os.environ.get("ARES_API_KEY")
 TIMEOUT = float(os.environ.get("ARES_TIMEOUT", "600"))
 FAILED = os.environ.get("ARES_FAILED_REWARD")
-LABEL_COLUMN = os.environ.get("ARES_LABEL_COLUMN", "item_id")
+LABEL_COLUMN = os.environ.get("ARES_LABEL_COLUMN")
 
 
 def _post(path, body):
@@ -56,9 +59,10 @@ def _text(completion):
 
 def ares_reward(prompts, completions, **kwargs):
     """One float (or None) per completion, from one /get_reward call."""
-    labels = kwargs.get(LABEL_COLUMN)
+    columns = [LABEL_COLUMN] if LABEL_COLUMN else ["rubric", "item_id"]
+    labels = next((kwargs[c] for c in columns if kwargs.get(c) is not None), None)
     if labels is None:
-        raise ValueError("the dataset needs a column %r naming each prompt's rubric" % LABEL_COLUMN)
+        raise ValueError("the dataset needs a column %s naming each prompt's rubric" % " or ".join(map(repr, columns)))
     out = _post(
         "/get_reward",
         {"query": [_text(c) for c in completions], "labels": [l if isinstance(l, dict) else str(l) for l in labels]},

@@ -8,7 +8,15 @@ Wire it into verl with the custom reward function settings:
     custom_reward_function.name=compute_score_batch    # one HTTP call per batch
 
 Each sample's `ground_truth` (`reward_model.ground_truth` in the verl parquet) names the rubric:
-an item id of the server's `--rubrics` file, or an inline ares rubric as a JSON string.
+an inline ares rubric (its id and criteria) as a JSON string, which is what
+`ares export --format verl` (or `ares synth --format verl`) writes, or an item id of the
+server's `--rubrics` file. The server needs no `--rubrics` file for the former:
+
+    ares synth -i docs/ --out run --format verl          # run/verl/train.parquet
+    ares serve &
+    python3 -m verl.trainer.main_ppo algorithm.adv_estimator=grpo \
+        data.train_files=run/verl/train.parquet data.prompt_key=prompt \
+        custom_reward_function.path=examples/verl_ares_reward.py ...
 
 Environment: ARES_URL (default http://127.0.0.1:8080), ARES_API_KEY (bearer token, optional),
 ARES_TIMEOUT (seconds, default 600), ARES_FAILED_REWARD (a number used when the judge could not

@@ -11,6 +11,7 @@
 //! ```
 //!
 //! Layout: `model` (what the network computes), `engine` (how it runs, behind [`engine::Generator`]),
+//! `synth`, `judge`, `server`, `eval`, `export` (trainer datasets and the dataset card),
 //! `report` (`report.html` from the JSON files of a synth, eval or bench run), `cli` (argument
 //! types of the binary). Hot CPU kernels live in the `ares-kernels` crate.
 
@@ -19,6 +20,7 @@ pub mod cli;
 pub mod engine;
 pub mod error;
 pub mod eval;
+pub mod export;
 pub mod jsonl;
 pub mod judge;
 pub mod model;

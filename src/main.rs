@@ -4,6 +4,7 @@
 use anyhow::{Context, Result};
 use ares::cli::bench::BenchArgs;
 use ares::cli::eval::EvalArgs;
+use ares::cli::export::ExportArgs;
 use ares::cli::generate::{run_file, run_single, GenerateArgs};
 use ares::cli::judge::JudgeArgs;
 use ares::cli::report::ReportArgs;
@@ -100,6 +101,12 @@ enum Command {
     Report {
         #[command(flatten)]
         args: ReportArgs,
+    },
+    /// Write rubric items (a synth run or its dataset.jsonl) in a trainer's shape: verl parquet,
+    /// OpenRLHF or TRL JSONL, or a Hugging Face dataset folder with its card.
+    Export {
+        #[command(flatten)]
+        args: ExportArgs,
     },
     /// Serve rewards (/get_reward, /v1/rubric/score) and an OpenAI-compatible API
     /// (/v1/completions, /v1/chat/completions) from one shared engine, until SIGTERM.
@@ -234,6 +241,17 @@ fn run(cli: Cli) -> Result<Outcome> {
             println!("{}", path.display());
             Ok(Outcome::Ok)
         }
+        Command::Export { args } => {
+            let s = ares::cli::export::run(&args).context("export")?;
+            println!(
+                "{}: {} rows, {} bytes in {}",
+                s.format,
+                s.rows,
+                s.bytes,
+                s.path.display()
+            );
+            Ok(Outcome::Ok)
+        }
     }
 }
 
@@ -352,6 +370,16 @@ fn synth(margs: &ModelArgs, args: &SynthArgs) -> Result<Outcome> {
         }
     }
     println!("report: {}", args.out.join("report.json").display());
+    println!("dataset card: {}", outcome.card.display());
+    for e in &outcome.exports {
+        println!(
+            "export {}: {} rows, {} bytes in {}",
+            e.format,
+            e.rows,
+            e.bytes,
+            e.path.display()
+        );
+    }
     print_html(&outcome.html);
     if let (Some(n), Some(path)) = (outcome.responses, &args.responses_out) {
         println!(
@@ -431,6 +459,40 @@ fn rubric(margs: &ModelArgs, args: &RubricArgs) -> Result<Outcome> {
 
 fn judge(margs: &ModelArgs, args: &JudgeArgs) -> Result<Outcome> {
     let backend = open_backend(margs, &args.backend)?;
+    if args.pairwise {
+        let r = ares::cli::judge::run_pairwise(
+            args,
+            backend.generator.as_ref(),
+            &backend.tokenizer,
+            &backend.model_sha256,
+        )
+        .context("judge --pairwise")?;
+        for e in &r.input_errors {
+            eprintln!("not compared: {e}");
+        }
+        let s = &r.summary;
+        eprintln!(
+            "judge --pairwise: {} pairs: {} ok, {} failed; order disagreement {} ({} pairs); {} items with fewer than two responses; {} prompts in {:.2} s; {}; template {}; output {}",
+            s.pairs,
+            s.ok,
+            s.failed,
+            s.order_disagreement_rate
+                .map(|r| format!("{:.1}%", 100.0 * r))
+                .unwrap_or_else(|| "-".into()),
+            s.order_disagreements,
+            r.unpaired_items,
+            s.requests,
+            s.seconds,
+            backend.cache_line(s.cached_tokens, s.prompt_tokens),
+            r.template_hash,
+            args.out.display(),
+        );
+        return Ok(if r.any_failed() {
+            Outcome::SomeFailed
+        } else {
+            Outcome::Ok
+        });
+    }
     let bar = terminal_bar("judge {bar:30} {pos}/{len} responses, {msg}, ETA {eta}");
     let progress = |p: &ares::judge::JudgeProgress| {
         bar.set_length(p.responses_total as u64);

@@ -72,6 +72,7 @@ fn eval_on_a_small_sample_reports_every_method_and_a_rerun_reuses_rubrics_and_ve
         "| medquad | no rubric, holistic 0-9 |",
         "| llmbar | rubric, logprob per criterion |",
         "| llmbar | no rubric, holistic 0-9 |",
+        "| llmbar | rubric, pairwise, both orders |",
     ] {
         assert!(table.contains(row), "{row} missing from:\n{table}");
     }
@@ -88,7 +89,7 @@ fn eval_on_a_small_sample_reports_every_method_and_a_rerun_reuses_rubrics_and_ve
         let rubrics = &d["rubrics"];
         assert_eq!(rubrics["reused"], 0);
         let methods = d["methods"].as_array().expect("methods");
-        assert_eq!(methods.len(), 4);
+        assert_eq!(methods.len(), 5);
         for m in methods {
             // Every sample is scored or counted as failed with a reason, never dropped.
             let failed: u64 = m["failed"]
@@ -109,7 +110,15 @@ fn eval_on_a_small_sample_reports_every_method_and_a_rerun_reuses_rubrics_and_ve
                 .expect("records file");
             // llmbar has no reference answers: the reference-guided judge scores nothing there.
             let no_reference = m["method"] == "reference_holistic" && d["dataset"] == "llmbar";
-            assert!(records.lines().count() > 0 || no_reference, "{m}");
+            // Medquad has no pairs for the pairwise judge.
+            let no_pairs = m["method"] == "rubric_pairwise" && d["dataset"] == "medquad";
+            assert!(
+                records.lines().count() > 0 || no_reference || no_pairs,
+                "{m}"
+            );
+            if m["method"] == "rubric_pairwise" && d["dataset"] == "llmbar" {
+                assert!(m["order_disagreement_rate"].is_number(), "{m}");
+            }
             for line in records.lines() {
                 let rec: Value = serde_json::from_str(line).expect("record JSON");
                 assert_eq!(rec["model_sha256"], model_sha.as_str());

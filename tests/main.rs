@@ -5,6 +5,7 @@ mod cli;
 mod common;
 mod constrained;
 mod eval;
+mod export;
 mod gemma;
 mod golden;
 mod hf_checkpoint;

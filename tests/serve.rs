@@ -77,6 +77,7 @@ fn start(limits: Limits, api_key: Option<&str>) -> Fixture {
         api_key: api_key.map(str::to_string),
         judge: JudgeConfig::default(),
         failed_reward: None,
+        monitor: Default::default(),
     };
     let state = AppState::new(
         engine.clone(),
@@ -925,6 +926,26 @@ fn python_trainer_shims_score_through_the_server() {
     assert_eq!(trl.parse::<f64>().expect("float"), local);
     let conv = py("import trl_ares_reward as t; print(repr(t.ares_reward(['q'], [[{'role': 'assistant', 'content': 'Paris.'}]], item_id=['paris'])[0]))");
     assert_eq!(conv.parse::<f64>().expect("float"), local);
+    // The exports carry the rubric inline: the verl parquet's ground_truth and the TRL `rubric`
+    // column score through the shims to the same reward (issue #15).
+    let d = tempfile::tempdir().expect("tempdir");
+    let parquet = d.path().join("train.parquet");
+    ares::export::export(ares::export::ExportFormat::Verl, &[paris()], &parquet, None)
+        .expect("verl export");
+    let rows = ares::export::verl::read(&parquet).expect("reads back");
+    let truth = serde_json::to_string(&rows[0].ground_truth).expect("a string literal");
+    let verl = py(&format!(
+        "import verl_ares_reward as v; print(repr(v.compute_score('ares', 'Paris.', {truth})))"
+    ));
+    assert_eq!(verl.parse::<f64>().expect("float"), local);
+    let trl_row =
+        ares::export::jsonl_formats::row(&paris(), ares::export::jsonl_formats::Shape::Trl)
+            .expect("trl row");
+    let rubric = serde_json::to_string(&trl_row["rubric"]).expect("a string literal");
+    let trl = py(&format!(
+        "import trl_ares_reward as t; print(repr(t.ares_reward(['q'], ['Paris.'], rubric=[{rubric}], item_id=['unknown-id'])[0]))"
+    ));
+    assert_eq!(trl.parse::<f64>().expect("float"), local);
 }
 
 #[test]
@@ -1093,4 +1114,61 @@ fn remote_backend_retries_busy_servers_and_reports_client_errors() {
     let seen = server.join().expect("script ran");
     assert_eq!(seen.len(), 6);
     assert!(seen[4].starts_with("POST /v1/completions"), "{seen:?}");
+}
+
+#[test]
+fn reward_monitors_report_groups_variance_and_criteria_in_stats_and_metrics() {
+    let f = start(test_limits(), None);
+    let base = f.base();
+    // Two GRPO groups of two responses (OpenRLHF metas carry the group id), one of them twice
+    // the same response (zero variance), and one /v1/rubric/score request (its own group).
+    let (code, v) = post(
+        &format!("{base}/get_reward"),
+        &json!({
+            "query": ["Paris.", "Lyon is the capital of France, I think, or maybe Marseille.", "Paris.", "Paris."],
+            "labels": ["paris", "paris", "paris", "paris"],
+            "metas": [{"group_id": "g1"}, {"group_id": "g1"}, {"group_id": "g2"}, {"group_id": "g2"}],
+        }),
+    );
+    assert_eq!(code, 200, "{v}");
+    let (code, v) = post(
+        &format!("{base}/v1/rubric/score"),
+        &json!({"item_id": "sky", "responses": ["Rayleigh scattering of sunlight by air molecules.", "It is."]}),
+    );
+    assert_eq!(code, 200, "{v}");
+    let (code, text) = get(&format!("{base}/v1/stats"), None);
+    assert_eq!(code, 200, "{text}");
+    let s: Value = serde_json::from_str(&text).expect("stats JSON");
+    assert_eq!(s["window_records"], 6, "{s}");
+    assert_eq!(s["window_groups"], 3, "{s}");
+    assert_eq!(s["total_statuses"]["ok"], 6, "{s}");
+    let recent = s["groups"]["recent"].as_array().expect("recent groups");
+    let keys: Vec<&str> = recent.iter().filter_map(|g| g["key"].as_str()).collect();
+    assert_eq!(keys, ["group:g1", "group:g2", "item:sky"], "{s}");
+    // g2 judged one response twice: its rewards are equal (batch invariance).
+    assert_eq!(recent[1]["std"], 0.0, "{s}");
+    assert!(s["groups"]["zero_variance"].as_u64() >= Some(1), "{s}");
+    assert_eq!(
+        s["criteria"]["tracked"], 5,
+        "paris c1-c3 and sky c1-c2: {s}"
+    );
+    assert!(
+        s["verdict_mass"]["mean"]
+            .as_f64()
+            .is_some_and(|m| m > 0.0 && m <= 1.0),
+        "{s}"
+    );
+    assert!(s["reward"]["mean"].as_f64().is_some(), "{s}");
+    assert!(s.get("length_correlation").is_some(), "{s}");
+    let (code, metrics) = get(&format!("{base}/metrics"), None);
+    assert_eq!(code, 200);
+    for needle in [
+        "ares_monitor_window_groups 3",
+        "ares_monitor_window_records 6",
+        "ares_monitor_zero_variance_group_share ",
+        "ares_monitor_reward_length_correlation ",
+        "ares_monitor_window_status{status=\"ok\"} 6",
+    ] {
+        assert!(metrics.contains(needle), "{needle} in {metrics}");
+    }
 }

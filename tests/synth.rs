@@ -121,6 +121,7 @@ fn synth_on_the_samples_writes_accepted_items_with_provenance_that_judge_reads()
     assert!(stderr.contains("charts: "), "{stderr}");
     // The funnel: every stage's output is at most its input, and each stage feeds the next.
     let order = [
+        "decontamination",
         "self_containment",
         "leakage",
         "faithfulness",
@@ -142,7 +143,7 @@ fn synth_on_the_samples_writes_accepted_items_with_provenance_that_judge_reads()
     assert_eq!(count(&stage(&r, "ingest")["output"]), 5, "{r}");
     assert_eq!(
         count(&stage(&r, "generate")["output"]),
-        count(&stage(&r, "self_containment")["input"])
+        count(&stage(&r, "decontamination")["input"])
     );
     assert!(r["completion_tokens"].as_u64().unwrap_or(0) > 0);
     assert!(r["tokens_per_second"].as_f64().unwrap_or(0.0) > 0.0);
@@ -152,6 +153,17 @@ fn synth_on_the_samples_writes_accepted_items_with_provenance_that_judge_reads()
     let accepted = count(&stage(&r, "accepted")["output"]) as usize;
     assert_eq!(dataset.len(), accepted);
     assert!(accepted >= 1, "no item accepted: {r}");
+    // The dataset card beside the data (issue #15): Hub header, counts, the run's pass rates.
+    let card = std::fs::read_to_string(out.join("README.md")).expect("README.md card");
+    assert!(card.starts_with("---\nlicense: "), "{card}");
+    assert!(
+        card.contains(&format!("\n{accepted} questions with reference answers")),
+        "{card}"
+    );
+    assert!(
+        card.contains("| rubric_validity |") && card.contains("### 1 `"),
+        "{card}"
+    );
     for line in &dataset {
         let item = parse_line(Format::Ares, &line.to_string()).expect("an ares rubric item");
         item.validate().expect("valid");

@@ -12,6 +12,8 @@ use clap::{Args, ValueEnum};
 use crate::cli::backend::BackendArgs;
 use crate::engine::Generator;
 use crate::judge::cache::VerdictCache;
+use crate::judge::pairwise::{Comparison, PairwiseJudge, PairwiseSummary};
+use crate::judge::{check, Checked, Pair};
 use crate::judge::{
     read_responses, Judge, JudgeConfig, JudgeError, JudgeProgress, JudgeRecord, JudgeSummary, Mode,
     RubricSet, DEFAULT_MAX_IN_FLIGHT,
@@ -99,6 +101,11 @@ pub struct JudgeArgs {
     /// Verdict cache file (a redb database; created if missing), instead of --cache DIR.
     #[arg(long, value_name = "PATH")]
     pub cache_file: Option<PathBuf>,
+    /// Compare responses pairwise instead: every pair of responses to the same item (in file
+    /// order) against the item's rubric, in both orders (position bias cancelled); one record
+    /// per pair with the preference, margin, winner and whether the orders disagreed.
+    #[arg(long, conflicts_with_all = ["cache", "cache_file"])]
+    pub pairwise: bool,
 }
 
 impl JudgeArgs {
@@ -131,7 +138,13 @@ impl JudgeArgs {
     }
 
     pub fn format(&self) -> Format {
-        match self.rubric_format {
+        self.rubric_format.format()
+    }
+}
+
+impl RubricFormatArg {
+    pub fn format(self) -> Format {
+        match self {
             RubricFormatArg::Ares => Format::Ares,
             RubricFormatArg::Rar => Format::Rar,
             RubricFormatArg::Healthbench => Format::HealthBench,
@@ -195,6 +208,87 @@ pub fn run(
         rubric_errors: rubrics.errors.clone(),
         template_hash: judge.template_hash().to_string(),
         cache_path: cache.as_ref().map(|c| c.path().to_path_buf()),
+    })
+}
+
+/// What a pairwise job reports back to the binary.
+#[derive(Debug, Clone)]
+pub struct PairwiseReport {
+    pub summary: PairwiseSummary,
+    /// Response lines that could not take part (bad line, unknown item, empty response), and
+    /// rejected rubric lines, each with its reason.
+    pub input_errors: Vec<String>,
+    /// Items with fewer than two usable responses (nothing to compare).
+    pub unpaired_items: usize,
+    pub template_hash: String,
+}
+
+impl PairwiseReport {
+    pub fn any_failed(&self) -> bool {
+        self.summary.failed > 0 || !self.input_errors.is_empty()
+    }
+}
+
+/// `--pairwise`: every pair of usable responses of each item (file order, first as A), judged
+/// in both orders; records written to `args.out` atomically.
+pub fn run_pairwise(
+    args: &JudgeArgs,
+    generator: &dyn Generator,
+    tokenizer: &Tokenizer,
+    model_sha256: &str,
+) -> Result<PairwiseReport, JudgeError> {
+    let judge = PairwiseJudge::new(generator, tokenizer, model_sha256)?;
+    let rubrics = RubricSet::read(&args.rubrics, args.format())?;
+    let responses = read_responses(&args.responses)?;
+    let mut input_errors = rubrics.errors.clone();
+    let mut by_item: Vec<(String, Vec<Pair<'_>>)> = Vec::new();
+    for c in check(&rubrics, &responses) {
+        match c {
+            Checked::Ready(p) => match by_item.iter_mut().find(|(id, _)| *id == p.item().id) {
+                Some((_, v)) => v.push(p),
+                None => by_item.push((p.item().id.clone(), vec![p])),
+            },
+            Checked::Rejected {
+                item_id,
+                response_id,
+                error,
+            } => input_errors.push(format!(
+                "item {} response {}: {error}",
+                item_id.as_deref().unwrap_or("?"),
+                response_id.as_deref().unwrap_or("?")
+            )),
+        }
+    }
+    let shard = args.backend.shard();
+    by_item.retain(|(id, _)| shard.contains(id));
+    let mut comparisons = Vec::new();
+    let mut unpaired_items = 0;
+    for (_, rs) in &by_item {
+        if rs.len() < 2 {
+            unpaired_items += 1;
+        }
+        for i in 0..rs.len() {
+            for j in i + 1..rs.len() {
+                comparisons.push(Comparison {
+                    item: rs[i].item(),
+                    a_id: rs[i].response_id(),
+                    a: rs[i].response(),
+                    b_id: rs[j].response_id(),
+                    b: rs[j].response(),
+                });
+            }
+        }
+    }
+    let (records, summary) = judge.compare(&comparisons);
+    crate::jsonl::write_records(&args.out, &records).map_err(|source| JudgeError::Write {
+        path: args.out.clone(),
+        source,
+    })?;
+    Ok(PairwiseReport {
+        summary,
+        input_errors,
+        unpaired_items,
+        template_hash: judge.template_hash().to_string(),
     })
 }
 

@@ -5,6 +5,7 @@
 pub mod backend;
 pub mod bench;
 pub mod eval;
+pub mod export;
 pub mod generate;
 pub mod judge;
 pub mod report;

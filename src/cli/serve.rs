@@ -76,6 +76,12 @@ pub struct ServeArgs {
     /// Async worker threads for HTTP (the engine has its own threads).
     #[arg(long, default_value_t = 2)]
     pub http_threads: usize,
+    /// Reward monitors (`/v1/stats`, `/metrics`): groups kept in the window.
+    #[arg(long, default_value_t = 512)]
+    pub monitor_groups: usize,
+    /// Reward monitors: judged responses kept in the window.
+    #[arg(long, default_value_t = 8192)]
+    pub monitor_records: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +145,10 @@ impl ServeArgs {
             api_key: self.api_key.clone(),
             judge: self.judge_config(),
             failed_reward: self.failed_reward,
+            monitor: crate::server::MonitorConfig {
+                max_groups: self.monitor_groups,
+                max_records: self.monitor_records,
+            },
         }
     }
 

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 
 use crate::engine::Generator;
+use crate::export::card::DatasetCard;
+use crate::export::{ExportError, ExportFormat, ExportSummary};
 use crate::judge::Format;
 use crate::model::tokenizer::Tokenizer;
 use crate::synth::chunk::ChunkConfig;
@@ -17,12 +19,41 @@ use crate::synth::pipeline::write_responses;
 use crate::synth::prompts::DEFAULT_DOMAINS;
 use crate::synth::{SynthConfig, SynthError, SynthProgress, SynthReport};
 
-/// Formats `dataset.jsonl` can be written in.
+/// `--format` values: the format of `dataset.jsonl` (ares, rar, healthbench; one at most) and
+/// trainer exports written beside it (verl, openrlhf, trl, hf; any number).
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SynthFormatArg {
     Ares,
     Rar,
     Healthbench,
+    Verl,
+    Openrlhf,
+    Trl,
+    Hf,
+}
+
+impl SynthFormatArg {
+    /// The trainer export this value asks for, if it is one.
+    pub fn export(self) -> Option<ExportFormat> {
+        match self {
+            Self::Verl => Some(ExportFormat::Verl),
+            Self::Openrlhf => Some(ExportFormat::Openrlhf),
+            Self::Trl => Some(ExportFormat::Trl),
+            Self::Hf => Some(ExportFormat::Hf),
+            Self::Ares | Self::Rar | Self::Healthbench => None,
+        }
+    }
+}
+
+/// Why the synth job failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SynthJobError {
+    #[error(transparent)]
+    Synth(#[from] SynthError),
+    #[error("{0}")]
+    Args(String),
+    #[error("writing the dataset card or an export: {0}")]
+    Export(#[from] ExportError),
 }
 
 #[derive(Args, Clone, Debug)]
@@ -38,9 +69,22 @@ pub struct SynthArgs {
     /// the rest.
     #[arg(long)]
     pub resume: bool,
-    /// Format of the accepted items in dataset.jsonl.
-    #[arg(long, value_enum, default_value_t = SynthFormatArg::Ares)]
-    pub format: SynthFormatArg,
+    /// Format of the accepted items in dataset.jsonl (ares, rar, healthbench), and trainer
+    /// exports written beside it (verl -> verl/train.parquet, openrlhf and trl ->
+    /// NAME/train.jsonl, hf -> hf/ with train.jsonl + README.md). Comma-separated or repeated.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [SynthFormatArg::Ares])]
+    pub format: Vec<SynthFormatArg>,
+    /// Benchmark files (JSONL, JSON or plain text of questions/answers): items whose question or
+    /// reference answer shares a --decontaminate-ngram word n-gram with them are rejected.
+    #[arg(long, num_args = 1..)]
+    pub decontaminate: Vec<PathBuf>,
+    /// Decontamination n-gram length in word tokens (lowercased alphanumeric runs).
+    #[arg(long, default_value_t = crate::synth::decontam::DEFAULT_NGRAM)]
+    pub decontaminate_ngram: usize,
+    /// The sources' licence as a Hugging Face licence id (e.g. cc-by-4.0), for the dataset card
+    /// (otherwise looked up in licence files beside the inputs).
+    #[arg(long)]
+    pub license: Option<String>,
     /// JSONL inputs: field with the document text.
     #[arg(long, default_value = "text")]
     pub text_field: String,
@@ -124,12 +168,44 @@ pub struct SynthArgs {
 }
 
 impl SynthArgs {
+    /// The format of `dataset.jsonl`: the rubric format among `--format` (ares by default).
     pub fn format(&self) -> Format {
-        match self.format {
-            SynthFormatArg::Ares => Format::Ares,
-            SynthFormatArg::Rar => Format::Rar,
-            SynthFormatArg::Healthbench => Format::HealthBench,
+        self.format
+            .iter()
+            .find_map(|f| match f {
+                SynthFormatArg::Ares => Some(Format::Ares),
+                SynthFormatArg::Rar => Some(Format::Rar),
+                SynthFormatArg::Healthbench => Some(Format::HealthBench),
+                _ => None,
+            })
+            .unwrap_or(Format::Ares)
+    }
+
+    /// The trainer exports among `--format`, each once, in the order given.
+    pub fn exports(&self) -> Vec<ExportFormat> {
+        let mut out = Vec::new();
+        for f in self.format.iter().filter_map(|f| f.export()) {
+            if !out.contains(&f) {
+                out.push(f);
+            }
         }
+        out
+    }
+
+    /// Checks what clap cannot: at most one dataset format.
+    pub fn check(&self) -> Result<(), SynthJobError> {
+        let rubric: Vec<_> = self
+            .format
+            .iter()
+            .filter(|f| f.export().is_none())
+            .collect();
+        if rubric.windows(2).any(|w| w[0] != w[1]) {
+            return Err(SynthJobError::Args(format!(
+                "--format names two formats for dataset.jsonl ({:?}); give one of ares, rar, healthbench",
+                rubric
+            )));
+        }
+        Ok(())
     }
 
     pub fn config(&self) -> SynthConfig {
@@ -173,6 +249,9 @@ impl SynthArgs {
             batch_chunks: self.batch_chunks.max(1),
             workers: self.workers.max(1),
             shard: self.backend.shard(),
+            decontaminate: self.decontaminate.clone(),
+            decontaminate_ngram: self.decontaminate_ngram,
+            license: self.license.clone(),
         }
     }
 }
@@ -187,16 +266,22 @@ pub struct SynthOutcome {
     pub shown: Vec<crate::judge::RubricItem>,
     /// `report.html` in the run folder, drawn from its files after the run.
     pub html: Result<PathBuf, crate::report::ReportError>,
+    /// The dataset card written beside `dataset.jsonl`.
+    pub card: PathBuf,
+    /// Trainer exports written (`--format verl,...`).
+    pub exports: Vec<ExportSummary>,
 }
 
-/// Runs the job: the pipeline, then the responses file if asked for, then `report.html`.
+/// Runs the job: the pipeline, then the dataset card, the trainer exports and the responses
+/// file if asked for, then `report.html`.
 pub fn run(
     args: &SynthArgs,
     generator: &dyn Generator,
     tokenizer: &Tokenizer,
     model_sha256: &str,
     progress: &(dyn Fn(&SynthProgress) + Sync),
-) -> Result<SynthOutcome, SynthError> {
+) -> Result<SynthOutcome, SynthJobError> {
+    args.check()?;
     let config = args.config();
     let report = crate::synth::run(&config, generator, tokenizer, model_sha256, progress)?;
     let responses = match &args.responses_out {
@@ -219,11 +304,34 @@ pub fn run(
             })?;
         shown = read.into_iter().flatten().take(args.show).collect();
     }
+    let card = crate::export::card::write_for_run(&config.out, config.format)?;
+    let mut exports = Vec::new();
+    let wanted = args.exports();
+    if !wanted.is_empty() {
+        let items = crate::export::read_items(&dataset, config.format)?;
+        if items.is_empty() {
+            tracing::warn!("synth: no accepted items: trainer exports not written");
+        } else {
+            for f in wanted {
+                let path = f.path_in_run(&config.out);
+                let text = (f == ExportFormat::Hf).then(|| {
+                    let mut c = DatasetCard::from_items(&items, crate::export::hf::DATA_FILE);
+                    if let Some(r) = crate::export::card::read_report(&config.out).ok().flatten() {
+                        c = c.with_report(r);
+                    }
+                    c.render()
+                });
+                exports.push(crate::export::export(f, &items, &path, text.as_deref())?);
+            }
+        }
+    }
     let html = crate::cli::report::after_run(&config.out);
     Ok(SynthOutcome {
         report,
         responses,
         shown,
         html,
+        card,
+        exports,
     })
 }

@@ -28,6 +28,7 @@ use crate::eval::datasets::{self, LlmBarPair, MedQuadAnswer};
 use crate::eval::stats::{self, Estimate};
 use crate::eval::EvalError;
 use crate::judge::cache::VerdictCache;
+use crate::judge::pairwise::{Comparison, PairwiseJudge};
 use crate::judge::rubric_gen::{Question, RubricGenConfig, RubricGenerator, RubricStatus};
 use crate::judge::template::{self, PromptTemplate};
 use crate::judge::{formats, Category, Criterion, Format, RubricItem};
@@ -96,14 +97,19 @@ pub enum Method {
     /// the strongest simple baseline (issue 12). Questions without a reference (llmbar) are
     /// counted as failed `no_reference`.
     ReferenceHolistic,
+    /// The generated rubric, the two outputs of a pair compared in one prompt, asked in both
+    /// orders (`ares judge --pairwise`): the preferred output gets P(it is better), the other
+    /// the rest. Pairs only (llmbar); medquad's answers count as failed `pairs_only`.
+    RubricPairwise,
 }
 
 impl Method {
-    pub const ALL: [Method; 4] = [
+    pub const ALL: [Method; 5] = [
         Method::RubricLogprob,
         Method::RubricHolistic,
         Method::PlainHolistic,
         Method::ReferenceHolistic,
+        Method::RubricPairwise,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -112,6 +118,7 @@ impl Method {
             Method::RubricHolistic => "rubric_holistic",
             Method::PlainHolistic => "plain_holistic",
             Method::ReferenceHolistic => "reference_holistic",
+            Method::RubricPairwise => "rubric_pairwise",
         }
     }
 
@@ -122,6 +129,7 @@ impl Method {
             Method::RubricHolistic => "rubric, holistic 0-9",
             Method::PlainHolistic => "no rubric, holistic 0-9",
             Method::ReferenceHolistic => "no rubric, reference answer, holistic 0-9",
+            Method::RubricPairwise => "rubric, pairwise, both orders",
         }
     }
 
@@ -237,6 +245,9 @@ pub struct MethodResult {
     /// Llmbar: pairs whose two rewards were equal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ties: Option<usize>,
+    /// Pairwise method: share of judged pairs whose two orders picked different winners.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_disagreement_rate: Option<f64>,
     /// Mean reward of the scored responses.
     pub mean_reward: Option<f64>,
     /// Rubric methods: the difference to plain holistic judging on the samples both scored.
@@ -416,6 +427,12 @@ impl EvalReport {
                     }
                     _ => "—".into(),
                 };
+                let acc = match m.order_disagreement_rate {
+                    Some(r) if d.dataset == Dataset::Llmbar => {
+                        format!("{acc}; orders disagree {:.0}%", 100.0 * r)
+                    }
+                    _ => acc,
+                };
                 let dash = |e: &Option<Estimate>| {
                     if d.dataset == Dataset::Medquad {
                         fmt_estimate(e)
@@ -519,6 +536,7 @@ pub fn run(
         ("judge_holistic", PromptTemplate::holistic()?),
         ("judge_plain", plain_template()?),
         ("judge_reference", reference_template()?),
+        ("judge_pairwise", PromptTemplate::pairwise()?),
     ] {
         templates.insert(name.to_string(), t.hash().to_string());
     }
@@ -965,6 +983,9 @@ fn judge(
         Method::RubricHolistic | Method::PlainHolistic | Method::ReferenceHolistic => {
             Mode::Holistic
         }
+        Method::RubricPairwise => {
+            return judge_pairwise(ctx, dataset, questions, rubrics, responses);
+        }
     };
     let config = JudgeConfig {
         mode,
@@ -1043,6 +1064,110 @@ fn judge(
             kendall_tau_b: None,
             pairwise_accuracy: None,
             ties: None,
+            order_disagreement_rate: None,
+            mean_reward: None,
+            vs_plain: None,
+            requests: summary.requests,
+            cache_hits: summary.cache_hits,
+            seconds: t0.elapsed().as_secs_f64(),
+            template_hash: judge.template_hash().to_string(),
+            records: path,
+        },
+    ))
+}
+
+/// The pairwise method: each pair of consecutive responses of one question (llmbar's output_1,
+/// output_2) compared against its rubric in both orders. Output 1 gets the pair's preference
+/// P(output 1 is better) as its "reward" and output 2 the rest, so the pairwise accuracy of
+/// [`Agreement::Preferences`] counts the pairs the judge preferred rightly (0.5 is a tie).
+/// Medquad has no pairs: every answer counts as failed `pairs_only`.
+fn judge_pairwise(
+    ctx: &Context<'_>,
+    dataset: Dataset,
+    questions: &[Question],
+    rubrics: &HashMap<String, RubricItem>,
+    responses: &[EvalResponse],
+) -> Result<(Vec<Result<f64, String>>, MethodResult), EvalError> {
+    let t0 = Instant::now();
+    let mut judge = PairwiseJudge::new(ctx.generator, ctx.tokenizer, ctx.model_sha256)?;
+    if let Some(cache) = &ctx.cache {
+        judge = judge.with_cache(cache);
+    }
+    let mut rewards: Vec<Result<f64, String>> = vec![Err("pairs_only".into()); responses.len()];
+    let mut comparisons = Vec::new();
+    let mut positions = Vec::new();
+    if dataset == Dataset::Llmbar {
+        let known: std::collections::HashSet<&str> =
+            questions.iter().map(|q| q.id.as_str()).collect();
+        for (k, pair) in responses.chunks(2).enumerate() {
+            let [a, b] = pair else { continue };
+            let item = rubrics
+                .get(&a.item_id)
+                .filter(|_| a.item_id == b.item_id && known.contains(a.item_id.as_str()));
+            match item {
+                Some(item) => {
+                    positions.push(2 * k);
+                    comparisons.push(Comparison {
+                        item,
+                        a_id: &a.response_id,
+                        a: &a.text,
+                        b_id: &b.response_id,
+                        b: &b.text,
+                    });
+                }
+                None => {
+                    rewards[2 * k] = Err("no_rubric".into());
+                    rewards[2 * k + 1] = Err("no_rubric".into());
+                }
+            }
+        }
+    }
+    let stage = format!("{}: {}", dataset.as_str(), Method::RubricPairwise.as_str());
+    let report = |done: usize| {
+        (ctx.progress)(&EvalProgress {
+            stage: stage.clone(),
+            done,
+            total: comparisons.len(),
+            requests_done: 2 * done,
+            requests_total: 2 * comparisons.len(),
+            seconds: t0.elapsed().as_secs_f64(),
+        })
+    };
+    report(0);
+    let (records, summary) = judge.compare(&comparisons);
+    report(comparisons.len());
+    for (r, &i) in records.iter().zip(&positions) {
+        match (r.status, r.preference) {
+            (Status::Ok, Some(p)) => {
+                rewards[i] = Ok(p);
+                rewards[i + 1] = Ok(1.0 - p);
+            }
+            (status, _) => {
+                rewards[i] = Err(status.as_str().to_string());
+                rewards[i + 1] = Err(status.as_str().to_string());
+            }
+        }
+    }
+    let path = ctx.config.out_dir.join(format!(
+        "judged-{}-{}.jsonl",
+        dataset.as_str(),
+        Method::RubricPairwise.as_str()
+    ));
+    crate::jsonl::write_records(&path, &records).map_err(|source| EvalError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    Ok((
+        rewards,
+        MethodResult {
+            method: Method::RubricPairwise,
+            scored: 0,
+            failed: BTreeMap::new(),
+            spearman: None,
+            kendall_tau_b: None,
+            pairwise_accuracy: None,
+            ties: None,
+            order_disagreement_rate: summary.order_disagreement_rate,
             mean_reward: None,
             vs_plain: None,
             requests: summary.requests,
@@ -1100,6 +1225,7 @@ mod tests {
             kendall_tau_b: (dataset == Dataset::Medquad).then_some(est(0.2)).flatten(),
             pairwise_accuracy: (dataset == Dataset::Llmbar).then_some(est(0.6)).flatten(),
             ties: (dataset == Dataset::Llmbar).then_some(1),
+            order_disagreement_rate: (method == Method::RubricPairwise).then_some(0.25),
             mean_reward: Some(0.5),
             vs_plain: method.uses_rubric().then_some(VsPlain {
                 common: 9,
@@ -1147,19 +1273,24 @@ mod tests {
             .lines()
             .filter(|l| l.starts_with("| medquad") || l.starts_with("| llmbar"))
             .collect();
-        assert_eq!(rows.len(), 8, "{table}");
+        assert_eq!(rows.len(), 10, "{table}");
         assert!(
             rows[0].contains("0.250 [0.150, 0.350]") && rows[0].contains("| 10 | 2 |"),
             "{}",
             rows[0]
         );
         assert!(
-            rows[4].contains("0.600 [0.500, 0.700] (1 ties)"),
+            rows[5].contains("0.600 [0.500, 0.700] (1 ties)"),
             "{}",
-            rows[4]
+            rows[5]
         );
-        assert!(rows[6].contains("no rubric"), "{}", rows[6]);
-        assert!(rows[7].contains("reference answer"), "{}", rows[7]);
+        assert!(rows[7].contains("no rubric"), "{}", rows[7]);
+        assert!(rows[8].contains("reference answer"), "{}", rows[8]);
+        assert!(
+            rows[9].contains("pairwise") && rows[9].contains("(1 ties); orders disagree 25%"),
+            "{}",
+            rows[9]
+        );
         assert!(rows[3].contains("| — |"), "no delta: {}", rows[3]);
         assert!(
             rows[0].contains("| 0.050 [-0.200, 0.150] (n 9) |"),
@@ -1171,7 +1302,7 @@ mod tests {
 
     #[test]
     fn comparison_with_plain_uses_the_samples_both_scored() {
-        // Method order: rubric_logprob, rubric_holistic, plain_holistic. Pairwise accuracy:
+        // Method order: rubric_logprob, rubric_holistic, plain_holistic, ... Pairwise accuracy:
         // logprob gets pairs 0, 1, 3 right and 2 wrong; plain gets 0 right, 1 and 2 wrong, and
         // did not score pair 3. Common pairs: 0, 1, 2 -> 2/3 - 1/3 = 1/3.
         let right = Some((0.9, 0.1));
@@ -1180,6 +1311,9 @@ mod tests {
             vec![right, right, wrong, right],
             vec![None, None, None, None],
             vec![right, wrong, wrong, None],
+            // reference_holistic (not compared), rubric_pairwise: pairs 1, 2 right of 0..=2.
+            vec![None, None, None, None],
+            vec![wrong, right, right, None],
         ];
         let vs = compare_with_plain(&samples, &stats::pairwise_accuracy, 500, 3);
         let logprob = vs[0].expect("a rubric method is compared");
@@ -1196,6 +1330,9 @@ mod tests {
             })
         );
         assert_eq!(vs[2], None, "plain is not compared with itself");
+        assert_eq!(vs[3], None, "the reference judge uses no rubric");
+        let pairwise = vs[4].and_then(|v| v.delta).expect("pairwise is compared");
+        assert!((pairwise.value - 1.0 / 3.0).abs() < 1e-12, "{pairwise:?}");
     }
 
     /// Answers rubric requests: valid rubric JSON, or a cut-off output when the prompt contains

@@ -23,7 +23,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 /// Every prompt template ares ships, by path under `templates/`.
-pub const TEMPLATE_SOURCES: [(&str, &str); 20] = [
+pub const TEMPLATE_SOURCES: [(&str, &str); 21] = [
     (
         "judge_criterion.txt",
         include_str!("../../templates/judge_criterion.txt"),
@@ -35,6 +35,10 @@ pub const TEMPLATE_SOURCES: [(&str, &str); 20] = [
     (
         "judge_holistic.txt",
         include_str!("../../templates/judge_holistic.txt"),
+    ),
+    (
+        "judge_pairwise.txt",
+        include_str!("../../templates/judge_pairwise.txt"),
     ),
     (
         "judge_plain.txt",

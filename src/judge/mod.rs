@@ -17,6 +17,7 @@
 //! - `verdict`: answer tokens and the verdict read from the model's output;
 //! - `record`: what a job writes (records, statuses) and reports (progress, summary);
 //! - `judge`: the [`Judge`] itself, which talks to a `Generator`;
+//! - `pairwise`: two responses compared against one rubric in both orders (`--pairwise`);
 //! - `template`: the judge and rubric prompt templates.
 //!
 //! Each error enum lives next to its owner. Module imports inside `judge/` form no cycle:
@@ -39,6 +40,7 @@ pub mod criterion_check;
 pub mod formats;
 pub mod input;
 pub mod judge;
+pub mod pairwise;
 pub mod record;
 pub mod rubric;
 pub mod rubric_gen;

@@ -27,6 +27,8 @@ pub const CRITERION_SOURCE: &str = include_str!("../../templates/judge_criterion
 pub const HOLISTIC_SOURCE: &str = include_str!("../../templates/judge_holistic.txt");
 /// Source of the generate-mode template (one prompt per criterion, constrained JSON verdict).
 pub const GENERATE_SOURCE: &str = include_str!("../../templates/judge_generate.txt");
+/// Source of the pairwise template (one prompt per pair and order).
+pub const PAIRWISE_SOURCE: &str = include_str!("../../templates/judge_pairwise.txt");
 /// Source of the `ares rubric` template (one prompt per question, constrained JSON criteria).
 pub const RUBRIC_SOURCE: &str = include_str!("../../templates/rubric.txt");
 
@@ -124,6 +126,16 @@ impl PromptTemplate {
             GENERATE_SOURCE,
             &["question", "response"],
             "criterion",
+        )
+    }
+
+    /// The pairwise template: placeholders question, rubric, first, second (last).
+    pub fn pairwise() -> Result<Self, TemplateError> {
+        Self::parse(
+            "judge_pairwise.txt",
+            PAIRWISE_SOURCE,
+            &["question", "rubric", "first"],
+            "second",
         )
     }
 

@@ -108,6 +108,18 @@ impl AnswerTokens {
         )
     }
 
+    /// Pairwise choice tokens: `[A, B]`, with and without a leading space.
+    pub fn letters(
+        encode: impl Fn(&str) -> crate::error::Result<Vec<TokenId>>,
+    ) -> Result<Self, AnswerTokenError> {
+        Self::from_spellings(
+            &[&["A", " A"], &["B", " B"]],
+            &["A", "B"],
+            Mode::Holistic,
+            encode,
+        )
+    }
+
     /// Score tokens: the digits 0..=9 with and without a leading space.
     pub fn digits(
         encode: impl Fn(&str) -> crate::error::Result<Vec<TokenId>>,

@@ -3,7 +3,7 @@
 //! What this module owns: the axum router ([`router`]), the handlers (`reward`: OpenRLHF's
 //! `/get_reward` and `/v1/rubric/score`; `openai`: `/v1/completions`, `/v1/chat/completions`,
 //! `/v1/models`), the one error -> status mapping (`error`), limits, admission and auth
-//! (`limits`), `/metrics` (`metrics`), and the bridge from the blocking engine API to async
+//! (`limits`), `/metrics` (`metrics`), reward monitors and `/v1/stats` (`monitor`), and the bridge from the blocking engine API to async
 //! handlers with cancellation on disconnect (`bridge`).
 //!
 //! Invariants:
@@ -23,6 +23,7 @@ pub mod bridge;
 pub mod error;
 pub mod limits;
 pub mod metrics;
+pub mod monitor;
 pub mod openai;
 pub mod reward;
 
@@ -45,6 +46,7 @@ use crate::judge::{JudgeConfig, RubricSet};
 use error::{ApiError, ErrorKind};
 pub use limits::Limits;
 use metrics::{Gauges, Metrics};
+pub use monitor::{MonitorConfig, RewardMonitor};
 
 /// What a server runs with; `ares serve`'s flags map onto it.
 #[derive(Debug, Clone)]
@@ -62,6 +64,8 @@ pub struct ServeConfig {
     /// Reward `/get_reward` reports for a response that could not be judged (its status says
     /// why). `None`: null, so a trainer cannot mistake a failure for a score.
     pub failed_reward: Option<f64>,
+    /// Window of the reward monitors.
+    pub monitor: MonitorConfig,
 }
 
 pub(crate) struct Inner {
@@ -69,6 +73,8 @@ pub(crate) struct Inner {
     pub config: ServeConfig,
     pub rubrics: RubricSet,
     pub metrics: Metrics,
+    /// Reward statistics over a window of recent groups (`/v1/stats`, `/metrics`).
+    pub monitor: RewardMonitor,
     /// Requests admitted (running + queued).
     pub admitted: AtomicUsize,
     /// One permit per running request.
@@ -95,6 +101,7 @@ impl AppState {
         AppState {
             inner: Arc::new(Inner {
                 engine,
+                monitor: RewardMonitor::new(config.monitor),
                 config,
                 rubrics,
                 metrics: Metrics::default(),
@@ -150,6 +157,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .route("/v1/models", get(openai::models))
         .route("/metrics", get(metrics_text))
+        .route("/v1/stats", get(stats))
         .layer(middleware::from_fn_with_state(state.clone(), limits::auth));
     Router::new()
         .merge(protected)
@@ -173,11 +181,21 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
-    let text = state
+    let mut text = state
         .inner
         .metrics
         .render(&state.inner.engine.stats(), state.gauges());
+    prometheus_client::encoding::prometheus_text::encode(
+        &mut text,
+        &state.inner.monitor.stats().registry(),
+    )
+    .expect("encoding into a String cannot fail");
     ([(CONTENT_TYPE, metrics::CONTENT_TYPE)], text)
+}
+
+/// `GET /v1/stats`: the reward monitors (see `monitor`).
+async fn stats(State(state): State<AppState>) -> Json<monitor::MonitorStats> {
+    Json(state.inner.monitor.stats())
 }
 
 async fn not_found() -> ApiError {

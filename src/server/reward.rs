@@ -22,6 +22,7 @@ use crate::judge::{Judge, JudgeConfig, JudgeRecord, JudgeSummary, Mode, RubricSe
 use crate::server::bridge::{CancelFlag, Cancellable};
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::limits::ApiJson;
+use crate::server::monitor::{CriterionObservation, Observation};
 use crate::server::AppState;
 
 /// OpenRLHF's request: `query[i]` is prompt + response, `prompts[i]` the prompt, `labels[i]` the
@@ -250,6 +251,56 @@ async fn judge(
     Ok((records, summary, hash))
 }
 
+/// The group of query `i` of `/get_reward`: a group id in its meta (`group_id`, `group` or
+/// verl's `uid`), else its prompt, else its item: the responses of one GRPO group share it.
+fn group_key(req: &GetRewardRequest, i: usize, item_id: &str) -> String {
+    let meta = req.metas.get(i).filter(|m| m.is_object());
+    let id = meta.and_then(|m| {
+        ["group_id", "group", "uid"]
+            .iter()
+            .find_map(|k| m.get(*k).filter(|v| !v.is_null()))
+    });
+    match id {
+        Some(Value::String(s)) => format!("group:{s}"),
+        Some(v) => format!("group:{v}"),
+        None => match req.prompts.get(i) {
+            Some(p) => format!("prompt:{p}"),
+            None => format!("item:{item_id}"),
+        },
+    }
+}
+
+/// Hands a judged request's records to the reward monitors.
+fn monitor(
+    state: &AppState,
+    route: &'static str,
+    groups: Vec<String>,
+    lens: &[usize],
+    records: &[JudgeRecord],
+) {
+    let batch = records
+        .iter()
+        .zip(groups)
+        .zip(lens)
+        .map(|((r, group), &chars)| Observation {
+            group,
+            reward: r.reward,
+            status: r.status.as_str().to_string(),
+            response_chars: chars,
+            criteria: r
+                .criteria
+                .iter()
+                .map(|c| CriterionObservation {
+                    key: format!("{}/{}", r.item_id.as_deref().unwrap_or("?"), c.id),
+                    p_yes: c.p_yes,
+                    verdict_mass: c.verdict_mass,
+                })
+                .collect(),
+        })
+        .collect();
+    state.inner.monitor.observe(route, batch);
+}
+
 /// One response to judge against the item `item_id` of the request.
 struct Query {
     item_id: String,
@@ -304,6 +355,7 @@ pub async fn get_reward(
     let config = state.inner.config.judge.clone();
     let counts: Vec<usize> = ids.iter().map(|id| items.0[id].criteria.len()).collect();
     check_criteria(&state, config.mode, &counts)?;
+    let groups: Vec<String> = (0..n).map(|i| group_key(&req, i, &ids[i])).collect();
     let responses: Vec<Query> = req
         .query
         .into_iter()
@@ -316,7 +368,12 @@ pub async fn get_reward(
             entry(&ids[i], i.to_string(), response)
         })
         .collect();
+    let lens: Vec<usize> = responses
+        .iter()
+        .map(|q| q.response.chars().count())
+        .collect();
     let (records, _, _) = judge(&state, items.0.into_values().collect(), responses, config).await?;
+    monitor(&state, "/get_reward", groups, &lens, &records);
     let failed = state.inner.config.failed_reward;
     let rewards: Vec<Option<f64>> = records
         .iter()
@@ -397,7 +454,13 @@ pub async fn rubric_score(
         responses.push(entry(&item_id, id, text));
     }
     let mode = config.mode;
+    let lens: Vec<usize> = responses
+        .iter()
+        .map(|q| q.response.chars().count())
+        .collect();
     let (records, _, template_hash) = judge(&state, vec![item], responses, config).await?;
+    let groups = vec![format!("item:{item_id}"); records.len()];
+    monitor(&state, "/v1/rubric/score", groups, &lens, &records);
     Ok(Json(ScoreResponseBody {
         item_id,
         rewards: records

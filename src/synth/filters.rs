@@ -27,6 +27,7 @@ use crate::judge::rubric_gen::{MAX_CRITERIA, MAX_WEIGHT, MIN_CRITERIA};
 use crate::judge::{Category, RubricItem};
 
 /// Names of the filters, in the order of the funnel.
+pub const DECONTAMINATION: &str = "decontamination";
 pub const SELF_CONTAINMENT_RULES: &str = "self_containment_rules";
 pub const SELF_CONTAINMENT_MODEL: &str = "self_containment_model";
 pub const LEAKAGE: &str = "leakage";

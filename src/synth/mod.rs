@@ -5,17 +5,20 @@
 //! ```text
 //! ingest (files, JSONL records; streamed) -> chunk (tokens, sentence bounds, overlap)
 //!   -> dedup (exact + MinHash) -> label (rules, then model: domain + personas)
-//!   -> generate (per persona: question, answer, criteria) -> filters (self-containment rules
+//!   -> generate (per persona: question, answer, criteria) -> decontamination (benchmark
+//!   n-grams, with --decontaminate) -> filters (self-containment rules
 //!   and model, leakage, faithfulness, rubric structure, judge: reference >= tau, degraded lower)
 //!   -> accepted item (ares rubric item + provenance) | rejected record (stage + reason)
 //! ```
 //!
 //! One file per responsibility: `ingest` (+ `html`), `chunk`, `dedup`, `label`, `generate`,
+//! `decontam` (the benchmark n-gram index),
 //! `filters`, `prompts` (template files and hashes), `record` (output record types), `output`
 //! (run files, crash safety, resume), `report`, `pipeline` (the run: batching through the
 //! `Generator` trait, workers, bookkeeping). Nothing here prints; the binary does.
 
 pub mod chunk;
+pub mod decontam;
 pub mod dedup;
 pub mod filters;
 pub mod generate;

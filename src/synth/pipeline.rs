@@ -33,6 +33,7 @@ use crate::judge::{FormatError, RubricItem};
 use crate::model::tokenizer::Tokenizer;
 use crate::shard::Shard;
 use crate::synth::chunk::{Chunk, ChunkConfig, ChunkEvent, Chunker};
+use crate::synth::decontam::{DecontamError, Decontaminator, DEFAULT_NGRAM};
 use crate::synth::dedup::Deduper;
 use crate::synth::filters::{self, degrade, FilterVerdict, SelfContainmentRules};
 use crate::synth::generate::{item_schema, parse_generated, rubric_item, GeneratedItem};
@@ -43,7 +44,7 @@ use crate::synth::label::{
 use crate::synth::output::{count_lines, OutputError, RunFiles};
 use crate::synth::prompts::{SynthPrompts, DEFAULT_DOMAINS};
 use crate::synth::record::{Provenance, RejectedRecord, SamplingRecord, SYNTH_RECORD_VERSION};
-use crate::synth::report::SynthReport;
+use crate::synth::report::{SynthReport, Thresholds};
 use crate::synth::short_hash;
 
 /// Everything a run needs; the CLI flags map onto it.
@@ -95,6 +96,12 @@ pub struct SynthConfig {
     /// documents the same way, then keeps the chunks whose id falls in it, so the outputs of the n
     /// shards concatenate into the single-machine run without duplicates.
     pub shard: Shard,
+    /// Benchmark files (`--decontaminate`): items sharing a `decontaminate_ngram`-token n-gram
+    /// with any of their texts are rejected at the `decontamination` stage.
+    pub decontaminate: Vec<PathBuf>,
+    pub decontaminate_ngram: usize,
+    /// `--license`: the sources' licence (a Hub id), for the dataset card.
+    pub license: Option<String>,
 }
 
 impl Default for SynthConfig {
@@ -126,6 +133,9 @@ impl Default for SynthConfig {
             max_criterion_words: 30,
             batch_chunks: 8,
             workers: 2,
+            decontaminate: Vec::new(),
+            decontaminate_ngram: DEFAULT_NGRAM,
+            license: None,
         }
     }
 }
@@ -143,6 +153,8 @@ pub enum SynthError {
     Template(#[from] TemplateError),
     #[error(transparent)]
     Judge(#[from] JudgeError),
+    #[error(transparent)]
+    Decontam(#[from] DecontamError),
     #[error("{path}: {source}")]
     Dataset {
         path: PathBuf,
@@ -225,6 +237,8 @@ struct Run<'a> {
     examples: Vec<String>,
     rules: WorthRules,
     self_rules: SelfContainmentRules,
+    /// The benchmark n-gram index (empty: decontamination off).
+    decontam: Decontaminator,
     model_sha256: &'a str,
     feeder: Mutex<Feeder<'a>>,
     files: Mutex<RunFiles>,
@@ -538,6 +552,7 @@ impl<'a> Run<'a> {
         };
         self.label(&mut w);
         self.generate(&mut w);
+        self.decontaminate(&mut w);
         let to_judge = self.filter(&mut w);
         self.validity(&mut w, &to_judge);
         self.write(w)
@@ -748,19 +763,59 @@ impl<'a> Run<'a> {
         self.tick(|p| p.generated += n_items);
     }
 
-    /// Filters: rules and structure for every candidate, the two model checks for every item
-    /// whose question passed the rules. Returns the candidates that passed, for the judge.
+    /// Decontamination: a candidate whose question or reference answer shares a long n-gram
+    /// with a benchmark text is rejected (no model call; its counts reach the report with the
+    /// funnel in [`Run::write`]).
+    fn decontaminate(&self, w: &mut Work<'_>) {
+        if self.decontam.is_empty() {
+            return;
+        }
+        for c in &mut w.candidates {
+            match self
+                .decontam
+                .check(&c.generated.question, &c.generated.answer)
+            {
+                Some(hit) => {
+                    let reason = hit.to_string();
+                    c.filters.push(FilterVerdict::fail(
+                        filters::DECONTAMINATION,
+                        reason.clone(),
+                    ));
+                    c.rejected = Some(("decontamination", reason));
+                }
+                None => c.filters.push(FilterVerdict::pass(
+                    filters::DECONTAMINATION,
+                    format!(
+                        "no {}-gram shared with the benchmarks",
+                        self.decontam.ngram()
+                    ),
+                )),
+            }
+        }
+    }
+
+    /// Filters: rules and structure for every candidate not yet rejected, the two model checks
+    /// for every item whose question passed the rules. Returns the candidates that passed, for
+    /// the judge.
     fn filter(&self, w: &mut Work<'_>) -> Vec<usize> {
         let cfg = self.config;
         let chunks = w.chunks;
-        for c in &mut w.candidates {
+        // Where each live candidate's self-containment rule verdict is in its `filters`.
+        let mut rule_at: Vec<Option<usize>> = vec![None; w.candidates.len()];
+        for (k, c) in w.candidates.iter_mut().enumerate() {
+            if c.rejected.is_some() {
+                continue;
+            }
             let v = self.self_rules.check(&c.generated.question);
+            rule_at[k] = Some(c.filters.len());
             c.filters.push(v);
         }
+        let rules_passed =
+            |k: usize, c: &Candidate| rule_at[k].is_some_and(|i| c.filters[i].passed);
         let mut check_prompts = Vec::new();
         let mut check_of = Vec::new();
         for (k, c) in w.candidates.iter().enumerate() {
-            if !c.filters[0].passed {
+            if !rules_passed(k, c) {
                 continue;
             }
             let chunk = &chunks[c.chunk];
@@ -791,6 +846,7 @@ impl<'a> Run<'a> {
         }
         let mut to_judge: Vec<usize> = Vec::new();
         for (k, c) in w.candidates.iter_mut().enumerate() {
+            let Some(rule) = rule_at[k] else { continue };
             let checks = model_checks.remove(&k);
             let model_verdict = |name: &str, r: &Result<f64, String>, min: f64, what: &str| match r
             {
@@ -798,8 +854,8 @@ impl<'a> Run<'a> {
                 Err(e) => FilterVerdict::fail(name, e.clone()),
             };
             // self_containment: rules, then the model.
-            if !c.filters[0].passed {
-                c.rejected = Some(("self_containment", c.filters[0].reason.clone()));
+            if !c.filters[rule].passed {
+                c.rejected = Some(("self_containment", c.filters[rule].reason.clone()));
             } else {
                 let (sc, fa) = checks.unwrap_or_else(|| {
                     (
@@ -947,6 +1003,7 @@ impl<'a> Run<'a> {
         let cfg = self.config;
         let chunks = w.chunks;
         let funnel = [
+            "decontamination",
             "self_containment",
             "leakage",
             "faithfulness",
@@ -1097,6 +1154,15 @@ pub fn run(
     let prompts = SynthPrompts::new(&config.domains)?;
     let judge = Judge::new(generator, tokenizer, model_sha256, JudgeConfig::default())?;
     let verdicts = AnswerTokens::verdicts(|s| tokenizer.encode(s)).map_err(JudgeError::from)?;
+    let decontam = Decontaminator::load(&config.decontaminate, config.decontaminate_ngram)?;
+    if !decontam.is_empty() {
+        tracing::info!(
+            "synth: decontamination index: {} distinct {}-grams from {} files",
+            decontam.len(),
+            config.decontaminate_ngram,
+            config.decontaminate.len()
+        );
+    }
     let files = RunFiles::open(&config.out, config.resume)?;
     let docs =
         DocumentStream::open(&config.inputs, config.ingest.clone()).map_err(SynthError::Input)?;
@@ -1105,6 +1171,27 @@ pub fn run(
     report.seed = config.seed;
     report.domains_configured = config.domains.clone();
     report.personas = config.personas;
+    report.inputs = config
+        .inputs
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    report.license = config.license.clone();
+    report.thresholds = Thresholds {
+        near_duplicate: config.near_duplicate,
+        min_self_contained: config.min_self_contained,
+        min_faithful: config.min_faithful,
+        max_leakage: config.max_leakage,
+        min_reference_reward: config.min_reference_reward,
+        min_margin: config.min_margin,
+        max_criterion_words: config.max_criterion_words,
+        decontaminate_ngram: config.decontaminate_ngram,
+        decontaminate: config
+            .decontaminate
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
+    };
     report.resumed = config.resume;
     report.resume = files.resume.clone();
     report.ingest.unsupported_files = docs.unsupported_files;
@@ -1120,6 +1207,7 @@ pub fn run(
         prompts,
         rules: WorthRules::new(config.worth),
         self_rules: SelfContainmentRules::new(),
+        decontam,
         model_sha256,
         feeder: Mutex::new(Feeder {
             docs,

@@ -17,11 +17,12 @@ use crate::synth::prompts::PromptHashes;
 pub const SYNTH_RECORD_VERSION: u32 = 1;
 
 /// Pipeline stages, in funnel order (`report.json` and `rejected.jsonl` use these names).
-pub const STAGES: [&str; 9] = [
+pub const STAGES: [&str; 10] = [
     "ingest",
     "dedup",
     "label",
     "generate",
+    "decontamination",
     "self_containment",
     "leakage",
     "faithfulness",

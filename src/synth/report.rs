@@ -64,12 +64,33 @@ pub struct Totals {
     pub rejected: usize,
 }
 
+/// The thresholds and settings the filters ran with (for the dataset card).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Thresholds {
+    pub near_duplicate: f64,
+    pub min_self_contained: f64,
+    pub min_faithful: f64,
+    pub max_leakage: f64,
+    pub min_reference_reward: f64,
+    pub min_margin: f64,
+    pub max_criterion_words: usize,
+    /// Decontamination: n-gram length and the benchmark files (empty: off).
+    pub decontaminate_ngram: usize,
+    pub decontaminate: Vec<String>,
+}
+
 /// Everything a run reports.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SynthReport {
     pub schema_version: u32,
     pub model_sha256: String,
+    /// The `--input` paths.
+    pub inputs: Vec<String>,
+    /// `--license`: the sources' licence as stated by the user (Hub id), if given.
+    pub license: Option<String>,
+    pub thresholds: Thresholds,
     pub seed: u64,
     pub domains_configured: Vec<String>,
     pub personas: usize,
