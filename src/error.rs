@@ -84,6 +84,9 @@ pub enum Error {
     Config(String),
     #[error("engine stopped")]
     EngineStopped,
+    /// The candle device path (`--device candle-cpu|cuda|metal`).
+    #[error("device backend: {0}")]
+    Device(#[from] ares_device::Error),
     /// The io error is part of the message (not a `source`), so a printed chain says it once.
     #[error("{path}: {error}")]
     Io {

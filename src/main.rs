@@ -143,8 +143,17 @@ fn load_model(margs: &ModelArgs) -> Result<ares::model::LoadedModel> {
     };
     let opts = ares::model::LoadOptions {
         quantize: margs.quantize,
+        device: margs.device,
     };
-    ares::model::load_with(&path, &opts).with_context(|| format!("loading {}", path.display()))
+    let loaded = ares::model::load_with(&path, &opts)
+        .with_context(|| format!("loading {}", path.display()))?;
+    tracing::info!(
+        "model {} loaded on device {} in {:.3} s",
+        path.display(),
+        loaded.model.device(),
+        loaded.load_seconds
+    );
+    Ok(loaded)
 }
 
 /// A progress bar drawn only on a terminal (hidden otherwise), with `template`.
@@ -515,7 +524,7 @@ fn generate(verbose: bool, margs: &ModelArgs, args: &GenerateArgs) -> Result<Out
     if verbose {
         let c = engine.model_config();
         eprintln!(
-            "model {} ({}; {} layers, hidden {}, heads {}/{}, vocab {}): {:.1} MB of weights, loaded in {:.3} s; KV cache {} MiB = {} tokens; threads {}; cpu {}",
+            "model {} ({}; {} layers, hidden {}, heads {}/{}, vocab {}): {:.1} MB of weights, loaded in {:.3} s; device {}; KV cache {} MiB = {} tokens; threads {}; cpu {}",
             loaded.path.display(),
             c.arch,
             c.n_layer,
@@ -525,6 +534,7 @@ fn generate(verbose: bool, margs: &ModelArgs, args: &GenerateArgs) -> Result<Out
             c.vocab,
             loaded.model.weight_bytes() as f64 / 1e6,
             loaded.load_seconds,
+            loaded.model.device(),
             margs.kv_mem,
             engine.stats().kv_capacity_tokens,
             ares_kernels::pool::pool().n_threads(),
