@@ -265,7 +265,9 @@ impl DeviceModel {
                 step.max_pos, cfg.max_positions
             )));
         }
-        if step.n_logits() == 0 || step.n_tokens() == 0 {
+        // A step without logit rows (a prefill chunk that is not a prompt's last) still writes
+        // its K/V: only an empty step has nothing to do.
+        if step.n_tokens() == 0 {
             return Ok(Vec::new());
         }
         let st = step.upload(&self.device)?;
@@ -355,6 +357,9 @@ impl DeviceModel {
                 d = candle_nn::ops::rms_norm(&d, post_ffn, cfg.rms_eps)?;
             }
             x = (x + d)?;
+        }
+        if step.n_logits() == 0 {
+            return Ok(Vec::new());
         }
         let rows = x.index_select(&st.logit_rows, 0)?;
         let rows = candle_nn::ops::rms_norm(&rows, &self.norm, cfg.rms_eps)?;
