@@ -398,3 +398,42 @@ fn candle_smollm2_greedy_matches_llama_cpp_within_engine_tolerance() {
     assert!(r.full_equal >= 1, "no continuation equal in full");
     assert!(r.failures.is_empty(), "{}", r.failures.join("\n"));
 }
+
+/// `--device candle-cpu` through the binary on the default model: `-v` names the device and text
+/// comes out.
+#[test]
+fn device_flag_runs_the_candle_path_and_verbose_names_it() {
+    let model = default_model_path();
+    let o = crate::common::ares(&[
+        "-v",
+        "generate",
+        "-m",
+        model.to_str().expect("utf8"),
+        "--device",
+        "candle-cpu",
+        "-n",
+        "4",
+        "The capital of France is",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("device candle-cpu"), "{err}");
+    assert!(!o.stdout.is_empty(), "no text generated");
+}
+
+/// Asking for a device this build lacks is a fatal error naming the device and the reason.
+#[test]
+fn device_not_in_this_build_is_a_clear_error() {
+    let (_d, p) = tiny_model(&spec("llama", GgmlDType::Q8_0), 8);
+    let path = p.to_str().expect("utf8");
+    let o = crate::common::ares(&["generate", "-m", path, "--device", "cuda:0", "hi"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("device cuda:0"), "{err}");
+    if !ares_device::CUDA_BUILT {
+        assert!(err.to_lowercase().contains("cuda"), "{err}");
+    }
+    let o = crate::common::ares(&["generate", "-m", path, "--device", "gpu", "hi"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("unknown device `gpu`"), "{err}");
+}
