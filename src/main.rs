@@ -132,15 +132,20 @@ fn main() -> ExitCode {
 
 /// Set the kernel threads, resolve (fetching if needed) and load the model.
 fn load_model(margs: &ModelArgs) -> Result<ares::model::LoadedModel> {
-    if margs.threads > 0 {
-        ares_kernels::set_num_threads(margs.threads);
-    }
     // A safetensors checkpoint directory is a path as it is.
     let path = if std::path::Path::new(&margs.model).is_dir() {
         std::path::PathBuf::from(&margs.model)
     } else {
         resolve(&margs.model, &download_bar()).with_context(|| format!("model {}", margs.model))?
     };
+    load_model_at(margs, path)
+}
+
+/// Load the model at `path` with the model flags (device, quantization).
+fn load_model_at(margs: &ModelArgs, path: std::path::PathBuf) -> Result<ares::model::LoadedModel> {
+    if margs.threads > 0 {
+        ares_kernels::set_num_threads(margs.threads);
+    }
     let opts = ares::model::LoadOptions {
         quantize: margs.quantize,
         device: margs.device,
@@ -485,7 +490,24 @@ fn judge(margs: &ModelArgs, args: &JudgeArgs) -> Result<Outcome> {
 }
 
 fn bench(margs: &ModelArgs, args: &BenchArgs) -> Result<Outcome> {
-    let loaded = load_model(margs)?;
+    // A synthetic model lives in a temporary directory for the length of the run.
+    let mut _synthetic_dir = None;
+    let loaded = match &args.synthetic {
+        None => load_model(margs)?,
+        Some(spec) => {
+            let dir = tempfile::tempdir().context("temporary directory for the synthetic model")?;
+            let name = format!(
+                "synthetic-{}-{}-{:?}.gguf",
+                spec.arch, spec.size, spec.quant
+            );
+            let path = dir.path().join(name.to_lowercase());
+            tracing::info!("writing synthetic model {spec} to {}", path.display());
+            ares::bench::synthetic::write_gguf(spec, &path, args.seed)
+                .with_context(|| format!("synthetic model {spec}"))?;
+            _synthetic_dir = Some(dir);
+            load_model_at(margs, path)?
+        }
+    };
     let threads = ares_kernels::pool::pool().n_threads();
     let bar = terminal_bar("{msg} {bar:30} {pos}/{len} {elapsed}");
     let progress = |what: &str, done: usize, total: usize| {

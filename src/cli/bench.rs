@@ -51,6 +51,10 @@ pub struct BenchArgs {
     /// Print one JSON object instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// Bench a random-weight model of real dimensions instead of `-m`: ARCH:SIZE:QUANT, e.g.
+    /// qwen2:1.5b:q4_k (see `ares::bench::synthetic::SHAPES`); written to a temporary GGUF first.
+    #[arg(long, value_name = "ARCH:SIZE:QUANT")]
+    pub synthetic: Option<crate::bench::synthetic::SyntheticSpec>,
 }
 
 impl BenchArgs {
