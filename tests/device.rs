@@ -179,12 +179,23 @@ fn scenario(kv: &mut KvCache) -> Vec<Batch> {
 /// `tol` (and logits within `tol` unless None). Returns the worst |Δlogit| and |Δlogprob|.
 fn ragged_matches(spec: &TinySpec, seed: u64, tol: Option<f32>, lp_tol: f32) -> (f32, f32) {
     let (_d, host, dev) = pair(spec, seed);
+    ragged_between(spec, &host, &dev, tol, lp_tol)
+}
+
+/// [`ragged_matches`] between any two loaded models of the same file (`host` is the reference).
+fn ragged_between(
+    spec: &TinySpec,
+    host: &LoadedModel,
+    dev: &LoadedModel,
+    tol: Option<f32>,
+    lp_tol: f32,
+) -> (f32, f32) {
     let mut h = Driver {
-        m: &host,
+        m: host,
         kv: KvCache::for_model(host.model.as_ref(), 16, 16).expect("host kv"),
     };
     let mut d = Driver {
-        m: &dev,
+        m: dev,
         kv: KvCache::for_model(dev.model.as_ref(), 16, 16).expect("device kv"),
     };
     let steps_h = scenario(&mut h.kv);
@@ -436,4 +447,74 @@ fn device_not_in_this_build_is_a_clear_error() {
     let o = crate::common::ares(&["generate", "-m", path, "--device", "gpu", "hi"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("unknown device `gpu`"), "{err}");
+}
+
+/// For the GPU check (`scripts/gpu-check.sh`, a `--features cuda` test binary on a CUDA machine):
+/// the candle path on `cuda:0` against the same path on the CPU, every architecture and format,
+/// through the ragged scenario. F32/F16: cuBLAS against gemm, within 1e-3. Quantized: candle's
+/// CUDA kernels quantize activations to Q8_1 blocks like its CPU path but sum differently, so the
+/// quantized bar of the CPU comparison applies (near-tie argmax, 1.5 nats). Never run here: no GPU.
+#[test]
+#[ignore = "needs a CUDA build and a GPU (scripts/gpu-check.sh)"]
+fn cuda_candle_matches_candle_cpu_in_every_format() {
+    let cuda = LoadOptions {
+        device: Device::Candle(DeviceKind::Cuda(0)),
+        ..LoadOptions::default()
+    };
+    for arch in ["llama", "qwen2", "qwen3", "gemma3"] {
+        for (i, ty) in EXACT_FORMATS.into_iter().chain(FORMATS).enumerate() {
+            let s = spec(arch, ty);
+            let (_d, path) = tiny_model(&s, 70 + i as u64);
+            let cpu = load_with(&path, &candle_cpu()).expect("candle-cpu");
+            let gpu = load_with(&path, &cuda).expect("cuda:0");
+            let exact = EXACT_FORMATS.contains(&ty);
+            let (tol, lp) = if exact {
+                (Some(1e-3), 1e-3)
+            } else {
+                (None, QUANT_LOGPROB_TOL)
+            };
+            let (dl, dp) = ragged_between(&s, &cpu, &gpu, tol, lp);
+            println!("{arch} {ty:?}: cuda vs candle-cpu max |Δlogit| {dl:.2e} |Δlogprob| {dp:.2e}");
+        }
+    }
+}
+
+/// Greedy generation through the engine on `cuda:0` against the CPU engine (F32 weights).
+#[test]
+#[ignore = "needs a CUDA build and a GPU (scripts/gpu-check.sh)"]
+fn cuda_greedy_generation_matches_cpu_engine() {
+    let cuda = LoadOptions {
+        device: Device::Candle(DeviceKind::Cuda(0)),
+        ..LoadOptions::default()
+    };
+    for arch in ["llama", "qwen2", "qwen3", "gemma3"] {
+        let s = spec(arch, GgmlDType::F32);
+        let (_d, path) = tiny_model(&s, 80);
+        let host = load(&path).expect("cpu");
+        let gpu = load_with(&path, &cuda).expect("cuda:0");
+        let prompts = random_prompts(5, 81, TINY_VOCAB);
+        let cfg = EngineConfig {
+            max_batch_tokens: 24,
+            ..EngineConfig::default()
+        };
+        let run = |m: &LoadedModel| {
+            let e = EngineHandle::start(m, cfg.clone()).expect("engine starts");
+            e.generate_many(
+                prompts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| req(i, p.clone(), 8))
+                    .collect(),
+            )
+            .into_iter()
+            .map(|r| r.expect("ok"))
+            .collect::<Vec<_>>()
+        };
+        let (a, b) = (run(&host), run(&gpu));
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert_eq!(ids(x), ids(y), "{arch} prompt {i}: greedy tokens differ");
+            let d = max_logprob_diff(x, y);
+            assert!(d <= 1e-3, "{arch} prompt {i}: |Δlogprob| {d}");
+        }
+    }
 }
