@@ -14,6 +14,18 @@ out=${1:-gpu-results}
 mkdir -p "$out"
 bin="$here/bin"
 status=0
+# The binaries load libcublas.so.13, libcurand.so.10 and libcudart.so.13 (and the driver's
+# libcuda.so.1). Where the system linker does not know them, take them from the CUDA 13 wheels
+# PyTorch installed (site-packages/nvidia/...).
+if ! ldconfig -p 2>/dev/null | grep -q 'libcublas.so.13'; then
+    nv=$(python3 -c 'import nvidia; print(list(nvidia.__path__)[0])' 2>/dev/null || true)
+    if [ -n "$nv" ]; then
+        libs=$(find "$nv" \( -name 'libcublas.so.13' -o -name 'libcurand.so.10' \
+            -o -name 'libcudart.so.13' -o -name 'libcublasLt.so.13' \) -printf '%h\n' | sort -u | tr '\n' ':')
+        export LD_LIBRARY_PATH="${libs}${LD_LIBRARY_PATH:-}"
+    fi
+fi
+ldd "$bin/ares" > "$out/ldd.txt" 2>&1
 { nvidia-smi; cat "$here/REVISION"; } > "$out/machine.txt" 2>&1
 
 echo "== cuda tests"
