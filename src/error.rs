@@ -84,6 +84,10 @@ pub enum Error {
     Config(String),
     #[error("engine stopped")]
     EngineStopped,
+    /// The candle device path (`--device candle-cpu|cuda|metal`).
+    /// Boxed: candle's error is large and would grow every `Result` of the crate.
+    #[error("device backend: {0}")]
+    Device(Box<ares_device::Error>),
     /// The io error is part of the message (not a `source`), so a printed chain says it once.
     #[error("{path}: {error}")]
     Io {
@@ -106,5 +110,11 @@ impl Error {
             path: path.into(),
             error: source,
         }
+    }
+}
+
+impl From<ares_device::Error> for Error {
+    fn from(e: ares_device::Error) -> Self {
+        Error::Device(Box::new(e))
     }
 }

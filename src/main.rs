@@ -146,19 +146,33 @@ fn main() -> ExitCode {
 
 /// Set the kernel threads, resolve (fetching if needed) and load the model.
 fn load_model(margs: &ModelArgs) -> Result<ares::model::LoadedModel> {
-    if margs.threads > 0 {
-        ares_kernels::set_num_threads(margs.threads);
-    }
     // A safetensors checkpoint directory is a path as it is.
     let path = if std::path::Path::new(&margs.model).is_dir() {
         std::path::PathBuf::from(&margs.model)
     } else {
         resolve(&margs.model, &download_bar()).with_context(|| format!("model {}", margs.model))?
     };
+    load_model_at(margs, path)
+}
+
+/// Load the model at `path` with the model flags (device, quantization).
+fn load_model_at(margs: &ModelArgs, path: std::path::PathBuf) -> Result<ares::model::LoadedModel> {
+    if margs.threads > 0 {
+        ares_kernels::set_num_threads(margs.threads);
+    }
     let opts = ares::model::LoadOptions {
         quantize: margs.quantize,
+        device: margs.device,
     };
-    ares::model::load_with(&path, &opts).with_context(|| format!("loading {}", path.display()))
+    let loaded = ares::model::load_with(&path, &opts)
+        .with_context(|| format!("loading {}", path.display()))?;
+    tracing::info!(
+        "model {} loaded on device {} in {:.3} s",
+        path.display(),
+        loaded.model.device(),
+        loaded.load_seconds
+    );
+    Ok(loaded)
 }
 
 /// A progress bar drawn only on a terminal (hidden otherwise), with `template`.
@@ -563,7 +577,24 @@ fn print_html(html: &Result<std::path::PathBuf, ares::report::ReportError>) {
 
 fn bench(margs: &ModelArgs, args: &BenchArgs) -> Result<Outcome> {
     args.check_baseline().context("--baseline")?;
-    let loaded = load_model(margs)?;
+    // A synthetic model lives in a temporary directory for the length of the run.
+    let mut _synthetic_dir = None;
+    let loaded = match &args.synthetic {
+        None => load_model(margs)?,
+        Some(spec) => {
+            let dir = tempfile::tempdir().context("temporary directory for the synthetic model")?;
+            let name = format!(
+                "synthetic-{}-{}-{:?}.gguf",
+                spec.arch, spec.size, spec.quant
+            );
+            let path = dir.path().join(name.to_lowercase());
+            tracing::info!("writing synthetic model {spec} to {}", path.display());
+            ares::bench::synthetic::write_gguf(spec, &path, args.seed)
+                .with_context(|| format!("synthetic model {spec}"))?;
+            _synthetic_dir = Some(dir);
+            load_model_at(margs, path)?
+        }
+    };
     let threads = ares_kernels::pool::pool().n_threads();
     let bar = terminal_bar("{msg} {bar:30} {pos}/{len} {elapsed}");
     let progress = |what: &str, done: usize, total: usize| {
@@ -605,7 +636,7 @@ fn generate(verbose: bool, margs: &ModelArgs, args: &GenerateArgs) -> Result<Out
     if verbose {
         let c = engine.model_config();
         eprintln!(
-            "model {} ({}; {} layers, hidden {}, heads {}/{}, vocab {}): {:.1} MB of weights, loaded in {:.3} s; KV cache {} MiB = {} tokens; threads {}; cpu {}",
+            "model {} ({}; {} layers, hidden {}, heads {}/{}, vocab {}): {:.1} MB of weights, loaded in {:.3} s; device {}; KV cache {} MiB = {} tokens; threads {}; cpu {}",
             loaded.path.display(),
             c.arch,
             c.n_layer,
@@ -615,6 +646,7 @@ fn generate(verbose: bool, margs: &ModelArgs, args: &GenerateArgs) -> Result<Out
             c.vocab,
             loaded.model.weight_bytes() as f64 / 1e6,
             loaded.load_seconds,
+            loaded.model.device(),
             margs.kv_mem,
             engine.stats().kv_capacity_tokens,
             ares_kernels::pool::pool().n_threads(),

@@ -110,6 +110,10 @@ pub struct TinySpec {
     pub window: usize,
     /// Write a separate `output.weight` instead of tying it to the embedding.
     pub untied_output: bool,
+    /// Model width (64; 256 lets K-quants, whose blocks are 256 wide, quantize every matrix).
+    pub hidden: usize,
+    /// MLP width (128; a multiple of 256 for K-quants).
+    pub ffn: usize,
 }
 
 impl Default for TinySpec {
@@ -122,19 +126,28 @@ impl Default for TinySpec {
             head_dim: 16,
             window: 8,
             untied_output: false,
+            hidden: 64,
+            ffn: 128,
         }
     }
 }
 
 pub const TINY_VOCAB: usize = 320;
 
-/// A seeded random GGUF of `spec.arch`: hidden 64, 4 heads / 2 KV heads (GQA), ffn 128,
+/// A seeded random GGUF of `spec.arch`: hidden 64, 4 heads / 2 KV heads (GQA), ffn 128 (unless
+/// the spec says otherwise),
 /// vocab 320, tied embeddings unless asked; a trivial byte-level vocabulary so the tokenizer
 /// builds. For llama the random stream (and so the model of a given seed) does not depend on the
 /// fields other architectures use.
 pub fn write_tiny_llama(path: &Path, spec: &TinySpec, seed: u64) {
-    let (h, n_head, n_kv, hd, ffn, vocab) =
-        (64usize, 4usize, 2usize, spec.head_dim, 128usize, TINY_VOCAB);
+    let (h, n_head, n_kv, hd, ffn, vocab) = (
+        spec.hidden,
+        4usize,
+        2usize,
+        spec.head_dim,
+        spec.ffn,
+        TINY_VOCAB,
+    );
     let a = spec.arch;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dev = Device::Cpu;
@@ -299,11 +312,11 @@ pub struct OneSequence {
 
 impl OneSequence {
     pub fn new(m: &LoadedModel, max_tokens: usize) -> Self {
-        let cfg = m.model.config();
         let bs = 16;
         let n_blocks = max_tokens.div_ceil(bs);
         OneSequence {
-            kv: ares::engine::kv_cache::KvCache::new(cfg.n_layer, cfg.kv_dim(), bs, n_blocks),
+            kv: ares::engine::kv_cache::KvCache::for_model(m.model.as_ref(), bs, n_blocks)
+                .expect("KV cache"),
             table: Vec::new(),
             pos: 0,
         }

@@ -287,6 +287,7 @@ fn quantize_q8_0_at_load_equals_a_q8_0_gguf_of_the_same_values() {
             dir.path(),
             &LoadOptions {
                 quantize: Some(Quantize::Q8_0),
+                ..LoadOptions::default()
             },
         )
         .expect("checkpoint loads quantized");
@@ -297,6 +298,7 @@ fn quantize_q8_0_at_load_equals_a_q8_0_gguf_of_the_same_values() {
             dir.path(),
             &LoadOptions {
                 quantize: Some(Quantize::Q4K),
+                ..LoadOptions::default()
             },
         )
         .expect("checkpoint loads with q4_k requested");

@@ -4,6 +4,7 @@
 mod cli;
 mod common;
 mod constrained;
+mod device;
 mod eval;
 mod export;
 mod gemma;

@@ -11,7 +11,7 @@ use candle_core::{Device, Tensor};
 use std::path::Path;
 
 /// candle's logits for `prompt` (last position) and then each of `cont` fed one at a time.
-fn candle_logits(arch: &str, path: &Path, prompt: &[u32], cont: &[u32]) -> Vec<Vec<f32>> {
+pub fn candle_logits(arch: &str, path: &Path, prompt: &[u32], cont: &[u32]) -> Vec<Vec<f32>> {
     use candle_transformers::models::{quantized_llama, quantized_qwen2, quantized_qwen3};
     let dev = Device::Cpu;
     let mut f = std::fs::File::open(path).expect("open");

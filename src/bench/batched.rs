@@ -160,7 +160,7 @@ pub fn run(
         .chain([WARMUP_TOKENS.div_ceil(cfg.block_size)])
         .max()
         .unwrap_or(1);
-    let mut kv = KvCache::new(mc.n_layer, mc.kv_dim(), cfg.block_size, n_blocks);
+    let mut kv = KvCache::for_model(model, cfg.block_size, n_blocks)?;
     kv.zero_values();
     std::hint::black_box(kv.storage());
     let mut rng = StdRng::seed_from_u64(cfg.seed);
@@ -250,7 +250,7 @@ fn run_shared(
     let result = prefill(model, kv, &[prompt.to_vec()], &tables[..1], ubatch).and_then(|first| {
         if tail > 0 {
             for t in &tables[1..] {
-                kv.copy_block_prefix(tables[0][n_full], t[n_full], tail);
+                kv.copy_block_prefix(tables[0][n_full], t[n_full], tail)?;
             }
         }
         let t_pp = t0.elapsed().as_secs_f64();

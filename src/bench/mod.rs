@@ -9,6 +9,7 @@
 pub mod batched;
 pub mod judge;
 pub mod report;
+pub mod synthetic;
 
 pub use batched::{BatchedConfig, BatchedRow};
 pub use judge::{JudgeRound, JudgeRun};

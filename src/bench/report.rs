@@ -27,6 +27,9 @@ pub struct Header {
     pub model_path: PathBuf,
     pub model_sha256: String,
     pub model_arch: String,
+    /// Where the forward ran (`--device`); reports older than this field read as cpu.
+    #[serde(default = "cpu_device")]
+    pub device: String,
     /// Kernel thread pool size.
     pub threads: usize,
     pub cpu_features: String,
@@ -43,10 +46,15 @@ impl Header {
             model_path: loaded.path.clone(),
             model_sha256: loaded.sha256()?,
             model_arch: loaded.model.config().arch.clone(),
+            device: loaded.model.device(),
             threads,
             cpu_features: ares_kernels::cpu_features(),
         })
     }
+}
+
+fn cpu_device() -> String {
+    "cpu".into()
 }
 
 /// The batched (llama-batched-bench) part of a report.
@@ -102,11 +110,12 @@ impl BenchReport {
         // Same shape as the first line of ../shared/bench/llama-cpp-baseline.
         let _ = writeln!(
             s,
-            "# ares {} (rev {}), model {} sha256 {}, threads {}, cpu {}, {}",
+            "# ares {} (rev {}), model {} sha256 {}, device {}, threads {}, cpu {}, {}",
             h.ares_version,
             h.git_revision,
             name,
             h.model_sha256.get(..12).unwrap_or(&h.model_sha256),
+            h.device,
             h.threads,
             h.cpu_features,
             h.date

@@ -61,6 +61,10 @@ pub struct BenchArgs {
     /// ../shared/bench/llama-cpp-baseline (kept as DIR/llama-baseline.txt).
     #[arg(long, value_name = "FILE", requires = "out")]
     pub baseline: Option<PathBuf>,
+    /// Bench a random-weight model of real dimensions instead of `-m`: ARCH:SIZE:QUANT, e.g.
+    /// qwen2:1.5b:q4_k (see `ares::bench::synthetic::SHAPES`); written to a temporary GGUF first.
+    #[arg(long, value_name = "ARCH:SIZE:QUANT")]
+    pub synthetic: Option<crate::bench::synthetic::SyntheticSpec>,
 }
 
 impl BenchArgs {

@@ -41,6 +41,10 @@ pub struct ModelArgs {
     /// Quantize the matrices of a safetensors checkpoint at load (q8_0 or q4_k).
     #[arg(long)]
     pub quantize: Option<crate::model::safetensors::Quantize>,
+    /// Where the model runs: cpu (the hand-written engine), candle-cpu (the candle path on the
+    /// CPU), cuda[:N] or metal[:N] (builds with `--features cuda` / `metal`).
+    #[arg(long, default_value = "cpu", env = "ARES_DEVICE")]
+    pub device: crate::model::device::Device,
 }
 
 impl ModelArgs {

@@ -105,12 +105,11 @@ impl EngineHandle {
         } else {
             cfg.n_ctx
         };
-        let kv = KvCache::with_budget(
-            mcfg.n_layer,
-            mcfg.kv_dim(),
+        let kv = KvCache::for_model_with_budget(
+            loaded.model.as_ref(),
             cfg.block_size,
             cfg.kv_mem_bytes,
-        );
+        )?;
         let template = match &loaded.chat_template {
             Some(t) => t.clone(),
             None => Arc::new(ChatTemplate::new(CHATML, "", "")?),

@@ -8,7 +8,9 @@
 //! content kept for reuse), free}; only full, computed blocks are indexed; a sequence never writes
 //! into a block it shares (prefix matches stop before the last prompt token).
 
+use crate::error::Result;
 use crate::model::kv::{BlockId, KvStorage, LayerKv};
+use crate::model::Model;
 use crate::TokenId;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
@@ -63,8 +65,44 @@ fn chain_key(parent: u64, tokens: &[TokenId]) -> u64 {
 impl KvCache {
     /// A cache of `n_blocks` blocks of `block_size` tokens.
     pub fn new(n_layer: usize, kv_dim: usize, block_size: usize, n_blocks: usize) -> Self {
+        Self::with_storage(n_layer, kv_dim, block_size, n_blocks, None)
+    }
+
+    /// A cache of `n_blocks` blocks for `model`: host K/V for the hand-written engine, K/V blocks
+    /// on the model's device when it runs on one (then no host K/V is allocated).
+    pub fn for_model(model: &dyn Model, block_size: usize, n_blocks: usize) -> Result<Self> {
+        let c = model.config();
+        let device = model.device_kv(block_size, n_blocks)?;
+        Ok(Self::with_storage(
+            c.n_layer,
+            c.kv_dim(),
+            block_size,
+            n_blocks,
+            device,
+        ))
+    }
+
+    /// [`KvCache::for_model`] with as many blocks as fit in `budget_bytes` (at least one).
+    pub fn for_model_with_budget(
+        model: &dyn Model,
+        block_size: usize,
+        budget_bytes: usize,
+    ) -> Result<Self> {
+        let c = model.config();
+        let per_block = Self::bytes_per_token(c.n_layer, c.kv_dim()) * block_size;
+        Self::for_model(model, block_size, (budget_bytes / per_block.max(1)).max(1))
+    }
+
+    fn with_storage(
+        n_layer: usize,
+        kv_dim: usize,
+        block_size: usize,
+        n_blocks: usize,
+        device: Option<ares_device::DeviceKv>,
+    ) -> Self {
         let per_layer = n_blocks * block_size * kv_dim;
-        let layers = (0..n_layer)
+        let host_layers = if device.is_some() { 0 } else { n_layer };
+        let layers = (0..host_layers)
             .map(|_| LayerKv {
                 k: vec![0.0; per_layer],
                 v: vec![0.0; per_layer],
@@ -76,6 +114,7 @@ impl KvCache {
                 n_blocks,
                 kv_dim,
                 layers,
+                device,
             },
             ref_count: vec![0; n_blocks],
             free: (0..n_blocks as u32).rev().map(BlockId).collect(),
@@ -104,13 +143,17 @@ impl KvCache {
 
     /// Copy K and V of the first `n` positions of block `from` into block `to`, in every layer
     /// (llama.cpp's `seq_cp` for a partial block): `to` must be a block the caller owns alone.
-    pub fn copy_block_prefix(&mut self, from: BlockId, to: BlockId, n: usize) {
+    pub fn copy_block_prefix(&mut self, from: BlockId, to: BlockId, n: usize) -> Result<()> {
         debug_assert!(n <= self.storage.block_size);
         debug_assert!(
             self.ref_count[to.0 as usize] <= 1,
             "copy into a shared block"
         );
         let s = &mut self.storage;
+        if let Some(d) = &mut s.device {
+            d.copy_block_prefix(from.0, to.0, n)?;
+            return Ok(());
+        }
         let (src, dst, len) = (s.slot(from, 0), s.slot(to, 0), n * s.kv_dim);
         // K is transposed per block: its first n positions are not contiguous, so copy all of it.
         let block_len = s.block_size * s.kv_dim;
@@ -118,6 +161,7 @@ impl KvCache {
             layer.k.copy_within(src..src + block_len, dst);
             layer.v.copy_within(src..src + len, dst);
         }
+        Ok(())
     }
 
     /// Set every K/V value to 0 (touches all pages, so a benchmark does not time page faults).

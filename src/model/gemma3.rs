@@ -27,6 +27,50 @@ const SWA_PATTERN: usize = 6;
 /// Rope base of the local layers (llama.cpp `rope_freq_base_train_swa` for gemma3).
 const LOCAL_ROPE_BASE: f32 = 10_000.0;
 
+/// Gemma 3's attention layout from GGUF metadata: which layers slide (and how far), the local
+/// layers' rope base, and the score scale. Shared by this forward and the candle one.
+pub struct AttnLayout {
+    /// (n_layer,) sliding window of each layer, None for the global ones.
+    pub windows: Vec<Option<usize>>,
+    pub local_rope_base: f32,
+    /// 1/sqrt(query_pre_attn_scalar).
+    pub attn_scale: f32,
+}
+
+impl AttnLayout {
+    pub fn from_gguf(g: &GgufFile, cfg: &ModelConfig) -> Result<Self> {
+        let arch = "gemma3";
+        let window = g.usize(&format!("{arch}.attention.sliding_window"))?;
+        let pattern = g.usize_or(
+            &format!("{arch}.attention.sliding_window_pattern"),
+            SWA_PATTERN,
+        )?;
+        let local_rope_base = g.f32_or(&format!("{arch}.rope.freq_base_swa"), LOCAL_ROPE_BASE)?;
+        // llama.cpp: 1/sqrt(head_dim), except 27B (62 layers): 1/sqrt(hidden / n_head). The key is
+        // written only by our safetensors loader (HF `query_pre_attn_scalar`).
+        let default_scalar = if cfg.n_layer == 62 {
+            cfg.hidden / cfg.n_head
+        } else {
+            cfg.head_dim
+        };
+        let query_pre_attn_scalar = g.usize_or(
+            &format!("{arch}.attention.query_pre_attn_scalar"),
+            default_scalar,
+        )?;
+        let windows = (0..cfg.n_layer)
+            .map(|i| {
+                let global = pattern > 0 && (i + 1) % pattern == 0;
+                (!global).then_some(window)
+            })
+            .collect();
+        Ok(AttnLayout {
+            windows,
+            local_rope_base,
+            attn_scale: 1.0 / (query_pre_attn_scalar as f32).sqrt(),
+        })
+    }
+}
+
 struct Block {
     attn_norm: Vec<f32>,
     /// q, k, v, output, gate, up, down.
@@ -58,23 +102,7 @@ impl Gemma3 {
     pub fn from_gguf(g: &GgufFile) -> Result<Self> {
         let arch = "gemma3";
         let (tok_embd, cfg) = layers::embedding_and_config(g, arch)?;
-        let window = g.usize(&format!("{arch}.attention.sliding_window"))?;
-        let pattern = g.usize_or(
-            &format!("{arch}.attention.sliding_window_pattern"),
-            SWA_PATTERN,
-        )?;
-        let local_base = g.f32_or(&format!("{arch}.rope.freq_base_swa"), LOCAL_ROPE_BASE)?;
-        // llama.cpp: 1/sqrt(head_dim), except 27B (62 layers): 1/sqrt(hidden / n_head). The key is
-        // written only by our safetensors loader (HF `query_pre_attn_scalar`).
-        let default_scalar = if cfg.n_layer == 62 {
-            cfg.hidden / cfg.n_head
-        } else {
-            cfg.head_dim
-        };
-        let query_pre_attn_scalar = g.usize_or(
-            &format!("{arch}.attention.query_pre_attn_scalar"),
-            default_scalar,
-        )?;
+        let layout = AttnLayout::from_gguf(g, &cfg)?;
         let (h, hd) = (cfg.hidden, cfg.head_dim);
         let vector = |name: &str, len: usize| -> Result<Vec<f32>> {
             Ok(g.weight_shaped(name, 1, len)?.to_f32())
@@ -82,7 +110,6 @@ impl Gemma3 {
         let mut blocks = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
             let p = |s: &str| format!("blk.{i}.{s}.weight");
-            let global = pattern > 0 && (i + 1) % pattern == 0;
             blocks.push(Block {
                 attn_norm: vector(&p("attn_norm"), h)?,
                 m: layers::BlockMats::load(g, i, &cfg)?,
@@ -91,16 +118,17 @@ impl Gemma3 {
                 post_attn_norm: vector(&p("post_attention_norm"), h)?,
                 ffn_norm: vector(&p("ffn_norm"), h)?,
                 post_ffn_norm: vector(&p("post_ffw_norm"), h)?,
-                window: (!global).then_some(window),
+                window: layout.windows[i],
             });
         }
         let mut output = layers::output_or_tied(g, &tok_embd, &cfg)?;
         let rope_global = layers::rope_freqs(&cfg, Vec::new());
-        let rope_local = layers::rope_freqs_with_base(&cfg, local_base, 1.0, Vec::new());
+        let rope_local =
+            layers::rope_freqs_with_base(&cfg, layout.local_rope_base, 1.0, Vec::new());
         let norm = vector("output_norm.weight", h)?;
         let weight_bytes = layers::pack_model(g, &mut output, blocks.iter_mut().map(|b| &mut b.m));
         Ok(Gemma3 {
-            attn_scale: 1.0 / (query_pre_attn_scalar as f32).sqrt(),
+            attn_scale: layout.attn_scale,
             embd_scale: (cfg.hidden as f32).sqrt(),
             cfg,
             tok_embd,

@@ -1,7 +1,8 @@
 //! The K/V tensors a forward reads and writes: fixed-size blocks of f32 values per layer, K
 //! transposed per block, addressed through a sequence's block table.
 //!
-//! Owns the layout only; which blocks exist, who shares them and when they are reused is the
+//! A device model keeps its values in device blocks instead (`KvStorage::device`), addressed by
+//! the same block ids. Owns the layout only; which blocks exist, who shares them and when they are reused is the
 //! engine's KV cache (`engine::kv_cache`), the one place that allocates or copies blocks.
 
 /// Index of a KV block.
@@ -23,7 +24,11 @@ pub struct KvStorage {
     pub n_blocks: usize,
     /// n_kv_head * head_dim
     pub kv_dim: usize,
+    /// Empty when the values live on a device (`device`).
     pub layers: Vec<LayerKv>,
+    /// K/V blocks on the device of a candle model (same block ids and slots as the host layout);
+    /// None for the hand-written engine.
+    pub device: Option<ares_device::DeviceKv>,
 }
 
 impl KvStorage {

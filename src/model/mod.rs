@@ -3,8 +3,10 @@
 //! through the batch and the KV storage.
 
 pub mod batch;
+pub mod candle;
 pub mod chat_template;
 pub mod config;
+pub mod device;
 pub mod gemma3;
 pub mod gguf;
 pub mod kv;
@@ -40,6 +42,21 @@ pub trait Model: Send + Sync {
 
     /// Bytes of weights held in memory (packed copies, or the mapped file when not packed).
     fn weight_bytes(&self) -> usize;
+
+    /// K/V blocks on the model's device for a cache of `n_blocks` blocks of `block_size` tokens;
+    /// None (the default) when the model reads and writes the host K/V of [`KvStorage`].
+    fn device_kv(
+        &self,
+        _block_size: usize,
+        _n_blocks: usize,
+    ) -> Result<Option<ares_device::DeviceKv>> {
+        Ok(None)
+    }
+
+    /// Where the forward runs, as `--device` spells it.
+    fn device(&self) -> String {
+        "cpu".into()
+    }
 }
 
 /// Architectures this build can run from GGUF.
@@ -109,6 +126,8 @@ fn hash_into(path: &Path, h: &mut Sha256) -> Result<()> {
 pub struct LoadOptions {
     /// Quantize every matrix at load (safetensors checkpoints; GGUF files load as they are).
     pub quantize: Option<safetensors::Quantize>,
+    /// Where the forward runs: the hand-written CPU engine or the candle path on a device.
+    pub device: device::Device,
 }
 
 /// Load a GGUF model file or a safetensors checkpoint (its directory, `config.json` or a
@@ -132,10 +151,29 @@ pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
         GgufFile::open(path)?
     };
     let arch = g.str("general.architecture")?.to_string();
-    let model: Arc<dyn Model> = match arch.as_str() {
-        "llama" | "mistral" | "qwen2" | "qwen3" => Arc::new(llama::Llama::from_gguf(&g, &arch)?),
-        "gemma3" => Arc::new(gemma3::Gemma3::from_gguf(&g)?),
-        other => {
+    let model: Arc<dyn Model> = match (arch.as_str(), opts.device) {
+        (a, device::Device::Candle(_)) if !SUPPORTED_ARCHS.contains(&a) => {
+            return Err(Error::UnsupportedArchitecture {
+                path: path.to_path_buf(),
+                arch: a.to_string(),
+                supported: SUPPORTED_ARCHS.join(", "),
+            })
+        }
+        (_, device::Device::Candle(_)) if safetensors::is_checkpoint(path) => {
+            return Err(Error::Config(format!(
+                "--device {}: the candle path loads GGUF files; {} is a safetensors checkpoint",
+                opts.device,
+                path.display()
+            )))
+        }
+        (a, device::Device::Candle(kind)) => {
+            Arc::new(candle::CandleModel::load(&g, path, a, kind)?)
+        }
+        ("llama" | "mistral" | "qwen2" | "qwen3", _) => {
+            Arc::new(llama::Llama::from_gguf(&g, &arch)?)
+        }
+        ("gemma3", _) => Arc::new(gemma3::Gemma3::from_gguf(&g)?),
+        (other, _) => {
             return Err(Error::UnsupportedArchitecture {
                 path: path.to_path_buf(),
                 arch: other.to_string(),

@@ -139,6 +139,7 @@ impl From<EngineError> for ApiError {
             | EngineError::FetchPart { .. }
             | EngineError::Wheel(_)
             | EngineError::Config(_)
+            | EngineError::Device(_)
             | EngineError::Io { .. }
             | EngineError::Jsonl { .. } => ErrorKind::Internal,
         };
