@@ -109,3 +109,31 @@ fn qwen_coder_greedy_continuations_match_llama_cpp_within_engine_tolerance() {
     );
     assert!(r.failures.is_empty(), "{}", r.failures.join("\n"));
 }
+
+/// The same golden file through the candle path (`--device candle-cpu`, issue #13): every fourth
+/// case (the candle CPU path is a checker, several times slower than the hand-written engine),
+/// at the candle SmolLM2 golden test's bar (step-0 top-10 log-probs within max 0.75 / mean 0.35
+/// nats, step-0 top-1 equal on all, divergences only at near-ties).
+#[test]
+fn qwen_coder_through_candle_cpu_matches_llama_cpp() {
+    let test = "qwen_coder_through_candle_cpu_matches_llama_cpp";
+    if qwen(test).is_none() {
+        return;
+    }
+    let path = ares::model::source::resolve(NAME, &|_, _, _| {}).expect("cached above");
+    let opts = ares::model::LoadOptions {
+        device: ares::model::device::Device::Candle(ares::model::device::DeviceKind::Cpu),
+        ..ares::model::LoadOptions::default()
+    };
+    let m = ares::model::load_with(&path, &opts).expect("qwen on candle-cpu");
+    let cases: Vec<serde_json::Value> = golden("greedy.jsonl").into_iter().step_by(4).collect();
+    let r = crate::golden::compare_greedy_with_golden_bar(&m, &cases, |_| true, (0.75, 0.35));
+    assert_eq!(
+        r.top1_ok,
+        cases.len(),
+        "step-0 top-1 equal for only {} of {}",
+        r.top1_ok,
+        cases.len()
+    );
+    assert!(r.failures.is_empty(), "{}", r.failures.join("\n"));
+}
