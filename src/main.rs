@@ -595,6 +595,26 @@ fn bench(margs: &ModelArgs, args: &BenchArgs) -> Result<Outcome> {
             load_model_at(margs, path)?
         }
     };
+    if let (Some(out), Some(file)) = (&args.write_token_workload, &args.judge) {
+        let rounds = ares::bench::judge::load_workload(file)
+            .with_context(|| format!("judge workload {}", file.display()))?;
+        let tokens =
+            ares::bench::judge::tokenize_workload(&loaded.tokenizer, &margs.model, &rounds)?;
+        ares::jsonl::write_records(out, &tokens)
+            .with_context(|| format!("writing {}", out.display()))?;
+        let n: usize = tokens
+            .iter()
+            .flat_map(|r| &r.prompt_ids)
+            .map(Vec::len)
+            .sum();
+        eprintln!(
+            "token workload: {} rounds, {n} prompt tokens, tokenizer of {} -> {}",
+            tokens.len(),
+            margs.model,
+            out.display()
+        );
+        return Ok(Outcome::Ok);
+    }
     let threads = ares_kernels::pool::pool().n_threads();
     let bar = terminal_bar("{msg} {bar:30} {pos}/{len} {elapsed}");
     let progress = |what: &str, done: usize, total: usize| {

@@ -164,3 +164,67 @@ fn generate_streams_text_and_reports_speed() {
     assert!(!String::from_utf8_lossy(&o.stdout).trim().is_empty());
     assert!(stderr(&o).contains("tok/s"));
 }
+
+/// `ares bench --write-token-workload` tokenizes the judge workload with a real model, and a
+/// random-weight model of the same vocabulary (`--synthetic`, as on a GPU machine with no model
+/// file) runs it with exactly those prompt tokens; a text workload on a synthetic model is a
+/// clear error, before any work.
+#[test]
+fn synthetic_models_run_the_judge_workload_as_tokens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first_round =
+        std::fs::read_to_string(crate::common::shared_dir().join("bench/judge_workload.jsonl"))
+            .expect("judge workload")
+            .lines()
+            .next()
+            .expect("a round")
+            .to_string();
+    let text = dir.path().join("round0.jsonl");
+    std::fs::write(&text, format!("{first_round}\n")).expect("write");
+    let model = default_model_path();
+    let tokens = dir.path().join("round0-tokens.jsonl");
+    let o = ares(&[
+        "bench",
+        "-m",
+        model.to_str().unwrap(),
+        "--judge",
+        text.to_str().unwrap(),
+        "--write-token-workload",
+        tokens.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rounds = crate::common::read_jsonl(&tokens);
+    assert_eq!(rounds.len(), 1);
+    let ids = rounds[0]["prompt_ids"].as_array().expect("prompt_ids");
+    assert_eq!(ids.len(), 32, "one id list per prompt");
+    let n_tokens: u64 = ids.iter().map(|p| p.as_array().unwrap().len() as u64).sum();
+    assert!(rounds[0].get("prompts").is_none(), "texts dropped");
+
+    let o = ares(&[
+        "bench",
+        "--synthetic",
+        "llama:135m:q8_0",
+        "--judge",
+        text.to_str().unwrap(),
+    ]);
+    assert_fatal(&o, &["round0.jsonl", "token workload"]);
+
+    let o = ares(&[
+        "bench",
+        "--synthetic",
+        "llama:135m:q8_0",
+        "--judge",
+        tokens.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json report");
+    let round = &report["judge"]["runs"][0]["rounds"][0];
+    assert_eq!(round["prompts"], 32);
+    assert_eq!(round["failed"], 0);
+    assert_eq!(round["prompt_tokens"].as_u64(), Some(n_tokens));
+    assert!(
+        round["cached_tokens"].as_u64().unwrap() > 0,
+        "the shared prefix is reused"
+    );
+}

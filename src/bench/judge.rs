@@ -13,6 +13,13 @@
 //! computed work stay the same. The answers of that run are not the model's real verdicts. The
 //! cache is also cleared before each round. Measured hits are reported either way, from each
 //! request's `usage.cached_tokens`.
+//!
+//! Token workloads: a round may carry `prompt_ids` (each prompt already tokenized) instead of, or
+//! beside, its texts; the ids are then sent as they are. [`tokenize_workload`] writes them with a
+//! real model's tokenizer (`ares bench -m MODEL --judge FILE --write-token-workload OUT`), so a
+//! random-weight model of the same vocabulary (`--synthetic`, whose pieces are placeholders) runs
+//! exactly the real workload's token counts and prefix structure, e.g. on a GPU machine with no
+//! model file. Invariant: when both are given, `prompt_ids` has one entry per prompt text.
 
 use crate::engine::{EngineHandle, Generator, Prompt, Request};
 use crate::error::{Error, Result};
@@ -27,11 +34,94 @@ use std::time::Instant;
 const SALT_BASE: TokenId = 1000;
 
 /// One round of the workload file.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct JudgeRound {
     pub round: usize,
+    #[serde(default)]
     pub prefix: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub prompts: Vec<String>,
+    /// The prompts as token ids (a token workload); used instead of the texts when present.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prompt_ids: Vec<Vec<TokenId>>,
+    /// The model whose tokenizer wrote `prompt_ids`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<String>,
+}
+
+impl JudgeRound {
+    /// Number of prompts (criteria) in the round.
+    pub fn len(&self) -> usize {
+        if self.prompt_ids.is_empty() {
+            self.prompts.len()
+        } else {
+            self.prompt_ids.len()
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn is_tokens(&self) -> bool {
+        !self.prompt_ids.is_empty()
+    }
+
+    /// Prompt `i` as token ids.
+    fn tokens(&self, tokenizer: &Tokenizer, i: usize) -> Result<Vec<TokenId>> {
+        if self.is_tokens() {
+            Ok(self.prompt_ids[i].clone())
+        } else {
+            tokenizer.encode_prompt(&self.prompts[i])
+        }
+    }
+}
+
+/// The rounds with every prompt tokenized by `tokenizer` (texts dropped, `tokenizer` recorded as
+/// `model`): a token workload for `--synthetic` models of the same vocabulary.
+pub fn tokenize_workload(
+    tokenizer: &Tokenizer,
+    model: &str,
+    rounds: &[JudgeRound],
+) -> Result<Vec<JudgeRound>> {
+    rounds
+        .iter()
+        .map(|r| {
+            Ok(JudgeRound {
+                round: r.round,
+                prefix: String::new(),
+                prompts: Vec::new(),
+                prompt_ids: (0..r.len())
+                    .map(|i| r.tokens(tokenizer, i))
+                    .collect::<Result<_>>()?,
+                tokenizer: Some(model.to_string()),
+            })
+        })
+        .collect()
+}
+
+/// Errors unless every prompt of a token workload is a valid id of a vocabulary of `vocab`
+/// (checked before any work reaches the engine).
+pub fn check_ids(rounds: &[JudgeRound], vocab: usize) -> Result<()> {
+    for r in rounds {
+        for (i, ids) in r.prompt_ids.iter().enumerate() {
+            if let Some(&bad) = ids.iter().find(|&&t| t as usize >= vocab) {
+                return Err(Error::InvalidRequest {
+                    request: format!("judge workload round {} prompt {i}", r.round),
+                    reason: format!(
+                        "token id {bad} is outside the model's vocabulary of {vocab} (ids written by {})",
+                        r.tokenizer.as_deref().unwrap_or("an unnamed tokenizer")
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// True when some round has only texts (needs the model's real tokenizer).
+pub fn has_text_rounds(rounds: &[JudgeRound]) -> bool {
+    rounds.iter().any(|r| !r.is_tokens())
 }
 
 /// Read the workload: one JSON object `{round, prefix, prompts}` per line.
@@ -45,12 +135,18 @@ pub fn load_workload(path: &Path) -> Result<Vec<JudgeRound>> {
         };
         let text = l.text.as_deref().map_err(|e| bad(e.clone()))?;
         let r: JudgeRound = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
-        if r.prompts.is_empty() {
-            return Err(Error::Jsonl {
-                path: path.to_path_buf(),
-                line: l.number,
-                reason: "round has no prompts".into(),
-            });
+        if r.is_empty() {
+            return Err(bad("round has no prompts".into()));
+        }
+        if r.is_tokens() && !r.prompts.is_empty() && r.prompts.len() != r.prompt_ids.len() {
+            return Err(bad(format!(
+                "{} prompts but {} prompt_ids",
+                r.prompts.len(),
+                r.prompt_ids.len()
+            )));
+        }
+        if r.prompt_ids.iter().any(Vec::is_empty) {
+            return Err(bad("a prompt in prompt_ids has no tokens".into()));
         }
         rounds.push(r);
     }
@@ -74,8 +170,8 @@ pub fn kv_tokens_for_a_round(
     let mut most = 0;
     for r in rounds {
         let mut n = 0;
-        for p in &r.prompts {
-            let len = tokenizer.encode_prompt(p)?.len() + 1;
+        for i in 0..r.len() {
+            let len = r.tokens(tokenizer, i)?.len() + 1;
             n += len.div_ceil(block_size) * block_size;
         }
         most = most.max(n);
@@ -151,12 +247,14 @@ pub fn run(
             engine.clear_prefix_cache()?;
         }
         let t0 = Instant::now();
-        let mut reqs = Vec::with_capacity(round.prompts.len());
-        for (i, p) in round.prompts.iter().enumerate() {
-            let prompt = if prefix_sharing {
-                Prompt::Text(p.clone())
+        let mut reqs = Vec::with_capacity(round.len());
+        for i in 0..round.len() {
+            let prompt = if prefix_sharing && !round.is_tokens() {
+                Prompt::Text(round.prompts[i].clone())
+            } else if prefix_sharing {
+                Prompt::Tokens(round.prompt_ids[i].clone())
             } else {
-                let mut t = engine.tokenizer().encode_prompt(p)?;
+                let mut t = round.tokens(engine.tokenizer(), i)?;
                 if let Some(first) = t.first_mut() {
                     *first = (SALT_BASE + salt) % vocab;
                 }
@@ -173,7 +271,7 @@ pub fn run(
         let seconds = t0.elapsed().as_secs_f64();
         let mut r = JudgeRoundResult {
             round: round.round,
-            prompts: round.prompts.len(),
+            prompts: round.len(),
             failed: 0,
             prompt_tokens: 0,
             cached_tokens: 0,
@@ -286,6 +384,40 @@ mod tests {
         assert_eq!(run.steady_criteria_per_s, 16.0);
         assert_eq!(run.prefix_hit_rate, 0.25);
         assert_eq!(median(&[1.0, 3.0]), 2.0);
+    }
+
+    #[test]
+    fn token_workloads_parse_and_are_checked_against_the_vocabulary() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
+        let p = dir.path().join("w.jsonl");
+        std::fs::write(
+            &p,
+            "{\"round\": 0, \"prompt_ids\": [[1, 2, 3], [1, 2, 9]], \"tokenizer\": \"m\"}\n",
+        )
+        .map_err(|e| Error::io(&p, e))?;
+        let rounds = load_workload(&p)?;
+        assert_eq!(rounds[0].len(), 2);
+        assert!(!has_text_rounds(&rounds));
+        check_ids(&rounds, 10)?;
+        let e = check_ids(&rounds, 9).unwrap_err().to_string();
+        assert!(
+            e.contains("round 0 prompt 1") && e.contains("token id 9"),
+            "{e}"
+        );
+
+        for (line, want) in [
+            (
+                "{\"round\": 0, \"prompts\": [\"a\"], \"prompt_ids\": [[1], [2]]}",
+                "1 prompts but 2 prompt_ids",
+            ),
+            ("{\"round\": 0, \"prompt_ids\": [[]]}", "has no tokens"),
+            ("{\"round\": 0}", "round has no prompts"),
+        ] {
+            std::fs::write(&p, format!("{line}\n")).map_err(|e| Error::io(&p, e))?;
+            let e = load_workload(&p).unwrap_err().to_string();
+            assert!(e.contains(want) && e.contains("w.jsonl"), "{e}");
+        }
+        Ok(())
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub use report::{BatchedReport, BenchReport, Header, JudgeReport, BENCH_REPORT_V
 
 use crate::engine::kv_cache::KvCache;
 use crate::engine::{EngineConfig, EngineHandle};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::LoadedModel;
 use std::path::PathBuf;
 
@@ -31,6 +31,9 @@ pub struct JudgeConfig {
     pub sharing: Vec<bool>,
     /// Engine settings; the KV budget is raised, when needed, to hold one whole round.
     pub engine: EngineConfig,
+    /// The model's tokenizer is not real (a `--synthetic` model): only token workloads
+    /// (`prompt_ids`) can run.
+    pub tokens_only: bool,
 }
 
 /// What `ares bench` runs.
@@ -86,6 +89,13 @@ fn run_judge(
     if let Some(n) = cfg.rounds {
         rounds.truncate(n.max(1));
     }
+    if cfg.tokens_only && judge::has_text_rounds(&rounds) {
+        return Err(Error::InvalidRequest {
+            request: format!("judge workload {}", cfg.file.display()),
+            reason: "a synthetic model has placeholder tokens, so it needs a token workload (prompt_ids): write one with `ares bench -m MODEL --judge FILE --write-token-workload OUT` using a real model of the same vocabulary".into(),
+        });
+    }
+    judge::check_ids(&rounds, loaded.model.config().vocab)?;
     let mut ecfg = cfg.engine.clone();
     let need_tokens = judge::kv_tokens_for_a_round(&loaded.tokenizer, &rounds, ecfg.block_size)?;
     let mc = loaded.model.config();

@@ -41,6 +41,15 @@ pub struct BenchArgs {
     /// ../shared/bench/judge_workload.jsonl) instead of the batched table.
     #[arg(long, value_name = "FILE")]
     pub judge: Option<PathBuf>,
+    /// Tokenize the judge workload with the model's tokenizer, write it to OUT as a token
+    /// workload (`prompt_ids`), and exit; `--synthetic` models of the same vocabulary run it.
+    #[arg(
+        long,
+        value_name = "OUT",
+        requires = "judge",
+        conflicts_with = "synthetic"
+    )]
+    pub write_token_workload: Option<PathBuf>,
     /// Use only the first N rounds of the workload (round 0 is the cold one).
     #[arg(long, requires = "judge", value_parser = at_least_one)]
     pub rounds: Option<usize>,
@@ -80,6 +89,7 @@ impl BenchArgs {
                     vec![!self.no_prefix_cache]
                 },
                 engine: model.engine_config(),
+                tokens_only: self.synthetic.is_some(),
             }),
             None => BenchMode::Batched(BatchedConfig {
                 npp: self.npp.clone(),
