@@ -25,14 +25,18 @@ pub const ANSWER_MAX_CHARS: usize = 700;
 /// template debris such as `{{Question}}` that it copies from the prompt's JSON.
 pub const PROSE_PATTERN: &str = r"^[A-Z][^{}\[\]<>|#]*$";
 pub const ANSWER_PATTERN: &str = r"^[A-Za-z0-9][^{}\[\]<>|#]*$";
-/// Criteria are one sentence: [`PROSE_PATTERN`] without `;` and with `.`, `!`, `?` only at the
-/// end (atomic by construction; the rubric-validity filter still checks).
-pub const CRITERION_PATTERN: &str = r"^[A-Z][^{}\[\]<>|#;.!?]*[.]?$";
+/// Criteria are one sentence: [`PROSE_PATTERN`] without `;`, with `!`, `?` only at the end and
+/// `.` only at the end or inside a word or number (`copy.deepcopy`, `0.5`), so never between two
+/// sentences (atomic by construction; the rubric-validity filter still checks). Issue 12: with
+/// `.` allowed only at the end, the 1.5B model closed the string where it wanted a dotted name or
+/// a decimal, leaving 157 of 365 criteria cut mid-sentence on 50 documents.
+pub const CRITERION_PATTERN: &str = r"^[A-Z]([^{}\[\]<>|#;.!?]|\.[^ {}\[\]<>|#;.!?])*[.]?$";
 /// Fewest criteria the synth schema asks for (`ares rubric` allows 3): room for an essential, an
 /// important and a pitfall, and one to spare when the criterion check drops one.
 pub const MIN_SYNTH_CRITERIA: usize = 4;
-/// Longest criterion the synth schema allows (shorter than `ares rubric`'s 200: one check).
-pub const CRITERION_MAX_CHARS: usize = 120;
+/// Longest criterion the synth schema allows (shorter than `ares rubric`'s 200: one check; at
+/// 120, 38 of 365 criteria of the 1.5B model were cut at the limit).
+pub const CRITERION_MAX_CHARS: usize = 160;
 
 /// The JSON schema of one generated item: `ares rubric`'s criteria array with [`PROSE_PATTERN`].
 pub fn item_schema() -> Value {
@@ -100,6 +104,26 @@ pub fn rubric_item(
 mod tests {
     use super::*;
     use crate::judge::Category;
+
+    #[test]
+    fn criterion_pattern_allows_dotted_names_and_decimals_but_one_sentence_only() {
+        let re = regex::Regex::new(CRITERION_PATTERN).expect("pattern compiles");
+        for ok in [
+            "States that copy.deepcopy copies nested objects.",
+            "Claims that the dose is 0.5 mg per day",
+            "Names zoneinfo.ZoneInfo as the class.",
+        ] {
+            assert!(re.is_match(ok), "{ok}");
+        }
+        for bad in [
+            "States one thing. Then another.",
+            "States a fact; adds one.",
+            "lower case start.",
+            "Ends with a dot then space. ",
+        ] {
+            assert!(!re.is_match(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn schema_reuses_the_rubric_criteria_and_bounds_the_strings() {
