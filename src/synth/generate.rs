@@ -28,8 +28,8 @@ pub const ANSWER_PATTERN: &str = r"^[A-Za-z0-9][^{}\[\]<>|#]*$";
 /// Criteria are one sentence: [`PROSE_PATTERN`] without `;`, with `!`, `?` only at the end and
 /// `.` only at the end or inside a word or number (`copy.deepcopy`, `0.5`), so never between two
 /// sentences (atomic by construction; the rubric-validity filter still checks). Issue 12: with
-/// `.` allowed only at the end, the 1.5B model closed the string where it wanted a dotted name or
-/// a decimal, leaving 157 of 365 criteria cut mid-sentence on 50 documents.
+/// `.` allowed only at the end, the 1.5B model closed strings where it wanted a dotted name or a
+/// decimal (157 of 365 criteria on 50 documents ended without a period, not all of them cut).
 pub const CRITERION_PATTERN: &str = r"^[A-Z]([^{}\[\]<>|#;.!?]|\.[^ {}\[\]<>|#;.!?])*[.]?$";
 /// Fewest criteria the synth schema asks for (`ares rubric` allows 3): room for an essential, an
 /// important and a pitfall, and one to spare when the criterion check drops one.
