@@ -60,7 +60,10 @@ fn count(v: &Value) -> u64 {
 
 /// The flags that make a small run on the default model: two personas, short generations,
 /// rubric-validity thresholds relaxed (see the module docs).
-const SMALL: [&str; 13] = [
+/// Two personas, short generations, and rubric validity relaxed for the 135M test model, whose
+/// judge is close to random: thresholds off, and the criteria its reference answer "fails" kept
+/// (`the_reference_check_records_what_it_drops` covers that check).
+const SMALL: [&str; 14] = [
     "-t",
     "2",
     "--personas",
@@ -72,6 +75,7 @@ const SMALL: [&str; 13] = [
     "--min-reference-reward",
     "0",
     "--min-margin=-1",
+    "--keep-failed-criteria",
     "--seed",
     "7",
 ];
@@ -204,6 +208,12 @@ fn synth_on_the_samples_writes_accepted_items_with_provenance_that_judge_reads()
                 "rubric_discrimination"
             ]
         );
+        // Criteria the reference answer failed are listed with their P(yes), not in the rubric.
+        for d in p["dropped_criteria"].as_array().into_iter().flatten() {
+            let id = d["id"].as_str().expect("dropped id");
+            assert!(item.criteria.iter().all(|c| c.id != id), "{d}");
+            assert!(!d["reason"].as_str().unwrap_or("").is_empty(), "{d}");
+        }
         // The span points into the document's normalised text, and the chunk id is its hash.
         let span = p["span"].as_array().expect("span");
         assert!(span[0].as_u64() < span[1].as_u64());
@@ -271,6 +281,116 @@ fn synth_on_the_samples_writes_accepted_items_with_provenance_that_judge_reads()
         };
         assert_eq!(rec["reward"].as_f64(), Some(want), "{rec}");
     }
+}
+
+/// With the reference check on (the default), every item that reached it records what it did:
+/// the `rubric_reference_check` filter names the dropped criteria, which are criteria of the
+/// generated rubric; an accepted item no longer has them and lists them with the reference
+/// answer's P(yes); a rejected one says why in its reason.
+#[test]
+fn the_reference_check_records_what_it_drops() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = dir.path().join("run");
+    let model = model_arg();
+    let args: Vec<String> = [
+        "synth",
+        "-m",
+        &model,
+        "-i",
+        s(&samples()),
+        "--out",
+        s(&out),
+        "--id-field",
+        "doc_id",
+        "-t",
+        "2",
+        "--personas",
+        "3",
+        "--max-tokens",
+        "384",
+        "--max-chunks-per-doc",
+        "1",
+        "--min-reference-reward",
+        "0",
+        "--min-margin=-1",
+        "--seed",
+        "7",
+    ]
+    .iter()
+    .map(|x| x.to_string())
+    .collect();
+    let o = ares(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let r = report(&out);
+    assert_eq!(r["thresholds"]["reference_check"], true, "{r}");
+    let dropped_ids = |reason: &str| -> Vec<String> {
+        reason
+            .split("dropped ")
+            .nth(1)
+            .map(|rest| {
+                rest.split(" the reference")
+                    .next()
+                    .unwrap_or("")
+                    .split(", ")
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // Every record that went through the check: the dropped criteria are listed (with the
+    // reference answer's P(yes)) under the ids its filter reason names, and are no longer in
+    // the record's criteria.
+    let check = |line: &Value, p: &Value| {
+        let f = p["filters"]
+            .as_array()
+            .and_then(|fs| fs.iter().find(|f| f["filter"] == "rubric_reference_check"))?;
+        let want = dropped_ids(f["reason"].as_str().expect("reason"));
+        let got: Vec<String> = p["dropped_criteria"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|d| {
+                let no_verdict = d["reason"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("no usable verdict");
+                assert!(d["p_yes_reference"].is_number() || no_verdict, "{d}");
+                assert!(!d["text"].as_str().unwrap_or("").is_empty(), "{d}");
+                d["id"].as_str().expect("id").to_string()
+            })
+            .collect();
+        assert_eq!(got, want, "{line}");
+        for c in line["criteria"].as_array().into_iter().flatten() {
+            assert!(!got.iter().any(|g| c["id"] == g.as_str()), "{line}");
+        }
+        Some(f["passed"] == true)
+    };
+    let mut checked = 0;
+    for line in lines(&out.join("rejected.jsonl")) {
+        if let Some(passed) = check(&line, &line) {
+            checked += 1;
+            if !passed {
+                assert_eq!(line["stage"], "rubric_validity", "{line}");
+                let reason = line["reason"].as_str().unwrap_or("");
+                assert!(reason.starts_with("after the reference check"), "{line}");
+            }
+        }
+    }
+    for line in lines(&out.join("dataset.jsonl")) {
+        let passed = check(&line, &line["extra"]["synth"]);
+        assert_eq!(
+            passed,
+            Some(true),
+            "an accepted item passed the check: {line}"
+        );
+        checked += 1;
+    }
+    assert!(checked > 0, "no item reached the reference check: {r}");
 }
 
 /// `ares synth` over `input` into `out` with small chunks, one persona and short generations,

@@ -52,6 +52,11 @@ pub struct EvalArgs {
     /// Do not keep a verdict cache (OUT/verdicts.redb).
     #[arg(long)]
     pub no_cache: bool,
+    /// Keep every generated criterion, even those the question's reference answer fails (by
+    /// default they are dropped before judging, as in `ares synth`; see
+    /// OUT/reference-check-<dataset>.jsonl).
+    #[arg(long)]
+    pub keep_failed_criteria: bool,
 }
 
 impl EvalArgs {
@@ -79,6 +84,7 @@ impl EvalArgs {
             },
             max_in_flight: self.max_in_flight.max(1),
             cache: !self.no_cache,
+            reference_check: !self.keep_failed_criteria,
         }
     }
 }

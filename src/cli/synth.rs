@@ -146,6 +146,10 @@ pub struct SynthArgs {
     /// Rubric validity: reference reward minus degraded-answer reward, at least.
     #[arg(long, default_value_t = 0.1)]
     pub min_margin: f64,
+    /// Rubric validity: keep every generated criterion, even those the item's own reference
+    /// answer fails (by default they are dropped and listed in `synth.dropped_criteria`).
+    #[arg(long)]
+    pub keep_failed_criteria: bool,
     /// Rubric validity: a criterion with more words is not atomic.
     #[arg(long, default_value_t = 30)]
     pub max_criterion_words: usize,
@@ -245,6 +249,7 @@ impl SynthArgs {
             max_leakage: self.max_leakage,
             min_reference_reward: self.min_reference_reward,
             min_margin: self.min_margin,
+            reference_check: !self.keep_failed_criteria,
             max_criterion_words: self.max_criterion_words,
             batch_chunks: self.batch_chunks.max(1),
             workers: self.workers.max(1),

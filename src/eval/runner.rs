@@ -29,7 +29,10 @@ use crate::eval::stats::{self, Estimate};
 use crate::eval::EvalError;
 use crate::judge::cache::VerdictCache;
 use crate::judge::pairwise::{Comparison, PairwiseJudge};
-use crate::judge::rubric_gen::{Question, RubricGenConfig, RubricGenerator, RubricStatus};
+use crate::judge::reference_check::{check_against_reference, DroppedCriterion};
+use crate::judge::rubric_gen::{
+    rubric_schema, Question, RubricGenConfig, RubricGenerator, RubricStatus,
+};
 use crate::judge::template::{self, PromptTemplate};
 use crate::judge::{formats, Category, Criterion, Format, RubricItem};
 use crate::judge::{Judge, JudgeConfig, JudgeProgress, JudgeRecord, Mode, RubricSet, Status};
@@ -155,6 +158,9 @@ pub struct EvalConfig {
     pub max_in_flight: usize,
     /// Keep a verdict cache in the output folder.
     pub cache: bool,
+    /// Drop the generated criteria a question's reference answer fails before judging
+    /// (`judge::reference_check`, as in `ares synth`); questions without a reference keep theirs.
+    pub reference_check: bool,
 }
 
 /// Progress of a running job.
@@ -223,6 +229,25 @@ pub struct RubricSummary {
     pub failures_reused: usize,
     pub mean_criteria: Option<f64>,
     pub seconds: f64,
+    pub file: PathBuf,
+    /// What the reference check did (absent when it was off or no question had a reference).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_check: Option<ReferenceCheckSummary>,
+}
+
+/// The reference check of one data set's rubrics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReferenceCheckSummary {
+    /// Rubrics whose reference answer was judged.
+    pub checked: usize,
+    /// Criteria of those rubrics before the check, and dropped by it.
+    pub criteria: usize,
+    pub dropped: usize,
+    /// Rubrics left without a positive criterion (their responses count as `no_rubric`), or
+    /// whose reference answer could not be judged (kept whole).
+    pub emptied: usize,
+    pub unchecked: usize,
+    /// Per question: the kept criterion ids and the dropped criteria with their P(yes).
     pub file: PathBuf,
 }
 
@@ -420,7 +445,10 @@ impl EvalReport {
         out.push_str("| data set | method | n | failed | Spearman ρ [95% CI] | Kendall τ-b [95% CI] | pairwise acc. [95% CI] | Δ vs no rubric, same samples [95% CI] | mean reward |\n");
         out.push_str("|---|---|---:|---:|---|---|---|---|---:|\n");
         for d in &self.datasets {
-            for m in &d.methods {
+            // A method that does not apply to the data set (pairwise on medquad) gets no row.
+            let applies =
+                |m: &&MethodResult| !(m.scored == 0 && m.failed.keys().eq(["pairs_only"]));
+            for m in d.methods.iter().filter(applies) {
                 let acc = match (&m.pairwise_accuracy, m.ties) {
                     (Some(_), Some(t)) => {
                         format!("{} ({t} ties)", fmt_estimate(&m.pairwise_accuracy))
@@ -477,6 +505,17 @@ impl EvalReport {
                     .map(|c| format!(", {c:.1} criteria on average"))
                     .unwrap_or_default(),
             ));
+            if let Some(c) = &r.reference_check {
+                out.push_str(&format!(
+                    "{}: reference check of {} rubrics: {} of {} criteria dropped (the reference answer fails them), {} rubrics left without a positive criterion, {} not checked\n",
+                    d.dataset.as_str(),
+                    c.checked,
+                    c.dropped,
+                    c.criteria,
+                    c.emptied,
+                    c.unchecked,
+                ));
+            }
         }
         out
     }
@@ -686,6 +725,11 @@ fn score(ctx: &Context<'_>, d: Prepared) -> Result<DatasetResult, EvalError> {
         d.dataset,
         &d.questions,
     )?;
+    let (rubrics, rubric_summary) = if config.reference_check {
+        reference_check(ctx, d.dataset, &d.questions, rubrics, rubric_summary)?
+    } else {
+        (rubrics, rubric_summary)
+    };
     let mut methods = Vec::new();
     // Per method, per scored unit: (reward, grade) or (preferred, other) when scored.
     let mut samples: Vec<Vec<Option<(f64, f64)>>> = Vec::new();
@@ -797,8 +841,13 @@ fn mean(xs: &[f64]) -> Option<f64> {
 }
 
 /// The generation settings a stored rubric must have been made with to be reused.
+/// The output schema is part of them: a rubric made under an older schema (before the criterion
+/// pattern, for example) is made again.
 fn generation_settings(config: &RubricGenConfig) -> Value {
-    serde_json::json!({"max_tokens": config.max_tokens, "sampling": config.sampling})
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(rubric_schema().to_string().as_bytes());
+    let schema: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    serde_json::json!({"max_tokens": config.max_tokens, "sampling": config.sampling, "schema": schema})
 }
 
 /// A rubric per question: reused from `rubrics-<dataset>.jsonl` when it was made for the same
@@ -933,8 +982,130 @@ fn rubrics(
         mean_criteria: mean(&criteria),
         seconds: t0.elapsed().as_secs_f64(),
         file: path,
+        reference_check: None,
     };
     Ok((out, summary))
+}
+
+/// One line of `reference-check-<dataset>.jsonl`.
+#[derive(Debug, Serialize)]
+struct ReferenceCheckLine<'a> {
+    id: &'a str,
+    kept: Vec<&'a str>,
+    dropped: &'a [DroppedCriterion],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// The reference check of every rubric whose question has a reference answer: the reference is
+/// judged against the rubric in logprob mode (through the verdict cache), and the criteria it
+/// fails are dropped. A rubric left without a positive criterion is removed (its responses count
+/// as `no_rubric`); one whose reference could not be judged is kept whole and counted.
+fn reference_check(
+    ctx: &Context<'_>,
+    dataset: Dataset,
+    questions: &[Question],
+    mut rubrics: HashMap<String, RubricItem>,
+    mut summary: RubricSummary,
+) -> Result<(HashMap<String, RubricItem>, RubricSummary), EvalError> {
+    let config = JudgeConfig {
+        mode: Mode::Logprob,
+        max_in_flight: ctx.config.max_in_flight.max(1),
+        ..JudgeConfig::default()
+    };
+    let mut judge = Judge::new(ctx.generator, ctx.tokenizer, ctx.model_sha256, config)?;
+    if let Some(cache) = &ctx.cache {
+        judge = judge.with_cache(cache);
+    }
+    let with_reference: Vec<(&Question, &str)> = questions
+        .iter()
+        .filter(|q| rubrics.contains_key(&q.id))
+        .filter_map(|q| q.reference_answer.as_deref().map(|r| (q, r)))
+        .collect();
+    if with_reference.is_empty() {
+        return Ok((rubrics, summary));
+    }
+    let inputs: Vec<(&RubricItem, &str, &str)> = with_reference
+        .iter()
+        .map(|(q, r)| (&rubrics[&q.id], "reference", *r))
+        .collect();
+    let stage = format!("{}: reference check", dataset.as_str());
+    let progress = |p: &JudgeProgress| {
+        (ctx.progress)(&EvalProgress {
+            stage: stage.clone(),
+            done: p.responses_done,
+            total: p.responses_total,
+            requests_done: p.requests_done,
+            requests_total: p.requests_total,
+            seconds: p.seconds,
+        })
+    };
+    let (records, _) = judge.score_each(&inputs, &progress);
+    let mut out = ReferenceCheckSummary {
+        checked: 0,
+        criteria: 0,
+        dropped: 0,
+        emptied: 0,
+        unchecked: 0,
+        file: ctx
+            .config
+            .out_dir
+            .join(format!("reference-check-{}.jsonl", dataset.as_str())),
+    };
+    let mut lines = Vec::new();
+    for ((q, _), record) in with_reference.iter().zip(&records) {
+        let item = &rubrics[&q.id];
+        match check_against_reference(item, record) {
+            Ok(checked) => {
+                out.checked += 1;
+                out.criteria += item.criteria.len();
+                out.dropped += checked.dropped.len();
+                lines.push((q.id.clone(), Ok(checked)));
+            }
+            Err(e) => {
+                out.unchecked += 1;
+                lines.push((q.id.clone(), Err(e.to_string())));
+            }
+        }
+    }
+    let mut rows = Vec::new();
+    for (id, outcome) in &lines {
+        match outcome {
+            Ok(checked) => {
+                rows.push(ReferenceCheckLine {
+                    id,
+                    kept: checked
+                        .item
+                        .criteria
+                        .iter()
+                        .map(|c| c.id.as_str())
+                        .collect(),
+                    dropped: &checked.dropped,
+                    error: None,
+                });
+                if checked.item.criteria.iter().any(|c| c.weight > 0.0) {
+                    rubrics.insert(id.clone(), checked.item.clone());
+                } else {
+                    out.emptied += 1;
+                    rubrics.remove(id);
+                }
+            }
+            Err(e) => rows.push(ReferenceCheckLine {
+                id,
+                kept: Vec::new(),
+                dropped: &[],
+                error: Some(e.clone()),
+            }),
+        }
+    }
+    crate::jsonl::write_records(&out.file, &rows).map_err(|source| EvalError::Io {
+        path: out.file.clone(),
+        source,
+    })?;
+    let criteria: Vec<f64> = rubrics.values().map(|i| i.criteria.len() as f64).collect();
+    summary.mean_criteria = mean(&criteria);
+    summary.reference_check = Some(out);
+    Ok((rubrics, summary))
 }
 
 /// The item the plain holistic judge gets: the question, and a placeholder criterion that only
@@ -1246,6 +1417,7 @@ mod tests {
             mean_criteria: Some(6.0),
             seconds: 0.0,
             file: PathBuf::from("r"),
+            reference_check: None,
         };
         let report = EvalReport {
             schema_version: EVAL_REPORT_VERSION,
@@ -1268,28 +1440,34 @@ mod tests {
                 .to_vec(),
             seconds: 0.0,
         };
+        // Medquad has no pairs: its pairwise method gets no row.
+        let mut report = report;
+        let m = &mut report.datasets[0].methods[4];
+        assert_eq!(m.method, Method::RubricPairwise);
+        m.scored = 0;
+        m.failed = BTreeMap::from([("pairs_only".to_string(), 12)]);
         let table = report.to_markdown();
         let rows: Vec<&str> = table
             .lines()
             .filter(|l| l.starts_with("| medquad") || l.starts_with("| llmbar"))
             .collect();
-        assert_eq!(rows.len(), 10, "{table}");
+        assert_eq!(rows.len(), 9, "{table}");
         assert!(
             rows[0].contains("0.250 [0.150, 0.350]") && rows[0].contains("| 10 | 2 |"),
             "{}",
             rows[0]
         );
         assert!(
-            rows[5].contains("0.600 [0.500, 0.700] (1 ties)"),
+            rows[4].contains("0.600 [0.500, 0.700] (1 ties)"),
             "{}",
-            rows[5]
+            rows[4]
         );
-        assert!(rows[7].contains("no rubric"), "{}", rows[7]);
-        assert!(rows[8].contains("reference answer"), "{}", rows[8]);
+        assert!(rows[6].contains("no rubric"), "{}", rows[6]);
+        assert!(rows[7].contains("reference answer"), "{}", rows[7]);
         assert!(
-            rows[9].contains("pairwise") && rows[9].contains("(1 ties); orders disagree 25%"),
+            rows[8].contains("pairwise") && rows[8].contains("(1 ties); orders disagree 25%"),
             "{}",
-            rows[9]
+            rows[8]
         );
         assert!(rows[3].contains("| — |"), "no delta: {}", rows[3]);
         assert!(
@@ -1368,6 +1546,7 @@ mod tests {
             rubric: RubricGenConfig::default(),
             max_in_flight: 8,
             cache: false,
+            reference_check: true,
         };
         let q = |id: &str, text: &str| Question {
             id: id.into(),

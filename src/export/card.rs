@@ -306,6 +306,10 @@ impl<'a> DatasetCard<'a> {
                 t.min_margin.to_string(),
             ),
             (
+                "criteria the reference answer fails",
+                if t.reference_check { "dropped" } else { "kept" }.to_string(),
+            ),
+            (
                 "decontamination",
                 if t.decontaminate.is_empty() {
                     "off".to_string()

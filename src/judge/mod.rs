@@ -11,6 +11,8 @@
 //! - `rubric_gen`: question -> weighted criteria in one constrained generation (`ares rubric`);
 //! - `criterion_check`: the deterministic check of a generated criterion (checkable in the
 //!   response alone, not copied from a prompt example);
+//! - `reference_check`: criterion-level rubric validity, keeping the criteria a reference answer
+//!   meets (or, for pitfalls, avoids) according to the judge's record of it;
 //! - `cache`: the on-disk verdict cache of `ares judge --cache` (redb);
 //! - `input`: a job's inputs and their checks (responses file, rubric items by id, checked
 //!   (item, response) [`Pair`]s);
@@ -42,6 +44,7 @@ pub mod input;
 pub mod judge;
 pub mod pairwise;
 pub mod record;
+pub mod reference_check;
 pub mod rubric;
 pub mod rubric_gen;
 pub mod template;

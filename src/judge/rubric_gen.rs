@@ -43,6 +43,78 @@ pub const MIN_CRITERIA: usize = 3;
 pub const MAX_CRITERIA: usize = 12;
 /// Longest criterion text the schema allows, in characters.
 pub const CRITERION_MAX_CHARS: usize = 200;
+/// The verbs a criterion may open with: a criterion is a statement about what the response does
+/// ("States that ...", "Recommends ...", a pitfall "Claims that ..."), never about the reference
+/// answer, the document or a bare noun phrase copied from a reference (issue 12: the 1.5B model
+/// wrote "The reference answer mentions ..." and "Chronic myelogenous leukemia (CML)" as
+/// criteria). The schema's pattern makes anything else impossible to generate.
+pub const CRITERION_VERBS: &[&str] = &[
+    "States",
+    "Explains",
+    "Mentions",
+    "Names",
+    "Lists",
+    "Describes",
+    "Identifies",
+    "Defines",
+    "Gives",
+    "Notes",
+    "Recommends",
+    "Advises",
+    "Warns",
+    "Suggests",
+    "Says",
+    "Includes",
+    "Specifies",
+    "Provides",
+    "Shows",
+    "Uses",
+    "Calculates",
+    "Computes",
+    "Compares",
+    "Distinguishes",
+    "Clarifies",
+    "Emphasizes",
+    "Acknowledges",
+    "Answers",
+    "Addresses",
+    "Cites",
+    "Concludes",
+    "Reports",
+    "Refers",
+    "Writes",
+    "Avoids",
+    "Claims",
+    "Confuses",
+    "Omits",
+    "Fails",
+    "Ignores",
+    "Misstates",
+    "Overstates",
+    "Understates",
+    "Attributes",
+    "Assumes",
+    "Implies",
+    "Contradicts",
+    "Asserts",
+    "Presents",
+    "Treats",
+    "Encourages",
+    "Discourages",
+    "Proposes",
+];
+
+/// Criteria are one sentence that opens with one of [`CRITERION_VERBS`]: no `;`, no braces,
+/// brackets, `<>`, `|` or `#` (template debris), `!` and `?` only at the end, and `.` only at the
+/// end or inside a word or number (`copy.deepcopy`, `0.5`), so never between two sentences
+/// (atomic by construction; the rubric-structure filter still checks).
+pub fn criterion_pattern() -> String {
+    format!(
+        r"^({}) ([^{{}}\[\]<>|#;.!?]|\.[^ {{}}\[\]<>|#;.!?])*[.]?$",
+        CRITERION_VERBS.join("|")
+    )
+}
+
 /// Generated weights are integers in `1..=MAX_WEIGHT`.
 pub const MAX_WEIGHT: i64 = 10;
 /// Default token budget of one rubric (12 criteria of about 40 tokens each, with room to spare).
@@ -65,7 +137,7 @@ pub fn rubric_schema() -> Value {
                 "items": {
                     "type": "object",
                     "properties": {
-                        "text": {"type": "string", "minLength": 1, "maxLength": CRITERION_MAX_CHARS},
+                        "text": {"type": "string", "minLength": 1, "maxLength": CRITERION_MAX_CHARS, "pattern": criterion_pattern()},
                         "category": {
                             "type": "string",
                             "enum": ["essential", "important", "optional", "pitfall"]
@@ -666,6 +738,32 @@ mod tests {
     }
 
     #[test]
+    fn criterion_pattern_wants_one_sentence_about_the_response() {
+        let re = regex::Regex::new(&criterion_pattern()).expect("pattern compiles");
+        for ok in [
+            "States that copy.deepcopy copies nested objects.",
+            "Claims that the dose is 0.5 mg per day",
+            "Names zoneinfo.ZoneInfo as the class.",
+            "Recommends seeing a doctor when the fever lasts over 3 days.",
+            "Fails to mention the risk of bleeding.",
+        ] {
+            assert!(re.is_match(ok), "{ok}");
+        }
+        for bad in [
+            "States one thing. Then another.",
+            "States a fact; adds one.",
+            "lower case start.",
+            "Ends with a dot then space. ",
+            "The reference answer mentions irrigation.",
+            "Chronic myelogenous leukemia (CML)",
+            "Stated that the past tense is not a check.",
+            "States",
+        ] {
+            assert!(!re.is_match(bad), "{bad}");
+        }
+    }
+
+    #[test]
     fn schema_bounds_match_the_constants() {
         let s = rubric_schema();
         let arr = &s["properties"]["criteria"];
@@ -673,6 +771,7 @@ mod tests {
         assert_eq!(arr["maxItems"], MAX_CRITERIA);
         let item = &arr["items"]["properties"];
         assert_eq!(item["text"]["maxLength"], CRITERION_MAX_CHARS);
+        assert_eq!(item["text"]["pattern"], criterion_pattern());
         assert_eq!(item["weight"]["maximum"], MAX_WEIGHT);
         assert_eq!(item["category"]["enum"].as_array().map(Vec::len), Some(4));
     }

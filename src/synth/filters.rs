@@ -33,6 +33,7 @@ pub const SELF_CONTAINMENT_MODEL: &str = "self_containment_model";
 pub const LEAKAGE: &str = "leakage";
 pub const FAITHFULNESS: &str = "faithfulness";
 pub const RUBRIC_STRUCTURE: &str = "rubric_structure";
+pub const RUBRIC_REFERENCE_CHECK: &str = "rubric_reference_check";
 pub const RUBRIC_REFERENCE: &str = "rubric_reference_reward";
 pub const RUBRIC_DISCRIMINATION: &str = "rubric_discrimination";
 

@@ -27,8 +27,11 @@ use serde_json::Value;
 use crate::engine::{Completion, Constraint, Generator, Prompt, Request, SamplingParams};
 use crate::error::Error as EngineError;
 use crate::judge::formats::{self, Format};
+use crate::judge::reference_check::{check_against_reference, reward_with, DroppedCriterion};
 use crate::judge::template::TemplateError;
-use crate::judge::{AnswerTokens, Judge, JudgeConfig, JudgeError, ResponseLine, RubricSet, Status};
+use crate::judge::{
+    Aggregator, AnswerTokens, Judge, JudgeConfig, JudgeError, ResponseLine, RubricSet, Status,
+};
 use crate::judge::{FormatError, RubricItem};
 use crate::model::tokenizer::Tokenizer;
 use crate::shard::Shard;
@@ -36,7 +39,9 @@ use crate::synth::chunk::{Chunk, ChunkConfig, ChunkEvent, Chunker};
 use crate::synth::decontam::{DecontamError, Decontaminator, DEFAULT_NGRAM};
 use crate::synth::dedup::Deduper;
 use crate::synth::filters::{self, degrade, FilterVerdict, SelfContainmentRules};
-use crate::synth::generate::{item_schema, parse_generated, rubric_item, GeneratedItem};
+use crate::synth::generate::{
+    item_schema, parse_generated, rubric_item, GeneratedItem, MIN_SYNTH_CRITERIA,
+};
 use crate::synth::ingest::{DocItem, DocumentStream, IngestConfig, SkipKind};
 use crate::synth::label::{
     label_max_tokens, label_schema, parse_label, Label, WorthConfig, WorthRules,
@@ -86,6 +91,9 @@ pub struct SynthConfig {
     pub min_reference_reward: f64,
     /// Reference reward minus degraded reward at least this.
     pub min_margin: f64,
+    /// Drop the criteria the reference answer fails before the two rewards above
+    /// (`judge::reference_check`); the rest must still pass `rubric_structure`.
+    pub reference_check: bool,
     /// A criterion with more words is not atomic.
     pub max_criterion_words: usize,
     /// Chunks per batch.
@@ -130,6 +138,7 @@ impl Default for SynthConfig {
             max_leakage: 0.5,
             min_reference_reward: 0.7,
             min_margin: 0.1,
+            reference_check: true,
             max_criterion_words: 30,
             batch_chunks: 8,
             workers: 2,
@@ -277,6 +286,8 @@ struct Candidate {
     reference_reward: Option<f64>,
     degraded_reward: Option<f64>,
     degraded: (String, filters::Degradation),
+    /// Criteria the reference check took out of `rubric`.
+    dropped: Vec<DroppedCriterion>,
 }
 
 /// The warning for a chunk of a document that was decoded lossily.
@@ -747,6 +758,7 @@ impl<'a> Run<'a> {
                         reference_reward: None,
                         degraded_reward: None,
                         degraded,
+                        dropped: Vec::new(),
                     });
                 }
                 Err((reason, output)) => {
@@ -946,6 +958,17 @@ impl<'a> Run<'a> {
                 };
                 let verdict = match (rr.status, rr.reward, dr.status, dr.reward) {
                     (Status::Ok, Some(r), Status::Ok, Some(d)) => {
+                        let (r, d) = if cfg.reference_check {
+                            match self.reference_check(c, set.get(&c.item_id), rr, dr) {
+                                Ok(rd) => rd,
+                                Err(reason) => {
+                                    c.rejected = Some(("rubric_validity", reason));
+                                    continue;
+                                }
+                            }
+                        } else {
+                            (r, d)
+                        };
                         c.reference_reward = Some(r);
                         c.degraded_reward = Some(d);
                         let rv = FilterVerdict::scored(
@@ -997,6 +1020,58 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// The criterion-level reference check (`judge::reference_check`): drops from the candidate's
+    /// rubric the criteria its reference answer fails, records them, checks that the rest is still
+    /// a rubric (`rubric_structure`: enough criteria, a pitfall), and returns the reference and
+    /// degraded rewards over the kept criteria. `Err` is the rejection reason.
+    fn reference_check(
+        &self,
+        c: &mut Candidate,
+        item: Option<&RubricItem>,
+        reference: &crate::judge::JudgeRecord,
+        degraded: &crate::judge::JudgeRecord,
+    ) -> Result<(f64, f64), String> {
+        let item = item.ok_or_else(|| format!("item {} is not in the judged set", c.item_id))?;
+        let checked = check_against_reference(item, reference)
+            .map_err(|e| format!("reference check: {e}"))?;
+        let n = item.criteria.len();
+        let kept = checked.item.criteria.len();
+        let summary = if checked.dropped.is_empty() {
+            format!("the reference answer meets all {n} criteria")
+        } else {
+            let ids: Vec<&str> = checked.dropped.iter().map(|d| d.id.as_str()).collect();
+            format!(
+                "kept {kept} of {n} criteria; dropped {} the reference answer fails",
+                ids.join(", ")
+            )
+        };
+        c.dropped = checked.dropped;
+        c.rubric = Ok(checked.item.clone());
+        let mut structure =
+            filters::rubric_structure(&checked.item, self.config.max_criterion_words);
+        if structure.passed && kept < MIN_SYNTH_CRITERIA {
+            structure = FilterVerdict::fail(
+                filters::RUBRIC_STRUCTURE,
+                format!("{kept} criteria (an accepted item has {MIN_SYNTH_CRITERIA} or more)"),
+            );
+        }
+        if !structure.passed {
+            let reason = format!("after the reference check, {}: {summary}", structure.reason);
+            c.filters.push(FilterVerdict::fail(
+                filters::RUBRIC_REFERENCE_CHECK,
+                reason.clone(),
+            ));
+            return Err(reason);
+        }
+        c.filters.push(FilterVerdict::pass(
+            filters::RUBRIC_REFERENCE_CHECK,
+            summary,
+        ));
+        let aggregator = reference.aggregator.unwrap_or(Aggregator::RarExplicit);
+        let reward = |r| reward_with(r, &checked.item, aggregator).map_err(|e| e.to_string());
+        Ok((reward(reference)?, reward(degraded)?))
+    }
+
     /// Records and the funnel: accepted items and rejections per unit, the funnel counts, and
     /// the units written.
     fn write(&self, mut w: Work<'_>) -> Result<(), SynthError> {
@@ -1044,6 +1119,7 @@ impl<'a> Run<'a> {
                     degraded_reward: c.degraded_reward,
                     degraded_answer: c.degraded.0.clone(),
                     degradation: c.degraded.1,
+                    dropped_criteria: c.dropped.clone(),
                     warnings: lossy_warning(chunk).into_iter().collect(),
                     prompt_tokens: c.prompt_tokens,
                     completion_tokens: c.completion_tokens,
@@ -1075,6 +1151,7 @@ impl<'a> Run<'a> {
                 .as_ref()
                 .map(|i| i.criteria.clone())
                 .unwrap_or_default();
+            r.dropped_criteria = c.dropped.clone();
             r.filters = c.filters.clone();
             w.units[c.chunk].rejected.push(line(&r));
         }
@@ -1184,6 +1261,7 @@ pub fn run(
         max_leakage: config.max_leakage,
         min_reference_reward: config.min_reference_reward,
         min_margin: config.min_margin,
+        reference_check: config.reference_check,
         max_criterion_words: config.max_criterion_words,
         decontaminate_ngram: config.decontaminate_ngram,
         decontaminate: config

@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::judge::reference_check::DroppedCriterion;
 use crate::judge::Criterion;
 use crate::synth::filters::{Degradation, FilterVerdict};
 use crate::synth::prompts::PromptHashes;
@@ -62,6 +63,10 @@ pub struct Provenance {
     pub degraded_reward: Option<f64>,
     pub degraded_answer: String,
     pub degradation: Degradation,
+    /// Generated criteria the reference answer failed (an unmet criterion or a committed
+    /// pitfall), taken out of the rubric before the rewards above were computed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped_criteria: Vec<DroppedCriterion>,
     /// Problems with the input that did not stop the item (invalid UTF-8 replaced).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
@@ -96,8 +101,12 @@ pub struct RejectedRecord {
     pub question: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer: Option<String>,
+    /// The rubric as it stood when the item was rejected (after the reference check, when it ran).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub criteria: Vec<Criterion>,
+    /// Criteria the reference check took out, with the reference answer's P(yes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped_criteria: Vec<DroppedCriterion>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub filters: Vec<FilterVerdict>,
     /// Raw model output when it could not be used (first 400 characters).
@@ -125,6 +134,7 @@ impl RejectedRecord {
             question: None,
             answer: None,
             criteria: Vec::new(),
+            dropped_criteria: Vec::new(),
             filters: Vec::new(),
             output: None,
             warning: None,

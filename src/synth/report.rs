@@ -74,6 +74,8 @@ pub struct Thresholds {
     pub max_leakage: f64,
     pub min_reference_reward: f64,
     pub min_margin: f64,
+    /// Criteria the reference answer fails were dropped before the rubric rewards.
+    pub reference_check: bool,
     pub max_criterion_words: usize,
     /// Decontamination: n-gram length and the benchmark files (empty: off).
     pub decontaminate_ngram: usize,

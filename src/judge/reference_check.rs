@@ -1,0 +1,250 @@
+//! Criterion-level rubric validity against a reference answer (issue 12): a rubric written beside
+//! a reference answer should be met by it. Given the judge's logprob record of that reference
+//! under the rubric, [`check_against_reference`] keeps each positive criterion the reference meets
+//! (P(yes) ≥ [`REFERENCE_THRESHOLD`]) and each pitfall it avoids (P(yes) < the threshold), and
+//! drops the rest with the measured P(yes) and the reason, so a criterion the grader reads
+//! differently from its writer (vague, about something the answer does not say, or a "pitfall"
+//! the reference itself commits) never reaches a reward. [`reward_with`] re-aggregates any
+//! record of the same rubric over the kept criteria, without judging again.
+//!
+//! Pure functions: no model, no I/O. Invariants: the kept rubric is the input rubric minus the
+//! dropped criteria, in the input order, ids unchanged; a criterion without a verdict is dropped
+//! (never counted as met or avoided); a record that is not `ok` or does not cover the rubric
+//! criterion by criterion is an error, never a silently unpruned rubric.
+
+use serde::{Deserialize, Serialize};
+
+use crate::judge::aggregate::{AggregateError, Aggregator, Scored};
+use crate::judge::record::{JudgeRecord, Status};
+use crate::judge::rubric::RubricItem;
+
+/// A positive criterion counts as met, a pitfall as committed, at this P(yes) or above.
+pub const REFERENCE_THRESHOLD: f64 = 0.5;
+
+/// A criterion taken out of a rubric because its reference answer fails it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DroppedCriterion {
+    pub id: String,
+    pub text: String,
+    pub weight: f64,
+    /// The judge's P(yes) for the reference answer; null when it gave no usable verdict.
+    pub p_yes_reference: Option<f64>,
+    pub reason: String,
+}
+
+/// A rubric after the reference check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReferenceChecked {
+    pub item: RubricItem,
+    pub dropped: Vec<DroppedCriterion>,
+}
+
+/// Why a rubric could not be checked against its reference answer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ReferenceCheckError {
+    #[error("the reference answer was not judged: status {status}: {error}")]
+    NotJudged { status: Status, error: String },
+    #[error("the reference answer's record has {got} criteria, the rubric {want}")]
+    Mismatch { got: usize, want: usize },
+    #[error("the reference answer's record names criterion `{got}` where the rubric has `{want}`")]
+    WrongCriterion { got: String, want: String },
+}
+
+/// Keeps the criteria the reference answer meets (positive weight) or avoids (pitfall), given
+/// `reference`, the logprob-mode record of the reference answer judged against `item`.
+pub fn check_against_reference(
+    item: &RubricItem,
+    reference: &JudgeRecord,
+) -> Result<ReferenceChecked, ReferenceCheckError> {
+    if reference.status != Status::Ok {
+        return Err(ReferenceCheckError::NotJudged {
+            status: reference.status,
+            error: reference.error.clone().unwrap_or_default(),
+        });
+    }
+    if reference.criteria.len() != item.criteria.len() {
+        return Err(ReferenceCheckError::Mismatch {
+            got: reference.criteria.len(),
+            want: item.criteria.len(),
+        });
+    }
+    let mut kept = Vec::with_capacity(item.criteria.len());
+    let mut dropped = Vec::new();
+    for (c, v) in item.criteria.iter().zip(&reference.criteria) {
+        if v.id != c.id {
+            return Err(ReferenceCheckError::WrongCriterion {
+                got: v.id.clone(),
+                want: c.id.clone(),
+            });
+        }
+        let pitfall = c.weight < 0.0;
+        let reason = match v.p_yes {
+            None => Some("no usable verdict for the reference answer".to_string()),
+            Some(p) if pitfall && p >= REFERENCE_THRESHOLD => Some(format!(
+                "the reference answer commits this pitfall (P(yes) {p:.3} >= {REFERENCE_THRESHOLD})"
+            )),
+            Some(p) if !pitfall && p < REFERENCE_THRESHOLD => Some(format!(
+                "the reference answer does not meet it (P(yes) {p:.3} < {REFERENCE_THRESHOLD})"
+            )),
+            Some(_) => None,
+        };
+        match reason {
+            Some(reason) => dropped.push(DroppedCriterion {
+                id: c.id.clone(),
+                text: c.text.clone(),
+                weight: c.weight,
+                p_yes_reference: v.p_yes,
+                reason,
+            }),
+            None => kept.push(c.clone()),
+        }
+    }
+    let mut out = item.clone();
+    out.criteria = kept;
+    Ok(ReferenceChecked { item: out, dropped })
+}
+
+/// The reward of `record` (any response judged against the full rubric) over the criteria of
+/// `kept` only, with `aggregator`. Errors when a kept criterion has no verdict in the record.
+pub fn reward_with(
+    record: &JudgeRecord,
+    kept: &RubricItem,
+    aggregator: Aggregator,
+) -> Result<f64, AggregateError> {
+    let mut scored = Vec::with_capacity(kept.criteria.len());
+    for c in &kept.criteria {
+        let verdict = record
+            .criteria
+            .iter()
+            .find(|v| v.id == c.id)
+            .and_then(|v| v.verdict)
+            .ok_or(AggregateError::Empty)?;
+        scored.push(Scored::new(c.weight, verdict));
+    }
+    aggregator.aggregate(&scored)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::judge::aggregate::Verdict;
+    use crate::judge::record::{CriterionVerdict, Mode};
+    use crate::judge::rubric::{Category, Criterion};
+
+    fn item() -> RubricItem {
+        let c = |id: &str, w: f64, cat| Criterion::new(id, format!("States fact {id}."), w, cat);
+        RubricItem::new(
+            "q1",
+            "Why is the sky blue?",
+            vec![
+                c("a", 9.0, Category::Essential),
+                c("b", 5.0, Category::Important),
+                c("c", -7.0, Category::Pitfall),
+                c("d", -4.0, Category::Pitfall),
+            ],
+        )
+    }
+
+    fn record(p: &[Option<f64>]) -> JudgeRecord {
+        let it = item();
+        JudgeRecord {
+            item_id: Some("q1".into()),
+            response_id: Some("reference".into()),
+            reward: Some(0.5),
+            status: Status::Ok,
+            criteria: it
+                .criteria
+                .iter()
+                .zip(p)
+                .map(|(c, p)| CriterionVerdict {
+                    id: c.id.clone(),
+                    verdict: p.map(Verdict::Soft),
+                    p_yes: *p,
+                    weight: c.weight,
+                    verdict_mass: p.map(|_| 0.99),
+                    reason: None,
+                    matched_by: None,
+                })
+                .collect(),
+            mode: Mode::Logprob,
+            model_sha256: "m".into(),
+            template_hash: "t".into(),
+            aggregator: Some(Aggregator::RarExplicit),
+            holistic: None,
+            error: None,
+            line: 1,
+            schema_version: 1,
+        }
+    }
+
+    #[test]
+    fn unmet_criteria_and_committed_pitfalls_are_dropped_with_their_p_yes() {
+        let r = record(&[Some(0.9), Some(0.3), Some(0.6), None]);
+        let checked = check_against_reference(&item(), &r).expect("checked");
+        let kept: Vec<&str> = checked
+            .item
+            .criteria
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect();
+        assert_eq!(kept, ["a"]);
+        let dropped: Vec<(&str, Option<f64>)> = checked
+            .dropped
+            .iter()
+            .map(|d| (d.id.as_str(), d.p_yes_reference))
+            .collect();
+        assert_eq!(dropped, [("b", Some(0.3)), ("c", Some(0.6)), ("d", None)]);
+        assert!(checked.dropped[0].reason.contains("does not meet"));
+        assert!(checked.dropped[1].reason.contains("commits this pitfall"));
+        assert!(checked.dropped[2].reason.contains("no usable verdict"));
+    }
+
+    #[test]
+    fn a_reference_that_meets_everything_keeps_the_rubric_whole() {
+        let r = record(&[Some(0.5), Some(0.99), Some(0.49), Some(0.0)]);
+        let checked = check_against_reference(&item(), &r).expect("checked");
+        assert_eq!(checked.item, item());
+        assert!(checked.dropped.is_empty());
+    }
+
+    #[test]
+    fn rewards_are_recomputed_over_the_kept_criteria() {
+        let reference = record(&[Some(0.9), Some(0.2), Some(0.1), Some(0.3)]);
+        let checked = check_against_reference(&item(), &reference).expect("checked");
+        // Kept: a (+9, 0.9), c (-7, 0.1), d (-4, 0.3). RaR explicit: (9·0.9 + 7·0.9 + 4·0.7) / 20.
+        let r = reward_with(&reference, &checked.item, Aggregator::RarExplicit).expect("reward");
+        assert!(
+            (r - (9.0 * 0.9 + 7.0 * 0.9 + 4.0 * 0.7) / 20.0).abs() < 1e-12,
+            "{r}"
+        );
+        let other = record(&[Some(0.1), Some(0.9), Some(0.9), Some(0.9)]);
+        let r = reward_with(&other, &checked.item, Aggregator::RarExplicit).expect("reward");
+        assert!(
+            (r - (9.0 * 0.1 + 7.0 * 0.1 + 4.0 * 0.1) / 20.0).abs() < 1e-12,
+            "{r}"
+        );
+    }
+
+    #[test]
+    fn records_that_do_not_cover_the_rubric_are_errors() {
+        let mut r = record(&[Some(0.9), Some(0.9), Some(0.1), Some(0.1)]);
+        r.criteria.pop();
+        assert!(matches!(
+            check_against_reference(&item(), &r),
+            Err(ReferenceCheckError::Mismatch { got: 3, want: 4 })
+        ));
+        let mut r = record(&[Some(0.9), Some(0.9), Some(0.1), Some(0.1)]);
+        r.criteria[1].id = "x".into();
+        assert!(matches!(
+            check_against_reference(&item(), &r),
+            Err(ReferenceCheckError::WrongCriterion { .. })
+        ));
+        let mut r = record(&[Some(0.9), Some(0.9), Some(0.1), Some(0.1)]);
+        r.status = Status::JudgeUnparseable;
+        r.error = Some("mass".into());
+        assert!(matches!(
+            check_against_reference(&item(), &r),
+            Err(ReferenceCheckError::NotJudged { .. })
+        ));
+    }
+}
