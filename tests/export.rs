@@ -282,6 +282,8 @@ fn decontamination_drops_an_item_copied_from_an_eval_question_and_keeps_the_othe
         personas: 1,
         min_reference_reward: 0.0,
         min_margin: 0.0,
+        // The scripted judge answers every criterion alike; this test is about decontamination.
+        reference_check: false,
         decontaminate: vec![bench.clone()],
         near_duplicate: 1.1,
         workers: 1,

@@ -40,7 +40,10 @@ fn rubric_for_two_questions_writes_valid_items_with_template_hash() {
     let dir = tempfile::tempdir().expect("tmp");
     let input = dir.path().join("questions.jsonl");
     let questions = [
-        json!({"id": "sky", "question": "Why is the sky blue?"}),
+        // With a reference answer: without one the 135M test model repeats itself (two distinct
+        // criteria of three under the verb-led criterion pattern).
+        json!({"id": "sky", "question": "Why is the sky blue?",
+               "reference_answer": "Sunlight is scattered by the molecules of the air, and blue light is scattered much more than red light (Rayleigh scattering), so blue light reaches our eyes from every direction of the sky."}),
         json!({"id": "paris", "question": "What is the capital of France?",
                "reference_answer": "Paris."}),
     ];
