@@ -335,6 +335,12 @@ fn compare_with_plain<T: Copy>(
 }
 
 impl MethodResult {
+    /// False for a method that does not apply to its data set (pairwise on medquad, which has no
+    /// pairs: every answer failed `pairs_only`); tables and pages give it no row.
+    pub fn applies(&self) -> bool {
+        !(self.scored == 0 && self.failed.keys().eq(["pairs_only"]))
+    }
+
     pub fn failed_total(&self) -> usize {
         self.failed.values().sum()
     }
@@ -446,9 +452,7 @@ impl EvalReport {
         out.push_str("|---|---|---:|---:|---|---|---|---|---:|\n");
         for d in &self.datasets {
             // A method that does not apply to the data set (pairwise on medquad) gets no row.
-            let applies =
-                |m: &&MethodResult| !(m.scored == 0 && m.failed.keys().eq(["pairs_only"]));
-            for m in d.methods.iter().filter(applies) {
+            for m in d.methods.iter().filter(|m| m.applies()) {
                 let acc = match (&m.pairwise_accuracy, m.ties) {
                     (Some(_), Some(t)) => {
                         format!("{} ({t} ties)", fmt_estimate(&m.pairwise_accuracy))

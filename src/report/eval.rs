@@ -407,6 +407,7 @@ pub fn render(dir: &Path, report: &EvalReport) -> Result<String, ReportError> {
         let rows: Vec<Vec<String>> = d
             .methods
             .iter()
+            .filter(|m| m.applies())
             .map(|m| {
                 vec![
                     m.method.label().to_string(),
