@@ -535,6 +535,36 @@ struct Context<'a> {
     progress: &'a (dyn Fn(&EvalProgress) + Sync),
 }
 
+impl Context<'_> {
+    /// A judge in `mode` over the run's model, with the verdict cache when the run keeps one.
+    fn judge(&self, mode: Mode) -> Result<Judge<'_>, EvalError> {
+        let config = JudgeConfig {
+            mode,
+            max_in_flight: self.config.max_in_flight.max(1),
+            ..JudgeConfig::default()
+        };
+        let judge = Judge::new(self.generator, self.tokenizer, self.model_sha256, config)?;
+        Ok(match &self.cache {
+            Some(cache) => judge.with_cache(cache),
+            None => judge,
+        })
+    }
+
+    /// A judge job's progress reported as this run's progress in `stage`.
+    fn judge_progress(&self, stage: String) -> impl Fn(&JudgeProgress) + Sync + '_ {
+        move |p: &JudgeProgress| {
+            (self.progress)(&EvalProgress {
+                stage: stage.clone(),
+                done: p.responses_done,
+                total: p.responses_total,
+                requests_done: p.requests_done,
+                requests_total: p.requests_total,
+                seconds: p.seconds,
+            })
+        }
+    }
+}
+
 /// One response to judge: its item (question id) and text.
 struct EvalResponse {
     item_id: String,
@@ -993,10 +1023,10 @@ fn rubrics(
 
 /// One line of `reference-check-<dataset>.jsonl`.
 #[derive(Debug, Serialize)]
-struct ReferenceCheckLine<'a> {
-    id: &'a str,
-    kept: Vec<&'a str>,
-    dropped: &'a [DroppedCriterion],
+struct ReferenceCheckLine {
+    id: String,
+    kept: Vec<String>,
+    dropped: Vec<DroppedCriterion>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
@@ -1012,15 +1042,7 @@ fn reference_check(
     mut rubrics: HashMap<String, RubricItem>,
     mut summary: RubricSummary,
 ) -> Result<(HashMap<String, RubricItem>, RubricSummary), EvalError> {
-    let config = JudgeConfig {
-        mode: Mode::Logprob,
-        max_in_flight: ctx.config.max_in_flight.max(1),
-        ..JudgeConfig::default()
-    };
-    let mut judge = Judge::new(ctx.generator, ctx.tokenizer, ctx.model_sha256, config)?;
-    if let Some(cache) = &ctx.cache {
-        judge = judge.with_cache(cache);
-    }
+    let judge = ctx.judge(Mode::Logprob)?;
     let with_reference: Vec<(&Question, &str)> = questions
         .iter()
         .filter(|q| rubrics.contains_key(&q.id))
@@ -1033,17 +1055,7 @@ fn reference_check(
         .iter()
         .map(|(q, r)| (&rubrics[&q.id], "reference", *r))
         .collect();
-    let stage = format!("{}: reference check", dataset.as_str());
-    let progress = |p: &JudgeProgress| {
-        (ctx.progress)(&EvalProgress {
-            stage: stage.clone(),
-            done: p.responses_done,
-            total: p.responses_total,
-            requests_done: p.requests_done,
-            requests_total: p.requests_total,
-            seconds: p.seconds,
-        })
-    };
+    let progress = ctx.judge_progress(format!("{}: reference check", dataset.as_str()));
     let (records, _) = judge.score_each(&inputs, &progress);
     let mut out = ReferenceCheckSummary {
         checked: 0,
@@ -1056,7 +1068,7 @@ fn reference_check(
             .out_dir
             .join(format!("reference-check-{}.jsonl", dataset.as_str())),
     };
-    let mut lines = Vec::new();
+    let mut rows = Vec::new();
     for ((q, _), record) in with_reference.iter().zip(&records) {
         let item = &rubrics[&q.id];
         match check_against_reference(item, record) {
@@ -1064,42 +1076,28 @@ fn reference_check(
                 out.checked += 1;
                 out.criteria += item.criteria.len();
                 out.dropped += checked.dropped.len();
-                lines.push((q.id.clone(), Ok(checked)));
-            }
-            Err(e) => {
-                out.unchecked += 1;
-                lines.push((q.id.clone(), Err(e.to_string())));
-            }
-        }
-    }
-    let mut rows = Vec::new();
-    for (id, outcome) in &lines {
-        match outcome {
-            Ok(checked) => {
                 rows.push(ReferenceCheckLine {
-                    id,
-                    kept: checked
-                        .item
-                        .criteria
-                        .iter()
-                        .map(|c| c.id.as_str())
-                        .collect(),
-                    dropped: &checked.dropped,
+                    id: q.id.clone(),
+                    kept: checked.item.criteria.iter().map(|c| c.id.clone()).collect(),
+                    dropped: checked.dropped,
                     error: None,
                 });
                 if checked.item.criteria.iter().any(|c| c.weight > 0.0) {
-                    rubrics.insert(id.clone(), checked.item.clone());
+                    rubrics.insert(q.id.clone(), checked.item);
                 } else {
                     out.emptied += 1;
-                    rubrics.remove(id);
+                    rubrics.remove(&q.id);
                 }
             }
-            Err(e) => rows.push(ReferenceCheckLine {
-                id,
-                kept: Vec::new(),
-                dropped: &[],
-                error: Some(e.clone()),
-            }),
+            Err(e) => {
+                out.unchecked += 1;
+                rows.push(ReferenceCheckLine {
+                    id: q.id.clone(),
+                    kept: Vec::new(),
+                    dropped: Vec::new(),
+                    error: Some(e.to_string()),
+                });
+            }
         }
     }
     crate::jsonl::write_records(&out.file, &rows).map_err(|source| EvalError::Io {
@@ -1162,20 +1160,12 @@ fn judge(
             return judge_pairwise(ctx, dataset, questions, rubrics, responses);
         }
     };
-    let config = JudgeConfig {
-        mode,
-        max_in_flight: ctx.config.max_in_flight.max(1),
-        ..JudgeConfig::default()
-    };
-    let mut judge = Judge::new(ctx.generator, ctx.tokenizer, ctx.model_sha256, config)?;
+    let mut judge = ctx.judge(mode)?;
     if method == Method::PlainHolistic {
         judge = judge.with_template(plain_template()?);
     }
     if method == Method::ReferenceHolistic {
         judge = judge.with_template(reference_template()?);
-    }
-    if let Some(cache) = &ctx.cache {
-        judge = judge.with_cache(cache);
     }
     let items: Vec<RubricItem> = if method.uses_rubric() {
         questions
@@ -1203,17 +1193,7 @@ fn judge(
             inputs.push((item, r.response_id.as_str(), r.text.as_str()));
         }
     }
-    let stage = format!("{}: {}", dataset.as_str(), method.as_str());
-    let progress = |p: &JudgeProgress| {
-        (ctx.progress)(&EvalProgress {
-            stage: stage.clone(),
-            done: p.responses_done,
-            total: p.responses_total,
-            requests_done: p.requests_done,
-            requests_total: p.requests_total,
-            seconds: p.seconds,
-        })
-    };
+    let progress = ctx.judge_progress(format!("{}: {}", dataset.as_str(), method.as_str()));
     let (mut records, summary) = judge.score_each(&inputs, &progress);
     for (record, &i) in records.iter_mut().zip(&positions) {
         // `line` is the response's position in the eval sample.
