@@ -368,6 +368,34 @@ fn the_reference_check_records_what_it_drops() {
         for c in line["criteria"].as_array().into_iter().flatten() {
             assert!(!got.iter().any(|g| c["id"] == g.as_str()), "{line}");
         }
+        // The pitfall stage ran on every item that reached the check; each pitfall it added is
+        // a "Claims that" pitfall that the check either kept or dropped, never lost.
+        let stage = p["pitfall_stage"]
+            .as_object()
+            .expect("pitfall_stage recorded");
+        for added in stage
+            .get("added")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let text = added.as_str().expect("text");
+            assert!(text.starts_with("Claims that "), "{line}");
+            let kept = line["criteria"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["text"] == text && c["category"] == "pitfall");
+            let dropped = p["dropped_criteria"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|d| d["text"] == text);
+            assert!(
+                kept != dropped,
+                "{text}: kept {kept}, dropped {dropped}: {line}"
+            );
+        }
         Some(f["passed"] == true)
     };
     let mut checked = 0;
@@ -391,6 +419,10 @@ fn the_reference_check_records_what_it_drops() {
         checked += 1;
     }
     assert!(checked > 0, "no item reached the reference check: {r}");
+    let pit = &r["pitfalls"];
+    assert_eq!(r["thresholds"]["pitfall_stage"], true, "{r}");
+    assert!(pit["items"].as_u64() >= Some(checked as u64), "{r}");
+    assert!(pit["kept"].as_u64() <= pit["checked"].as_u64(), "{r}");
 }
 
 /// `ares synth` over `input` into `out` with small chunks, one persona and short generations,

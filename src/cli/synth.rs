@@ -150,6 +150,11 @@ pub struct SynthArgs {
     /// answer fails (by default they are dropped and listed in `synth.dropped_criteria`).
     #[arg(long)]
     pub keep_failed_criteria: bool,
+    /// Do not run the pitfall stage (a second short generation per item that writes false
+    /// statements as "Claims that" pitfalls, kept only where the reference answer does not make
+    /// them). It runs only with the reference check, so --keep-failed-criteria turns it off too.
+    #[arg(long)]
+    pub no_pitfall_stage: bool,
     /// Rubric validity: a criterion with more words is not atomic.
     #[arg(long, default_value_t = 30)]
     pub max_criterion_words: usize,
@@ -250,6 +255,7 @@ impl SynthArgs {
             min_reference_reward: self.min_reference_reward,
             min_margin: self.min_margin,
             reference_check: !self.keep_failed_criteria,
+            pitfall_stage: !self.no_pitfall_stage,
             max_criterion_words: self.max_criterion_words,
             batch_chunks: self.batch_chunks.max(1),
             workers: self.workers.max(1),

@@ -310,6 +310,10 @@ impl<'a> DatasetCard<'a> {
                 if t.reference_check { "dropped" } else { "kept" }.to_string(),
             ),
             (
+                "pitfall stage (written false statements)",
+                if t.pitfall_stage { "on" } else { "off" }.to_string(),
+            ),
+            (
                 "decontamination",
                 if t.decontaminate.is_empty() {
                     "off".to_string()

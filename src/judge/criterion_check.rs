@@ -23,7 +23,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 /// Every prompt template ares ships, by path under `templates/`.
-pub const TEMPLATE_SOURCES: [(&str, &str); 21] = [
+pub const TEMPLATE_SOURCES: [(&str, &str); 22] = [
     (
         "judge_criterion.txt",
         include_str!("../../templates/judge_criterion.txt"),
@@ -64,6 +64,10 @@ pub const TEMPLATE_SOURCES: [(&str, &str); 21] = [
     (
         "synth/label.txt",
         include_str!("../../templates/synth/label.txt"),
+    ),
+    (
+        "synth/pitfall.txt",
+        include_str!("../../templates/synth/pitfall.txt"),
     ),
     (
         "synth/domains/coding.txt",

@@ -306,6 +306,18 @@ pub fn figures(report: &SynthReport, files: &RunFiles) -> Result<Vec<Figure>, Re
     Ok(out)
 }
 
+/// What the pitfall stage did this session, in one line.
+fn pitfall_line(report: &SynthReport) -> String {
+    let p = &report.pitfalls;
+    if !report.thresholds.pitfall_stage {
+        return "off".to_string();
+    }
+    format!(
+        "{} items: {} mistakes added as pitfalls, {} skipped, {} items without output; the reference check kept {} of the {} it judged",
+        p.items, p.added, p.skipped, p.errors, p.kept, p.checked
+    )
+}
+
 /// The whole synth page for the run in `dir`.
 pub fn render(dir: &Path, report: &SynthReport) -> Result<String, ReportError> {
     let files = read_files(dir)?;
@@ -340,6 +352,7 @@ pub fn render(dir: &Path, report: &SynthReport) -> Result<String, ReportError> {
                 report.totals.accepted, report.totals.rejected
             ),
         ),
+        ("pitfall stage", pitfall_line(report)),
     ]);
     if accepted_total == 0 {
         page.empty("This run accepted no items: there are no rubrics to draw and no accepted items to show. The funnel and the rejection reasons below say where the items stopped.");

@@ -222,12 +222,9 @@ pub fn rubric_structure(item: &RubricItem, max_criterion_words: usize) -> Filter
         }
     }
     for (i, a) in item.criteria.iter().enumerate() {
-        let wa: HashSet<String> = content_words(&a.text).into_iter().collect();
         for b in &item.criteria[i + 1..] {
-            let wb: HashSet<String> = content_words(&b.text).into_iter().collect();
-            let union = wa.union(&wb).count();
-            let jaccard = wa.intersection(&wb).count() as f64 / union.max(1) as f64;
-            if union > 0 && jaccard >= 0.8 {
+            let jaccard = word_jaccard(&a.text, &b.text);
+            if jaccard >= NEAR_DUPLICATE_CRITERIA {
                 return FilterVerdict::fail(
                     RUBRIC_STRUCTURE,
                     format!(
@@ -282,6 +279,9 @@ pub fn well_formed(what: &str, text: &str, min_words: usize) -> Result<(), Strin
     }
     Ok(())
 }
+
+/// Word Jaccard (content words) at or above which two criteria of one rubric are near duplicates.
+pub const NEAR_DUPLICATE_CRITERIA: f64 = 0.8;
 
 /// Word Jaccard similarity of two texts' content words.
 pub fn word_jaccard(a: &str, b: &str) -> f64 {

@@ -6,13 +6,14 @@
 //! ingest (files, JSONL records; streamed) -> chunk (tokens, sentence bounds, overlap)
 //!   -> dedup (exact + MinHash) -> label (rules, then model: domain + personas)
 //!   -> generate (per persona: question, answer, criteria) -> decontamination (benchmark
-//!   n-grams, with --decontaminate) -> filters (self-containment rules
+//!   n-grams, with --decontaminate) -> pitfall (false statements -> "Claims that" criteria)
+//!   -> filters (self-containment rules
 //!   and model, leakage, faithfulness, rubric structure, judge: reference >= tau, degraded lower)
 //!   -> accepted item (ares rubric item + provenance) | rejected record (stage + reason)
 //! ```
 //!
 //! One file per responsibility: `ingest` (+ `html`), `chunk`, `dedup`, `label`, `generate`,
-//! `decontam` (the benchmark n-gram index),
+//! `decontam` (the benchmark n-gram index), `pitfall` (the pitfall stage's schema and checks),
 //! `filters`, `prompts` (template files and hashes), `record` (output record types), `output`
 //! (run files, crash safety, resume), `report`, `pipeline` (the run: batching through the
 //! `Generator` trait, workers, bookkeeping). Nothing here prints; the binary does.
@@ -27,6 +28,7 @@ pub mod ingest;
 pub mod label;
 pub mod output;
 pub mod pipeline;
+pub mod pitfall;
 pub mod prompts;
 pub mod record;
 pub mod report;

@@ -47,7 +47,8 @@ use crate::synth::label::{
     label_max_tokens, label_schema, parse_label, Label, WorthConfig, WorthRules,
 };
 use crate::synth::output::{count_lines, OutputError, RunFiles};
-use crate::synth::prompts::{SynthPrompts, DEFAULT_DOMAINS};
+use crate::synth::pitfall::{pitfall_schema, pitfalls_from, PitfallOutcome, PITFALL_MAX_TOKENS};
+use crate::synth::prompts::{describe_domains, SynthPrompts, DEFAULT_DOMAINS};
 use crate::synth::record::{Provenance, RejectedRecord, SamplingRecord, SYNTH_RECORD_VERSION};
 use crate::synth::report::{SynthReport, Thresholds};
 use crate::synth::short_hash;
@@ -94,6 +95,11 @@ pub struct SynthConfig {
     /// Drop the criteria the reference answer fails before the two rewards above
     /// (`judge::reference_check`); the rest must still pass `rubric_structure`.
     pub reference_check: bool,
+    /// The pitfall stage (`pitfall.rs`): a second short generation per item writes false
+    /// statements that become "Claims that" pitfall criteria. Runs only with `reference_check`,
+    /// which drops the ones the reference answer makes (an unchecked model-written "false"
+    /// statement may be true).
+    pub pitfall_stage: bool,
     /// A criterion with more words is not atomic.
     pub max_criterion_words: usize,
     /// Chunks per batch.
@@ -139,6 +145,7 @@ impl Default for SynthConfig {
             min_reference_reward: 0.7,
             min_margin: 0.1,
             reference_check: true,
+            pitfall_stage: true,
             max_criterion_words: 30,
             batch_chunks: 8,
             workers: 2,
@@ -288,6 +295,8 @@ struct Candidate {
     degraded: (String, filters::Degradation),
     /// Criteria the reference check took out of `rubric`.
     dropped: Vec<DroppedCriterion>,
+    /// What the pitfall stage did (None: it did not run on this item).
+    pitfalls: Option<PitfallOutcome>,
 }
 
 /// The warning for a chunk of a document that was decoded lossily.
@@ -564,6 +573,9 @@ impl<'a> Run<'a> {
         self.label(&mut w);
         self.generate(&mut w);
         self.decontaminate(&mut w);
+        if self.pitfall_stage() {
+            self.pitfalls(&mut w);
+        }
         let to_judge = self.filter(&mut w);
         self.validity(&mut w, &to_judge);
         self.write(w)
@@ -590,7 +602,7 @@ impl<'a> Run<'a> {
     fn label(&self, w: &mut Work<'_>) {
         let cfg = self.config;
         let chunks = w.chunks;
-        let domains_list = cfg.domains.join(", ");
+        let domains_list = describe_domains(&cfg.domains);
         let personas = cfg.personas.to_string();
         let mut reqs = Vec::new();
         let mut which = Vec::new();
@@ -759,6 +771,7 @@ impl<'a> Run<'a> {
                         degraded_reward: None,
                         degraded,
                         dropped: Vec::new(),
+                        pitfalls: None,
                     });
                 }
                 Err((reason, output)) => {
@@ -803,6 +816,83 @@ impl<'a> Run<'a> {
                     ),
                 )),
             }
+        }
+    }
+
+    /// Whether the pitfall stage runs (see [`SynthConfig::pitfall_stage`]).
+    fn pitfall_stage(&self) -> bool {
+        self.config.pitfall_stage && self.config.reference_check
+    }
+
+    /// Pitfall stage: for every candidate not yet rejected, one greedy constrained request for
+    /// false statements; the ones `pitfall::pitfalls_from` accepts are appended to the generated
+    /// criteria and the rubric is rebuilt. A failed request leaves the item as generated and is
+    /// recorded in its outcome (never silently).
+    fn pitfalls(&self, w: &mut Work<'_>) {
+        let mut reqs = Vec::new();
+        let mut which = Vec::new();
+        for (k, c) in w.candidates.iter_mut().enumerate() {
+            if c.rejected.is_some() {
+                continue;
+            }
+            match self.chat(
+                &self.prompts.pitfall,
+                &[
+                    ("question", &c.generated.question),
+                    ("answer", &c.generated.answer),
+                ],
+            ) {
+                Ok(p) => {
+                    reqs.push(Request {
+                        max_tokens: PITFALL_MAX_TOKENS,
+                        sampling: SamplingParams::greedy(),
+                        constraint: Some(Constraint::JsonSchema(pitfall_schema())),
+                        ..Request::new(format!("pitfall/{}", c.item_id), Prompt::Text(p))
+                    });
+                    which.push(k);
+                }
+                Err(e) => {
+                    c.pitfalls = Some(PitfallOutcome {
+                        error: Some(e),
+                        ..PitfallOutcome::default()
+                    })
+                }
+            }
+        }
+        for (k, r) in which.into_iter().zip(self.run_requests(reqs, &mut w.usage)) {
+            let c = &mut w.candidates[k];
+            let parsed = r.map_err(|e| format!("engine: {e}")).and_then(|out| {
+                pitfalls_from(&out.text, &c.generated.answer, &c.generated.criteria)
+                    .map_err(|e| format!("{e}; finish {:?}", out.finish_reason))
+            });
+            match parsed {
+                Ok((added, outcome)) => {
+                    if !added.is_empty() {
+                        c.generated.criteria.extend(added);
+                        c.rubric = rubric_item(
+                            &c.item_id,
+                            &c.generated,
+                            self.prompts.generate.hash(),
+                            self.model_sha256,
+                        )
+                        .map_err(|e| e.to_string());
+                    }
+                    c.pitfalls = Some(outcome);
+                }
+                Err(e) => {
+                    c.pitfalls = Some(PitfallOutcome {
+                        error: Some(e),
+                        ..PitfallOutcome::default()
+                    })
+                }
+            }
+        }
+        let mut report = lock(&self.report);
+        for o in w.candidates.iter().filter_map(|c| c.pitfalls.as_ref()) {
+            report.pitfalls.items += 1;
+            report.pitfalls.errors += usize::from(o.error.is_some());
+            report.pitfalls.added += o.added.len();
+            report.pitfalls.skipped += o.skipped.len();
         }
     }
 
@@ -1045,6 +1135,16 @@ impl<'a> Run<'a> {
                 ids.join(", ")
             )
         };
+        if let Some(o) = &c.pitfalls {
+            let kept = o
+                .added
+                .iter()
+                .filter(|t| checked.item.criteria.iter().any(|k| &k.text == *t))
+                .count();
+            let mut report = lock(&self.report);
+            report.pitfalls.checked += o.added.len();
+            report.pitfalls.kept += kept;
+        }
         c.dropped = checked.dropped;
         c.rubric = Ok(checked.item.clone());
         let mut structure =
@@ -1105,9 +1205,11 @@ impl<'a> Run<'a> {
                     domain: label.domain.clone(),
                     persona: c.persona.clone(),
                     model_sha256: self.model_sha256.to_string(),
-                    prompt_hashes: self
-                        .prompts
-                        .hashes(&label.domain, self.judge.template_hash()),
+                    prompt_hashes: self.prompts.hashes(
+                        &label.domain,
+                        self.judge.template_hash(),
+                        c.pitfalls.is_some(),
+                    ),
                     sampling: SamplingRecord {
                         temperature: cfg.temperature,
                         top_p: cfg.top_p,
@@ -1120,6 +1222,7 @@ impl<'a> Run<'a> {
                     degraded_answer: c.degraded.0.clone(),
                     degradation: c.degraded.1,
                     dropped_criteria: c.dropped.clone(),
+                    pitfall_stage: c.pitfalls.clone(),
                     warnings: lossy_warning(chunk).into_iter().collect(),
                     prompt_tokens: c.prompt_tokens,
                     completion_tokens: c.completion_tokens,
@@ -1152,6 +1255,7 @@ impl<'a> Run<'a> {
                 .map(|i| i.criteria.clone())
                 .unwrap_or_default();
             r.dropped_criteria = c.dropped.clone();
+            r.pitfall_stage = c.pitfalls.clone();
             r.filters = c.filters.clone();
             w.units[c.chunk].rejected.push(line(&r));
         }
@@ -1262,6 +1366,7 @@ pub fn run(
         min_reference_reward: config.min_reference_reward,
         min_margin: config.min_margin,
         reference_check: config.reference_check,
+        pitfall_stage: config.pitfall_stage && config.reference_check,
         max_criterion_words: config.max_criterion_words,
         decontaminate_ngram: config.decontaminate_ngram,
         decontaminate: config

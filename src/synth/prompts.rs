@@ -4,6 +4,8 @@
 //! - `generate.txt`: question + reference answer + criteria; `{{persona}}` last, so the
 //!   generations for the personas of one chunk share their whole prefix in the KV cache.
 //! - `check_self_contained.txt`, `check_faithful.txt`: yes/no checks read from log-probs.
+//! - `pitfall.txt`: false statements about an item's subject (the pitfall stage, `pitfall.rs`);
+//!   `{{answer}}` last.
 //! - `domains/<slug>.txt`: per-domain guidance (what to ask, what the checks and pitfalls look
 //!   like), inserted into `generate.txt`; a configured domain without a file gets `other.txt`.
 //!   No concrete example items (issue 12: the blue-sky example leaked into other subjects);
@@ -24,6 +26,7 @@ pub const GENERATE_SOURCE: &str = include_str!("../../templates/synth/generate.t
 pub const SELF_CONTAINED_SOURCE: &str =
     include_str!("../../templates/synth/check_self_contained.txt");
 pub const FAITHFUL_SOURCE: &str = include_str!("../../templates/synth/check_faithful.txt");
+pub const PITFALL_SOURCE: &str = include_str!("../../templates/synth/pitfall.txt");
 
 /// Per-domain guidance files, by slug ([`domain_slug`]).
 pub const DOMAIN_FILES: [(&str, &str); 10] = [
@@ -83,6 +86,58 @@ pub const DEFAULT_DOMAINS: [&str; 10] = [
     "Other",
 ];
 
+/// What each default domain covers, shown to the label stage (a domain without an entry is
+/// listed by name only). Without them the 1.5B model put Python's library documentation under
+/// Other or Math and the Debian manifesto under Medicine & Health.
+pub const DOMAIN_DESCRIPTIONS: [(&str, &str); 10] = [
+    ("Math", "mathematics, statistics, proofs and calculations"),
+    (
+        "Technology & Engineering",
+        "hardware, engineering, operating systems, networks and IT",
+    ),
+    (
+        "Coding",
+        "programming, source code, coding standards, software libraries and their documentation",
+    ),
+    (
+        "Social Science",
+        "history, politics, law, contracts, sociology and psychology",
+    ),
+    (
+        "Natural Science",
+        "physics, chemistry, biology, astronomy and earth science",
+    ),
+    (
+        "Travel & Lifestyle",
+        "travel, sports, food, hobbies and entertainment",
+    ),
+    (
+        "Commerce & Economics",
+        "business, finance, company reports and economics",
+    ),
+    (
+        "Medicine & Health",
+        "diseases, symptoms, treatments, drugs, clinical studies and health care",
+    ),
+    ("Education", "teaching, schools and learning"),
+    ("Other", "anything that fits none of the above"),
+];
+
+/// The domain list of the label prompt: `"Math (mathematics, ...); Coding (...)"`, with the
+/// description of each default domain ([`DOMAIN_DESCRIPTIONS`]) and custom ones by name.
+pub fn describe_domains(domains: &[String]) -> String {
+    domains
+        .iter()
+        .map(
+            |d| match DOMAIN_DESCRIPTIONS.iter().find(|(name, _)| name == d) {
+                Some((_, what)) => format!("{d} ({what})"),
+                None => d.clone(),
+            },
+        )
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// `"Technology & Engineering"` -> `"technology_engineering"`.
 pub fn domain_slug(domain: &str) -> String {
     domain
@@ -104,6 +159,10 @@ pub struct PromptHashes {
     pub check_faithful: String,
     /// The judge's logprob template (rubric-validity filter).
     pub judge: String,
+    /// The pitfall stage's template (empty: the stage did not run, or a record written before it
+    /// existed).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub pitfall: String,
 }
 
 /// The parsed templates and domain guidance.
@@ -113,6 +172,7 @@ pub struct SynthPrompts {
     pub generate: PromptTemplate,
     pub self_contained: PromptTemplate,
     pub faithful: PromptTemplate,
+    pub pitfall: PromptTemplate,
     /// Guidance text and hash per domain name.
     guidance: BTreeMap<String, (String, String)>,
 }
@@ -144,6 +204,8 @@ impl SynthPrompts {
             &["chunk", "question"],
             "answer",
         )?;
+        let pitfall =
+            PromptTemplate::parse("synth/pitfall.txt", PITFALL_SOURCE, &["question"], "answer")?;
         let other = DOMAIN_FILES
             .iter()
             .find(|(s, _)| *s == "other")
@@ -166,6 +228,7 @@ impl SynthPrompts {
             generate,
             self_contained,
             faithful,
+            pitfall,
             guidance,
         })
     }
@@ -188,8 +251,8 @@ impl SynthPrompts {
             .collect()
     }
 
-    /// The hashes for a record of `domain`.
-    pub fn hashes(&self, domain: &str, judge_template: &str) -> PromptHashes {
+    /// The hashes for a record of `domain` (`pitfall_stage`: whether the pitfall stage ran).
+    pub fn hashes(&self, domain: &str, judge_template: &str, pitfall_stage: bool) -> PromptHashes {
         PromptHashes {
             label: self.label.hash().to_string(),
             generate: self.generate.hash().to_string(),
@@ -201,6 +264,11 @@ impl SynthPrompts {
             check_self_contained: self.self_contained.hash().to_string(),
             check_faithful: self.faithful.hash().to_string(),
             judge: judge_template.to_string(),
+            pitfall: if pitfall_stage {
+                self.pitfall.hash().to_string()
+            } else {
+                String::new()
+            },
         }
     }
 }
@@ -225,13 +293,27 @@ mod tests {
             assert!(!p.guidance(d).contains("Example:"), "{d}");
         }
         assert!(!p.example_questions().is_empty());
-        let h = p.hashes("Math", "j");
+        let h = p.hashes("Math", "j", true);
         assert_eq!(h.generate.len(), 16);
-        assert_ne!(h.domain_guidance, p.hashes("Coding", "j").domain_guidance);
+        assert_ne!(
+            h.domain_guidance,
+            p.hashes("Coding", "j", true).domain_guidance
+        );
         // A domain without a file falls back to `other`.
         let custom = SynthPrompts::new(&["Law".to_string()])?;
         assert_eq!(custom.guidance("Law"), p.guidance("Other"));
         Ok(())
+    }
+
+    #[test]
+    fn the_label_prompt_describes_default_domains_and_names_custom_ones() {
+        let domains: Vec<String> = DEFAULT_DOMAINS.iter().map(|d| d.to_string()).collect();
+        for d in &domains {
+            assert!(DOMAIN_DESCRIPTIONS.iter().any(|(n, _)| n == d), "{d}");
+        }
+        let list = describe_domains(&["Coding".to_string(), "Law".to_string()]);
+        assert!(list.starts_with("Coding (programming"), "{list}");
+        assert!(list.ends_with("; Law"), "{list}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::judge::reference_check::DroppedCriterion;
 use crate::judge::Criterion;
 use crate::synth::filters::{Degradation, FilterVerdict};
+use crate::synth::pitfall::PitfallOutcome;
 use crate::synth::prompts::PromptHashes;
 
 /// Version of [`Provenance`] and [`RejectedRecord`].
@@ -67,6 +68,9 @@ pub struct Provenance {
     /// pitfall), taken out of the rubric before the rewards above were computed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dropped_criteria: Vec<DroppedCriterion>,
+    /// What the pitfall stage added or skipped (absent: the stage did not run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pitfall_stage: Option<PitfallOutcome>,
     /// Problems with the input that did not stop the item (invalid UTF-8 replaced).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
@@ -107,6 +111,8 @@ pub struct RejectedRecord {
     /// Criteria the reference check took out, with the reference answer's P(yes).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dropped_criteria: Vec<DroppedCriterion>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pitfall_stage: Option<PitfallOutcome>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub filters: Vec<FilterVerdict>,
     /// Raw model output when it could not be used (first 400 characters).
@@ -135,6 +141,7 @@ impl RejectedRecord {
             answer: None,
             criteria: Vec::new(),
             dropped_criteria: Vec::new(),
+            pitfall_stage: None,
             filters: Vec::new(),
             output: None,
             warning: None,

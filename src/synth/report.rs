@@ -76,10 +76,31 @@ pub struct Thresholds {
     pub min_margin: f64,
     /// Criteria the reference answer fails were dropped before the rubric rewards.
     pub reference_check: bool,
+    /// The pitfall stage added "Claims that" criteria before the reference check.
+    #[serde(default)]
+    pub pitfall_stage: bool,
     pub max_criterion_words: usize,
     /// Decontamination: n-gram length and the benchmark files (empty: off).
     pub decontaminate_ngram: usize,
     pub decontaminate: Vec<String>,
+}
+
+/// What the pitfall stage wrote and what of it survived the reference check.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PitfallCounts {
+    /// Items the stage ran on.
+    pub items: usize,
+    /// Items it gave nothing (engine error, output not of the schema).
+    pub errors: usize,
+    /// Statements added as pitfall criteria.
+    pub added: usize,
+    /// Statements not added (copied the answer, duplicates, no room).
+    pub skipped: usize,
+    /// Added pitfalls that the reference check judged (their item reached it).
+    pub checked: usize,
+    /// Of those, the ones the reference answer does not make (kept in the rubric).
+    pub kept: usize,
 }
 
 /// Everything a run reports.
@@ -118,6 +139,8 @@ pub struct SynthReport {
     /// Generated (chunk, persona) items per minute of wall time.
     pub generated_per_minute: f64,
     pub totals: Totals,
+    /// The pitfall stage (zero when it did not run).
+    pub pitfalls: PitfallCounts,
     pub dataset: String,
     pub rejected: String,
 }
