@@ -8,12 +8,13 @@
 //! and then change it, it writes a real change (a number, a negation, another name) in about
 //! half of the cases (read on 30 items); the rest copy the answer.
 //!
-//! What this module guarantees (pure functions, no model): a statement whose content words all
-//! occur in the reference answer changed nothing and is not added (recorded as skipped), nor is
-//! one that fails `ares rubric`'s criterion check (copies a template example), nor one that is a
-//! near duplicate (the rubric-structure filter's word Jaccard) of a criterion already there or
-//! added before it (two mistakes that differ in one word would get the item rejected); statements
-//! are added at most up to [`MAX_CRITERIA`](crate::judge::rubric_gen) criteria. Whether an added pitfall is actually false is not
+//! What this module guarantees (pure functions, no model): a mistake is not added, and is recorded
+//! as skipped with the reason, when its content words all occur in the reference answer or are
+//! exactly those of its fact (nothing changed), when it reaches the schema's length limit (cut off
+//! mid-sentence), when it fails `ares rubric`'s criterion check (copies a template example), or
+//! when it is a near duplicate (the rubric-structure filter's word Jaccard) of a criterion already
+//! there or added before it (two mistakes that differ in one word would get the item rejected).
+//! At most [`MAX_CRITERIA`] criteria in all. Whether an added pitfall is actually false is not
 //! decided here: the reference check (`judge::reference_check`) drops every pitfall the reference
 //! answer makes, so the stage only runs with the check on.
 
@@ -117,8 +118,9 @@ pub struct SkippedStatement {
 /// lowercased, anything else (a name, `sorted()`, a number) is kept as written.
 pub fn as_claim(statement: &str) -> String {
     let s = statement.trim().trim_end_matches('.').trim_end();
-    const LOWER: [&str; 12] = [
+    const LOWER: [&str; 24] = [
         "The", "A", "An", "This", "These", "That", "Those", "It", "Its", "They", "Their", "Some",
+        "Each", "Every", "All", "Most", "Many", "Both", "No", "There", "When", "If", "In", "Only",
     ];
     let first = s.split_whitespace().next().unwrap_or_default();
     let body = if LOWER.contains(&first) {
@@ -160,6 +162,10 @@ pub fn pitfalls_from(
             .fold(0.0, f64::max);
         let skip = if words.is_empty() {
             Some("no content words".to_string())
+        } else if m.mistake.chars().count() >= STATEMENT_MAX_CHARS {
+            Some(format!(
+                "cut off at the {STATEMENT_MAX_CHARS}-character limit"
+            ))
         } else if words.iter().all(|w| answer_words.contains(w))
             || mistake_words == fact_words.iter().collect()
         {
@@ -219,6 +225,10 @@ mod tests {
             "Claims that `sorted()` sorts in place."
         );
         assert_eq!(as_claim("It is 64-bit."), "Claims that it is 64-bit.");
+        assert_eq!(
+            as_claim("Each UUID has 256 bits."),
+            "Claims that each UUID has 256 bits."
+        );
     }
 
     #[test]
@@ -257,6 +267,18 @@ mod tests {
         let (added, outcome) = pitfalls_from(text, "Ethanol boils at 78 degrees.", &existing)?;
         assert_eq!(added.len(), 1);
         assert!(outcome.skipped[0].reason.contains("already has"));
+        // A mistake closed at the length limit is cut mid-sentence.
+        let long = format!("Ethanol boils at 50 degrees {}", "and more ".repeat(20));
+        let long = &long[..STATEMENT_MAX_CHARS];
+        let text = format!(
+            r#"{{"mistakes": [{{"fact": "Ethanol boils at 78 degrees.", "mistake": "{long}"}}]}}"#
+        );
+        let (added, outcome) = pitfalls_from(&text, "Ethanol boils at 78 degrees.", &[])?;
+        assert!(added.is_empty());
+        assert!(
+            outcome.skipped[0].reason.starts_with("cut off"),
+            "{outcome:?}"
+        );
         assert!(pitfalls_from(r#"{"mistakes": ["#, "x", &[]).is_err());
         // The template's own worked example is not a pitfall of anything else.
         let (added, outcome) = pitfalls_from(
