@@ -313,8 +313,8 @@ fn pitfall_line(report: &SynthReport) -> String {
         return "off".to_string();
     }
     format!(
-        "{} items: {} mistakes added as pitfalls, {} skipped, {} items without output; the reference check kept {} of the {} it judged",
-        p.items, p.added, p.skipped, p.errors, p.kept, p.checked
+        "{} items, {} requests: {} mistakes added as pitfalls, {} skipped, {} items without output; the reference check kept {} of the {} it judged",
+        p.items, p.requests, p.added, p.skipped, p.errors, p.kept, p.checked
     )
 }
 

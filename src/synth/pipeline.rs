@@ -47,7 +47,9 @@ use crate::synth::label::{
     label_max_tokens, label_schema, parse_label, Label, WorthConfig, WorthRules,
 };
 use crate::synth::output::{count_lines, OutputError, RunFiles};
-use crate::synth::pitfall::{pitfall_schema, pitfalls_from, PitfallOutcome, PITFALL_MAX_TOKENS};
+use crate::synth::pitfall::{
+    pitfall_schema, pitfalls_from, PitfallOutcome, PITFALL_ATTEMPTS, PITFALL_MAX_TOKENS,
+};
 use crate::synth::prompts::{describe_domains, SynthPrompts, DEFAULT_DOMAINS};
 use crate::synth::record::{Provenance, RejectedRecord, SamplingRecord, SYNTH_RECORD_VERSION};
 use crate::synth::report::{SynthReport, Thresholds};
@@ -824,50 +826,75 @@ impl<'a> Run<'a> {
         self.config.pitfall_stage && self.config.reference_check
     }
 
-    /// Pitfall stage: for every candidate not yet rejected, one greedy constrained request for
-    /// false statements; the ones `pitfall::pitfalls_from` accepts are appended to the generated
-    /// criteria and the rubric is rebuilt. A failed request leaves the item as generated and is
-    /// recorded in its outcome (never silently).
+    /// Pitfall stage: for every candidate not yet rejected, a constrained request for mistakes
+    /// (greedy first; up to [`PITFALL_ATTEMPTS`] in all, the later ones sampled with the run's
+    /// temperature and a seed from the item's, for items the earlier attempts gave nothing). The
+    /// mistakes `pitfall::pitfalls_from` accepts are appended to the generated criteria and the
+    /// rubric is rebuilt. An item left without any keeps its generated rubric, and its outcome
+    /// says why (never silently).
     fn pitfalls(&self, w: &mut Work<'_>) {
-        let mut reqs = Vec::new();
-        let mut which = Vec::new();
-        for (k, c) in w.candidates.iter_mut().enumerate() {
-            if c.rejected.is_some() {
-                continue;
-            }
-            match self.chat(
-                &self.prompts.pitfall,
-                &[
-                    ("question", &c.generated.question),
-                    ("answer", &c.generated.answer),
-                ],
-            ) {
-                Ok(p) => {
-                    reqs.push(Request {
-                        max_tokens: PITFALL_MAX_TOKENS,
-                        sampling: SamplingParams::greedy(),
-                        constraint: Some(Constraint::JsonSchema(pitfall_schema())),
-                        ..Request::new(format!("pitfall/{}", c.item_id), Prompt::Text(p))
-                    });
-                    which.push(k);
+        let cfg = self.config;
+        // Candidates that may still get an attempt.
+        let mut open: Vec<usize> = (0..w.candidates.len())
+            .filter(|&k| w.candidates[k].rejected.is_none())
+            .collect();
+        for attempt in 0..PITFALL_ATTEMPTS {
+            let mut reqs = Vec::new();
+            let mut which = Vec::new();
+            for &k in &open {
+                let c = &mut w.candidates[k];
+                let prompt = self.chat(
+                    &self.prompts.pitfall,
+                    &[
+                        ("question", &c.generated.question),
+                        ("answer", &c.generated.answer),
+                    ],
+                );
+                let outcome = c.pitfalls.get_or_insert_with(PitfallOutcome::default);
+                match prompt {
+                    Ok(p) => {
+                        let sampling = if attempt == 0 {
+                            SamplingParams::greedy()
+                        } else {
+                            SamplingParams {
+                                temperature: cfg.temperature,
+                                top_p: cfg.top_p,
+                                seed: item_seed(c.seed, &c.item_id, attempt),
+                                ..SamplingParams::default()
+                            }
+                        };
+                        outcome.attempts += 1;
+                        reqs.push(Request {
+                            max_tokens: PITFALL_MAX_TOKENS,
+                            sampling,
+                            constraint: Some(Constraint::JsonSchema(pitfall_schema())),
+                            ..Request::new(
+                                format!("pitfall/{}/{attempt}", c.item_id),
+                                Prompt::Text(p),
+                            )
+                        });
+                        which.push(k);
+                    }
+                    Err(e) => outcome.error = Some(e),
                 }
-                Err(e) => {
-                    c.pitfalls = Some(PitfallOutcome {
-                        error: Some(e),
-                        ..PitfallOutcome::default()
-                    })
-                }
             }
-        }
-        for (k, r) in which.into_iter().zip(self.run_requests(reqs, &mut w.usage)) {
-            let c = &mut w.candidates[k];
-            let parsed = r.map_err(|e| format!("engine: {e}")).and_then(|out| {
-                pitfalls_from(&out.text, &c.generated.answer, &c.generated.criteria)
-                    .map_err(|e| format!("{e}; finish {:?}", out.finish_reason))
-            });
-            match parsed {
-                Ok((added, outcome)) => {
-                    if !added.is_empty() {
+            open.clear();
+            for (k, r) in which.into_iter().zip(self.run_requests(reqs, &mut w.usage)) {
+                let c = &mut w.candidates[k];
+                let parsed = r.map_err(|e| format!("engine: {e}")).and_then(|out| {
+                    pitfalls_from(&out.text, &c.generated.answer, &c.generated.criteria)
+                        .map_err(|e| format!("{e}; finish {:?}", out.finish_reason))
+                });
+                let outcome = c.pitfalls.get_or_insert_with(PitfallOutcome::default);
+                match parsed {
+                    Ok((added, o)) => {
+                        outcome.skipped.extend(o.skipped);
+                        outcome.error = None;
+                        if added.is_empty() {
+                            open.push(k);
+                            continue;
+                        }
+                        outcome.added = o.added;
                         c.generated.criteria.extend(added);
                         c.rubric = rubric_item(
                             &c.item_id,
@@ -877,13 +904,10 @@ impl<'a> Run<'a> {
                         )
                         .map_err(|e| e.to_string());
                     }
-                    c.pitfalls = Some(outcome);
-                }
-                Err(e) => {
-                    c.pitfalls = Some(PitfallOutcome {
-                        error: Some(e),
-                        ..PitfallOutcome::default()
-                    })
+                    Err(e) => {
+                        outcome.error = Some(e);
+                        open.push(k);
+                    }
                 }
             }
         }
@@ -893,6 +917,7 @@ impl<'a> Run<'a> {
             report.pitfalls.errors += usize::from(o.error.is_some());
             report.pitfalls.added += o.added.len();
             report.pitfalls.skipped += o.skipped.len();
+            report.pitfalls.requests += o.attempts;
         }
     }
 

@@ -93,6 +93,8 @@ pub struct PitfallCounts {
     pub items: usize,
     /// Items it gave nothing (engine error, output not of the schema).
     pub errors: usize,
+    /// Requests made (an item gets another only when the earlier gave no mistake).
+    pub requests: usize,
     /// Statements added as pitfall criteria.
     pub added: usize,
     /// Statements not added (copied the answer, duplicates, no room).
