@@ -14,8 +14,8 @@
 //! The k-quants ([`gemm16_q4_k`], [`gemm16_q6_k`]) stream ggml's compact scales and expand them in
 //! registers, once per group block for all activation rows of the tile. Their integer block sums
 //! are exact and their float steps are the scalar reference's (`crate::scalar::dot_q4_k`,
-//! `dot_q6_k`) operation for operation, without fused multiply-adds, so every (row, activation)
-//! pair is bit-identical to the scalar reference, whatever the tile.
+//! `dot_q6_k`) operation for operation (Q4_K's two fused multiply-adds are `mul_add` there), so
+//! every (row, activation) pair is bit-identical to the scalar reference, whatever the tile.
 
 use crate::formats::BlockQ8;
 use crate::formats::WeightType;
@@ -226,9 +226,10 @@ unsafe fn prefetch_lines(p: *const u8, lines: usize) {
 
 /// [`gemm16`] for Q4_K (`crate::packed` layout): 16 weight rows × `R` activation rows over `nb`
 /// activation blocks (`nb / 8` super-blocks). Per 32-element sub-block j and pair: the exact
-/// integer dot Σq·q_a, then `acc += ((d·sc_j)·d_a)·isum − (dmin·m_j)·s_a` in the scalar
-/// reference's order (`d·sc_j` and `dmin·m_j` are exact in f32: 11 × 6 bits; for odd j the
-/// kernel multiplies 16·q by d·sc_j / 16, which rounds to the same products).
+/// integer dot Σq·q_a, then two fused steps, `acc = fma((d·sc_j)·d_a, isum, acc)` and
+/// `acc = fma(−(dmin·m_j), s_a, acc)`, as the scalar reference (`d·sc_j` and `dmin·m_j` are exact
+/// in f32: 11 × 6 bits; for odd j the kernel multiplies 16·q by d·sc_j / 16, which rounds to the
+/// same products).
 ///
 /// # Safety
 /// As [`gemm16`]; `nb` is a multiple of 8 and `g` holds `nb / 8` Q4_K group blocks.
@@ -300,9 +301,9 @@ pub unsafe fn gemm16_q4_k<const R: usize>(
                         s1 = _mm512_dpbusd_epi32(s1, w[c + 4], x1);
                     }
                     let isum = _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1));
-                    let t = _mm512_mul_ps(_mm512_mul_ps(dsc, _mm512_set1_ps(ab.d)), isum);
-                    let u = _mm512_mul_ps(dmm, _mm512_set1_ps(ab.s));
-                    acc[r] = _mm512_add_ps(acc[r], _mm512_sub_ps(t, u));
+                    let t = _mm512_mul_ps(dsc, _mm512_set1_ps(ab.d));
+                    acc[r] = _mm512_fmadd_ps(t, isum, acc[r]);
+                    acc[r] = _mm512_fnmadd_ps(dmm, _mm512_set1_ps(ab.s), acc[r]);
                 }
             }
         }

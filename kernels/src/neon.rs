@@ -108,7 +108,8 @@ pub fn dot_q4_k(w: &[u8], a: &[BlockQ8]) -> f32 {
                 let acc = dot16(vdupq_n_s32(0), vreinterpretq_s8_u8(q0), a0);
                 vaddvq_s32(dot16(acc, vreinterpretq_s8_u8(q1), a1))
             };
-            acc += (d * sc as f32) * ab.d * s as f32 - (dmin * m as f32) * ab.s;
+            acc = ((d * sc as f32) * ab.d).mul_add(s as f32, acc);
+            acc = (-(dmin * m as f32)).mul_add(ab.s, acc);
         }
     }
     acc

@@ -73,7 +73,8 @@ pub fn dot_q5_0(w: &[u8], a: &[BlockQ8]) -> f32 {
 }
 
 /// Σ w·x for a Q4_K row (`w` holds `a.len() / 8` super-blocks of 144 bytes): per 32-element
-/// sub-block j with scale sc_j and min m_j, (d·sc_j)·d_a·Σq·q_a − (dmin·m_j)·s_a.
+/// sub-block j with scale sc_j and min m_j, (d·sc_j)·d_a·Σq·q_a − (dmin·m_j)·s_a as two fused
+/// multiply-adds into the running sum (the VNNI kernel's exact steps).
 pub fn dot_q4_k(w: &[u8], a: &[BlockQ8]) -> f32 {
     let mut acc = 0f32;
     for (sb, acts) in a.chunks_exact(8).enumerate() {
@@ -88,7 +89,8 @@ pub fn dot_q4_k(w: &[u8], a: &[BlockQ8]) -> f32 {
             for (q, y) in qs.iter().zip(&ab.qs) {
                 s += ((q >> shift) & 0xF) as i32 * *y as i32;
             }
-            acc += (d * sc as f32) * ab.d * s as f32 - (dmin * m as f32) * ab.s;
+            acc = ((d * sc as f32) * ab.d).mul_add(s as f32, acc);
+            acc = (-(dmin * m as f32)).mul_add(ab.s, acc);
         }
     }
     acc

@@ -167,6 +167,7 @@ impl Model for Gemma3 {
         let tables = layers::raw_block_tables(batch);
         let mut hbuf = vec![0f32; n * h];
         let mut attn = vec![0f32; n * cfg.n_head * hd];
+        let last = self.blocks.len().saturating_sub(1);
         for (l, b) in self.blocks.iter().enumerate() {
             let (cos, sin) = if b.window.is_some() { &local } else { &global };
             layers::rms_norm_into(&x, &b.attn_norm, cfg.rms_eps, &mut hbuf);
@@ -181,6 +182,12 @@ impl Model for Gemma3 {
             let qkv = (&mut q[..], &mut k[..], &v[..]);
             let rope = (&cos[..], &sin[..]);
             layers::rope_store_attend(kv, l, batch, &tables, cfg, rope, qkv, params, &mut attn);
+            if l == last {
+                // Every row's K/V is stored; past this point only the logit rows are read.
+                x = layers::gather_logit_rows(batch, h, &x);
+                attn = layers::gather_logit_rows(batch, cfg.n_head * hd, &attn);
+                hbuf.truncate(x.len());
+            }
             let mut o = linear(&b.m.wo, &attn);
             layers::rms_norm(&mut o, &b.post_attn_norm, cfg.rms_eps);
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
@@ -191,12 +198,9 @@ impl Model for Gemma3 {
             layers::rms_norm(&mut d, &b.post_ffn_norm, cfg.rms_eps);
             x.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
         }
-        Ok(layers::logits(
-            &x,
-            batch,
-            &self.norm,
-            cfg.rms_eps,
-            &self.output,
-        ))
+        if self.blocks.is_empty() {
+            x = layers::gather_logit_rows(batch, h, &x);
+        }
+        Ok(layers::logits_of(x, &self.norm, cfg.rms_eps, &self.output))
     }
 }

@@ -318,13 +318,21 @@ pub fn swiglu_residual(
     x.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
 }
 
-/// Logits of the batch's `logit_rows`: their hidden rows of `x`, final RMSNorm, output projection.
-pub fn logits(x: &[f32], batch: &Batch, norm: &[f32], eps: f32, output: &Weight) -> Vec<f32> {
-    let h = norm.len();
-    let mut rows = Vec::with_capacity(batch.logit_rows.len() * h);
+/// The batch's `logit_rows` of `x` (rows of `width` values), in `logit_rows` order. After the
+/// last layer's attention has stored every row's K/V, only these rows are read, so the forwards
+/// run that layer's output projection and FFN on them alone (a row's values do not depend on the
+/// other rows of a matmul, so the logits are the same).
+pub fn gather_logit_rows(batch: &Batch, width: usize, x: &[f32]) -> Vec<f32> {
+    let mut rows = Vec::with_capacity(batch.logit_rows.len() * width);
     for &r in &batch.logit_rows {
-        rows.extend_from_slice(&x[r * h..(r + 1) * h]);
+        rows.extend_from_slice(&x[r * width..(r + 1) * width]);
     }
+    rows
+}
+
+/// Logits of hidden rows already gathered (see [`gather_logit_rows`]): final RMSNorm, output
+/// projection.
+pub fn logits_of(mut rows: Vec<f32>, norm: &[f32], eps: f32, output: &Weight) -> Vec<f32> {
     rms_norm(&mut rows, norm, eps);
     linear(output, &rows)
 }

@@ -126,6 +126,7 @@ impl Model for Llama {
         let tables = layers::raw_block_tables(batch);
         let mut hbuf = vec![0f32; n * h];
         let mut attn = vec![0f32; n * cfg.n_head * hd];
+        let last = self.blocks.len().saturating_sub(1);
         for (l, b) in self.blocks.iter().enumerate() {
             layers::rms_norm_into(&x, &b.attn_norm, cfg.rms_eps, &mut hbuf);
             // q: (n, n_head, head_dim); k, v: (n, n_kv_head, head_dim)
@@ -146,6 +147,12 @@ impl Model for Llama {
             let qkv = (&mut q[..], &mut k[..], &v[..]);
             let rope = (&cos[..], &sin[..]);
             layers::rope_store_attend(kv, l, batch, &tables, cfg, rope, qkv, params, &mut attn);
+            if l == last {
+                // Every row's K/V is stored; past this point only the logit rows are read.
+                x = layers::gather_logit_rows(batch, h, &x);
+                attn = layers::gather_logit_rows(batch, cfg.n_head * hd, &attn);
+                hbuf.truncate(x.len());
+            }
             let o = linear(&b.m.wo, &attn);
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
             layers::swiglu_residual(
@@ -156,12 +163,9 @@ impl Model for Llama {
                 &mut hbuf,
             );
         }
-        Ok(layers::logits(
-            &x,
-            batch,
-            &self.norm,
-            cfg.rms_eps,
-            &self.output,
-        ))
+        if self.blocks.is_empty() {
+            x = layers::gather_logit_rows(batch, h, &x);
+        }
+        Ok(layers::logits_of(x, &self.norm, cfg.rms_eps, &self.output))
     }
 }
