@@ -31,4 +31,4 @@ pub use formats::{BlockQ8, WeightType};
 pub use matmul::{axpy, dot, matmul, matmul_many, Mat, PackedMatrix, WeightMatrix};
 pub use paged::{paged_attention, PagedAttention};
 pub use pool::{parallel_chunks_mut, parallel_for, set_num_threads};
-pub use quantize::quantize_row_q8;
+pub use quantize::{quantize_for, quantize_row_q8};

@@ -13,7 +13,7 @@
 use crate::dispatch::{isa, Isa};
 use crate::formats::{BlockQ8, WeightType, QK};
 use crate::pool::parallel_for;
-use crate::quantize::quantize_row_q8;
+use crate::quantize::{quantize_row_q8, quantize_row_q8_k, super_block_acts};
 use crate::scalar;
 
 /// A borrowed weight matrix of `n` rows of `k` elements in format `ty` (row-major, ggml layout).
@@ -156,9 +156,17 @@ pub fn matmul_many(ws: &[Mat<'_>], x: &[f32], ys: &mut [&mut [f32]]) {
     }
     let outs: Vec<OutPtr> = ys.iter_mut().map(|y| OutPtr(y.as_mut_ptr())).collect();
     let nb = k / QK;
-    // The quantized activations live in a per-thread scratch buffer that only grows: a fresh
+    // Two groupings of the quantized activations (`crate::quantize`): per 32 values for the
+    // 32-element formats (`a`), per 256 for the k-quants (`ak`), each made only when a weight of
+    // its family is in the call. They live in per-thread scratch buffers that only grow: a fresh
     // allocation per call costs page faults and a memset as large as the work on big batches.
     let mut a = ACT_SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    let mut ak = ACT_SCRATCH_K.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    let quantized = |sb: bool| {
+        ws.iter()
+            .any(|w| w.ty().quantizes_activations() && super_block_acts(w.ty()) == sb)
+    };
+    let (need_a, need_ak) = (quantized(false), quantized(true));
     // Sums the VNNI kernels need besides the blocks: Σ of each block for the offset formats,
     // Q6_K's per-16 sums as i16 pairs. Computed with the quantization, in the same parallel tasks.
     let vnni = crate::dispatch::vnni();
@@ -171,38 +179,53 @@ pub fn matmul_many(ws: &[Mat<'_>], x: &[f32], ys: &mut [&mut [f32]]) {
     let need_hsum = packed_as(&[WeightType::Q6_K]);
     let mut asum = vec![0i32; if need_asum { m * nb } else { 0 }];
     let mut hsum = vec![0i32; if need_hsum { m * nb } else { 0 }];
-    if ws.iter().any(|w| w.ty().quantizes_activations()) {
+    if need_a || need_ak {
         assert!(k.is_multiple_of(QK), "k={k} is not a multiple of {QK}");
-        a.resize(m * nb, BlockQ8::default());
-        let ap = ActPtr(a.as_mut_ptr());
+        if need_a {
+            a.resize(m * nb, BlockQ8::default());
+        }
+        if need_ak {
+            ak.resize(m * nb, BlockQ8::default());
+        }
+        let (ap, akp) = (ActPtr(a.as_mut_ptr()), ActPtr(ak.as_mut_ptr()));
         let (sp, hp) = (SumPtr(asum.as_mut_ptr()), SumPtr(hsum.as_mut_ptr()));
         let rows_per_task = m.div_ceil(threads * 2).max(1);
         parallel_for(m.div_ceil(rows_per_task), |t| {
             for i in t * rows_per_task..((t + 1) * rows_per_task).min(m) {
-                // SAFETY: row i's blocks (and its sums) are written by this task only.
-                let blk = unsafe { std::slice::from_raw_parts_mut(ap.at(i * nb), nb) };
-                quantize_row_q8(&x[i * k..(i + 1) * k], blk);
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: as above; when a sum buffer is needed it holds m × nb entries.
-                unsafe {
+                let xi = &x[i * k..(i + 1) * k];
+                if need_a {
+                    // SAFETY: row i's blocks (and its sums) are written by this task only.
+                    let blk = unsafe { std::slice::from_raw_parts_mut(ap.at(i * nb), nb) };
+                    quantize_row_q8(xi, blk);
+                    #[cfg(target_arch = "x86_64")]
                     if need_asum {
-                        let s = std::slice::from_raw_parts_mut(sp.at(i * nb), nb);
+                        // SAFETY: as above; the buffer holds m × nb entries when needed.
+                        let s = unsafe { std::slice::from_raw_parts_mut(sp.at(i * nb), nb) };
                         crate::avx512::block_sums(blk, s);
                     }
+                }
+                if need_ak {
+                    // SAFETY: as above.
+                    let blk = unsafe { std::slice::from_raw_parts_mut(akp.at(i * nb), nb) };
+                    quantize_row_q8_k(xi, blk);
+                    #[cfg(target_arch = "x86_64")]
                     if need_hsum {
-                        let s = std::slice::from_raw_parts_mut(hp.at(i * nb), nb);
+                        // SAFETY: as above.
+                        let s = unsafe { std::slice::from_raw_parts_mut(hp.at(i * nb), nb) };
                         crate::avx512::half_sums(blk, s);
                     }
                 }
             }
         });
     }
-    let act = &mut a;
-    let (a, asum, hsum) = (&act[..], &asum, &hsum);
+    let (act, act_k) = (&mut a, &mut ak);
+    let (a32, a256, asum, hsum) = (&act[..], &act_k[..], &asum, &hsum);
+    let acts_for = |ty: WeightType| if super_block_acts(ty) { a256 } else { a32 };
     let use_avx2 = isa() == Isa::Avx2;
     parallel_for(chunks.len(), |c| {
         let (wi, j0, j1) = chunks[c];
         let (n, out) = (ws[wi].n(), outs[wi]);
+        let a = acts_for(ws[wi].ty());
         let w = match ws[wi] {
             Mat::Rows(w) => w,
             Mat::Packed(p) if vnni => {
@@ -271,10 +294,12 @@ pub fn matmul_many(ws: &[Mat<'_>], x: &[f32], ys: &mut [&mut [f32]]) {
         }
     });
     ACT_SCRATCH.with(|s| *s.borrow_mut() = std::mem::take(act));
+    ACT_SCRATCH_K.with(|s| *s.borrow_mut() = std::mem::take(act_k));
 }
 
 thread_local! {
     static ACT_SCRATCH: std::cell::RefCell<Vec<BlockQ8>> = const { std::cell::RefCell::new(Vec::new()) };
+    static ACT_SCRATCH_K: std::cell::RefCell<Vec<BlockQ8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 #[derive(Clone, Copy)]
@@ -460,7 +485,8 @@ unsafe fn panel_avx2_packed(
 }
 
 /// Weight rows j0..j1 (`j0` a multiple of 16) × activation rows p0..p1 through the VNNI kernel,
-/// [`crate::avx512::MAX_TILE`] activation rows per call. `put(i, j, v)` stores y[i, j..j + 16]
+/// [`crate::avx512::MAX_TILE`] ([`crate::avx512::MAX_TILE_K`] for the k-quants) activation rows
+/// per call. `put(i, j, v)` stores y[i, j..j + 16]
 /// (the caller clips past n).
 ///
 /// # Safety
@@ -481,7 +507,7 @@ unsafe fn panel_vnni(
     p1: usize,
     put: &mut dyn FnMut(usize, usize, &[f32; 16]),
 ) {
-    use crate::avx512::{gemm16, gemm16_q4_k, gemm16_q6_k, MAX_TILE, Q5_0};
+    use crate::avx512::{gemm16, gemm16_q4_k, gemm16_q6_k, MAX_TILE, MAX_TILE_K, Q5_0};
     use crate::x86::{Q4_0, Q4_1, Q8_0};
     debug_assert!(j0.is_multiple_of(16));
     let gb = crate::packed::vnni_group_bytes(ty, nb * QK);
@@ -512,12 +538,25 @@ unsafe fn panel_vnni(
             out
         }};
     }
+    let max_tile = if super_block_acts(ty) {
+        MAX_TILE_K
+    } else {
+        MAX_TILE
+    };
     for j in (j0..j1).step_by(16) {
         let g = w.as_ptr().add(j / 16 * gb);
         let mut i = p0;
         while i < p1 {
-            let r = (p1 - i).min(MAX_TILE);
+            let r = (p1 - i).min(max_tile);
             match r {
+                8 => tile!(8, g, i)
+                    .iter()
+                    .enumerate()
+                    .for_each(|(t, v)| put(i + t, j, v)),
+                7 => tile!(7, g, i)
+                    .iter()
+                    .enumerate()
+                    .for_each(|(t, v)| put(i + t, j, v)),
                 6 => tile!(6, g, i)
                     .iter()
                     .enumerate()
@@ -831,7 +870,7 @@ mod tests {
     /// The VNNI k-quant kernels do the scalar reference's arithmetic (exact integer block sums,
     /// the same f32 operations in the same order), so every element equals `scalar::dot_*` of
     /// the same quantized activations bit for bit, at tile and panel remainders (m = 7, 13, 50
-    /// with tiles of 6 and panels of 48), row counts not a multiple of 16 and several super-blocks;
+    /// with tiles of 8 and panels of 48), row counts not a multiple of 16 and several super-blocks;
     /// and a row computed alone equals the same row in a batch.
     #[test]
     fn k_quants_packed_equal_scalar_bit_for_bit_at_any_batch() {
@@ -863,7 +902,7 @@ mod tests {
                 let rb = ty.row_bytes(k);
                 for i in 0..m {
                     let mut a = vec![BlockQ8::default(); k / QK];
-                    quantize_row_q8(&x[i * k..(i + 1) * k], &mut a);
+                    crate::quantize::quantize_for(ty, &x[i * k..(i + 1) * k], &mut a);
                     for j in 0..n {
                         let want = dot(&data[j * rb..(j + 1) * rb], &a);
                         assert_eq!(

@@ -91,6 +91,7 @@ pub fn dot_q4_k(w: &[u8], a: &[BlockQ8]) -> f32 {
     for (sb, acts) in a.chunks_exact(8).enumerate() {
         let blk = &w[sb * 144..(sb + 1) * 144];
         let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
+        let mut u = 0f32;
         for (j, ab) in acts.iter().enumerate() {
             let (sc, m) = crate::formats::scale_min_k4(j, &blk[4..16]);
             let qs = &blk[16 + 32 * (j / 2)..16 + 32 * (j / 2 + 1)];
@@ -108,9 +109,10 @@ pub fn dot_q4_k(w: &[u8], a: &[BlockQ8]) -> f32 {
                 let acc = dot16(vdupq_n_s32(0), vreinterpretq_s8_u8(q0), a0);
                 vaddvq_s32(dot16(acc, vreinterpretq_s8_u8(q1), a1))
             };
-            acc = ((d * sc as f32) * ab.d).mul_add(s as f32, acc);
+            u = (d * sc as f32).mul_add(s as f32, u);
             acc = (-(dmin * m as f32)).mul_add(ab.s, acc);
         }
+        acc = acts[0].d.mul_add(u, acc);
     }
     acc
 }
@@ -127,6 +129,7 @@ pub fn dot_q6_k(w: &[u8], a: &[BlockQ8]) -> f32 {
     for (sb, acts) in a.chunks_exact(8).enumerate() {
         let blk = &w[sb * 210..(sb + 1) * 210];
         let d = f16_at(blk, 208);
+        let mut isum = 0i32;
         for (b, ab) in acts.iter().enumerate() {
             let (h, p) = (b / 4, b % 4);
             let ql = &blk[64 * h + 32 * (p % 2)..64 * h + 32 * (p % 2) + 32];
@@ -151,8 +154,9 @@ pub fn dot_q6_k(w: &[u8], a: &[BlockQ8]) -> f32 {
                 };
                 s += sc * sg;
             }
-            acc += d * ab.d * s as f32;
+            isum += s;
         }
+        acc = (d * acts[0].d).mul_add(isum as f32, acc);
     }
     acc
 }

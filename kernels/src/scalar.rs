@@ -72,15 +72,21 @@ pub fn dot_q5_0(w: &[u8], a: &[BlockQ8]) -> f32 {
     acc
 }
 
-/// Σ w·x for a Q4_K row (`w` holds `a.len() / 8` super-blocks of 144 bytes): per 32-element
-/// sub-block j with scale sc_j and min m_j, (d·sc_j)·d_a·Σq·q_a − (dmin·m_j)·s_a as two fused
-/// multiply-adds into the running sum (the VNNI kernel's exact steps).
+/// Σ w·x for a Q4_K row (`w` holds `a.len() / 8` super-blocks of 144 bytes) over super-block
+/// activations (`crate::quantize::quantize_row_q8_k`: the 8 blocks share d_a). Per super-block,
+/// in the VNNI kernel's exact steps: for each 32-element sub-block j with scale sc_j and min m_j,
+/// u = fma(d·sc_j, Σq·q_a, u) and acc = fma(−(dmin·m_j), s_a, acc); then acc = fma(d_a, u, acc).
 pub fn dot_q4_k(w: &[u8], a: &[BlockQ8]) -> f32 {
     let mut acc = 0f32;
     for (sb, acts) in a.chunks_exact(8).enumerate() {
         let blk = &w[sb * 144..(sb + 1) * 144];
         let d = f16_at(blk, 0);
         let dmin = f16_at(blk, 2);
+        debug_assert!(
+            acts.iter().all(|b| b.d == acts[0].d),
+            "super-block activations"
+        );
+        let mut u = 0f32;
         for (j, ab) in acts.iter().enumerate() {
             let (sc, m) = scale_min_k4(j, &blk[4..16]);
             let qs = &blk[16 + 32 * (j / 2)..16 + 32 * (j / 2 + 1)];
@@ -89,9 +95,10 @@ pub fn dot_q4_k(w: &[u8], a: &[BlockQ8]) -> f32 {
             for (q, y) in qs.iter().zip(&ab.qs) {
                 s += ((q >> shift) & 0xF) as i32 * *y as i32;
             }
-            acc = ((d * sc as f32) * ab.d).mul_add(s as f32, acc);
+            u = (d * sc as f32).mul_add(s as f32, u);
             acc = (-(dmin * m as f32)).mul_add(ab.s, acc);
         }
+        acc = acts[0].d.mul_add(u, acc);
     }
     acc
 }
@@ -108,13 +115,20 @@ pub(crate) fn q6_k_value(blk: &[u8], e: usize) -> i32 {
     (lo | (hi << 4)) as i32
 }
 
-/// Σ w·x for a Q6_K row (`w` holds `a.len() / 8` super-blocks of 210 bytes): each activation
-/// block spans two 16-element groups with i8 scales; d·d_a·Σ_g sc_g·Σ(q − 32)·q_a.
+/// Σ w·x for a Q6_K row (`w` holds `a.len() / 8` super-blocks of 210 bytes) over super-block
+/// activations (the 8 blocks share d_a): per super-block the exact integer
+/// I = Σ_b Σ_g sc_g·Σ(q − 32)·q_a over its 16-element groups (|I| < 2^28), then
+/// acc = fma(d·d_a, I, acc).
 pub fn dot_q6_k(w: &[u8], a: &[BlockQ8]) -> f32 {
     let mut acc = 0f32;
     for (sb, acts) in a.chunks_exact(8).enumerate() {
         let blk = &w[sb * 210..(sb + 1) * 210];
         let d = f16_at(blk, 208);
+        debug_assert!(
+            acts.iter().all(|b| b.d == acts[0].d),
+            "super-block activations"
+        );
+        let mut isum = 0i32;
         for (b, ab) in acts.iter().enumerate() {
             let mut s = 0i32;
             for g in 0..2 {
@@ -126,8 +140,9 @@ pub fn dot_q6_k(w: &[u8], a: &[BlockQ8]) -> f32 {
                 }
                 s += sc * sg;
             }
-            acc += d * ab.d * s as f32;
+            isum += s;
         }
+        acc = (d * acts[0].d).mul_add(isum as f32, acc);
     }
     acc
 }
@@ -191,7 +206,7 @@ pub(crate) const EXP_C: [f32; 6] = [
 mod tests {
     use super::*;
     use crate::formats::{dequantize_row, WeightType};
-    use crate::quantize::quantize_row_q8;
+    use crate::quantize::quantize_for;
     use rand::{Rng, SeedableRng};
 
     /// The new reference dots against dequantize-then-f64-dot with the *quantized* activations,
@@ -219,7 +234,7 @@ mod tests {
                 }
                 let x: Vec<f32> = (0..k).map(|_| rng.gen_range(-2.0f32..2.0)).collect();
                 let mut a = vec![BlockQ8::default(); k / QK];
-                quantize_row_q8(&x, &mut a);
+                quantize_for(ty, &x, &mut a);
                 let mut row = vec![0f32; k];
                 dequantize_row(ty, &w, &mut row);
                 let (mut exact, mut mag) = (0f64, 0f64);

@@ -882,6 +882,8 @@ mod tests {
                 .collect();
             let mut a = vec![BlockQ8::default(); n_blocks];
             quantize_row_q8(&x, &mut a);
+            let mut ak = vec![BlockQ8::default(); n_blocks];
+            crate::quantize::quantize_row_q8_k(&x, &mut ak);
             let mag: f32 = x.iter().map(|v| v.abs()).sum::<f32>();
             let w50 = random_blocks(&mut rng, n_blocks, 22, &[0]);
             let w4k = random_blocks(&mut rng, n_sb, 144, &[0, 2]);
@@ -891,9 +893,9 @@ mod tests {
                 let (s, v) = (scalar::dot_q5_0(&w50, &a), dot_q5_0(&w50, &a));
                 assert!(close(s, v, mag), "q5_0 n_blocks={n_blocks}: {s} vs {v}");
                 // Scales up to 63 (Q4_K: sc and m) and 128 (Q6_K) multiply the magnitude.
-                let (s, v) = (scalar::dot_q4_k(&w4k, &a), dot_q4_k(&w4k, &a));
+                let (s, v) = (scalar::dot_q4_k(&w4k, &ak), dot_q4_k(&w4k, &ak));
                 assert!(close(s, v, mag * 63.0), "q4_k n_sb={n_sb}: {s} vs {v}");
-                let (s, v) = (scalar::dot_q6_k(&w6k, &a), dot_q6_k(&w6k, &a));
+                let (s, v) = (scalar::dot_q6_k(&w6k, &ak), dot_q6_k(&w6k, &ak));
                 assert!(close(s, v, mag * 128.0), "q6_k n_sb={n_sb}: {s} vs {v}");
             }
             // Q5_0 on an odd number of blocks too.
