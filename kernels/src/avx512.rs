@@ -298,16 +298,13 @@ pub unsafe fn gemm16_q4_k<const R: usize>(
                 for r in 0..R {
                     let ab = &*a[r].add(8 * sb + j);
                     let q = ab.qs.as_ptr() as *const i32;
-                    let mut s0 = _mm512_setzero_si512();
-                    let mut s1 = _mm512_setzero_si512();
-                    for c in 0..4 {
-                        let x0 = _mm512_set1_epi32(std::ptr::read_unaligned(q.add(c)));
-                        let x1 = _mm512_set1_epi32(std::ptr::read_unaligned(q.add(c + 4)));
-                        s0 = _mm512_dpbusd_epi32(s0, w[c], x0);
-                        s1 = _mm512_dpbusd_epi32(s1, w[c + 4], x1);
+                    // One chain: the tile's 8 rows give the independent chains.
+                    let mut s = _mm512_setzero_si512();
+                    for (c, wc) in w.iter().enumerate() {
+                        let x = _mm512_set1_epi32(std::ptr::read_unaligned(q.add(c)));
+                        s = _mm512_dpbusd_epi32(s, *wc, x);
                     }
-                    let isum = _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1));
-                    u[r] = _mm512_fmadd_ps(dsc, isum, u[r]);
+                    u[r] = _mm512_fmadd_ps(dsc, _mm512_cvtepi32_ps(s), u[r]);
                     acc[r] = _mm512_fnmadd_ps(dmm, _mm512_set1_ps(ab.s), acc[r]);
                 }
             }
