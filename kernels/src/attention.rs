@@ -145,6 +145,119 @@ pub fn attend_run(
     st.m = m_new;
 }
 
+/// Most query heads one [`attend_heads`] kernel call takes (its score accumulators, four per
+/// head, must fit the vector registers).
+#[cfg(target_arch = "x86_64")]
+const MAX_HEADS: usize = 6;
+
+/// [`attend_run`] for several query heads over the same run (the heads of one KV group): `qs[h]`
+/// updates `st[h]`. On the AVX-512 tier the heads go through one kernel that loads each K and V
+/// vector once for up to [`MAX_HEADS`] heads; every head's result is bit-identical to
+/// [`attend_run`] on it alone (same operations, same order), so how heads are grouped never shows.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_heads(
+    qs: &[&[f32]],
+    kt: &[f32],
+    kt_stride: usize,
+    v: &[f32],
+    v_stride: usize,
+    n_pos: usize,
+    scale: f32,
+    st: &mut [OnlineSoftmax],
+) {
+    assert_eq!(qs.len(), st.len(), "one state per head");
+    debug_assert!(n_pos <= MAX_RUN);
+    let Some(hd) = qs.first().map(|q| q.len()) else {
+        return;
+    };
+    #[cfg(target_arch = "x86_64")]
+    if n_pos > 0 && crate::dispatch::vnni() && matches!(hd, 32 | 64 | 128 | 256) {
+        assert!(
+            kt.len() >= (hd - 1) * kt_stride + n_pos && v.len() >= (n_pos - 1) * v_stride + hd,
+            "attention run out of bounds"
+        );
+        assert!(
+            qs.iter().all(|q| q.len() == hd) && st.iter().all(|s| s.acc.len() == hd),
+            "every head has head_dim values"
+        );
+        let mut h0 = 0;
+        while h0 < qs.len() {
+            let g = (qs.len() - h0).min(MAX_HEADS);
+            // SAFETY: the AVX-512 tier was detected; bounds checked above; the heads' states are
+            // distinct elements of `st`.
+            unsafe {
+                heads_avx512(
+                    hd / 16,
+                    g,
+                    &qs[h0..h0 + g],
+                    kt,
+                    kt_stride,
+                    v,
+                    v_stride,
+                    n_pos,
+                    scale,
+                    &mut st[h0..h0 + g],
+                )
+            };
+            h0 += g;
+        }
+        return;
+    }
+    for (q, s) in qs.iter().zip(st.iter_mut()) {
+        attend_run(q, kt, kt_stride, v, v_stride, n_pos, scale, s);
+    }
+}
+
+/// `g` (1..=[`MAX_HEADS`]) heads of `nv` × 16 dims through `crate::avx512::attend_run_heads`.
+///
+/// # Safety
+/// As `attend_run_heads`: the AVX-512 tier is present and the bounds were checked.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn heads_avx512(
+    nv: usize,
+    g: usize,
+    qs: &[&[f32]],
+    kt: &[f32],
+    kt_stride: usize,
+    v: &[f32],
+    v_stride: usize,
+    n_pos: usize,
+    scale: f32,
+    st: &mut [OnlineSoftmax],
+) {
+    macro_rules! call {
+        ($nv:literal, $g:literal) => {{
+            let q: [*const f32; $g] = std::array::from_fn(|h| qs[h].as_ptr());
+            let m: [*mut f32; $g] = std::array::from_fn(|h| &mut st[h].m as *mut f32);
+            let l: [*mut f32; $g] = std::array::from_fn(|h| &mut st[h].l as *mut f32);
+            let a: [*mut f32; $g] = std::array::from_fn(|h| st[h].acc.as_mut_ptr());
+            let (kp, vp) = (kt.as_ptr(), v.as_ptr());
+            crate::avx512::attend_run_heads::<$nv, $g>(
+                q, kp, kt_stride, vp, v_stride, n_pos, scale, m, l, a,
+            )
+        }};
+    }
+    macro_rules! by_heads {
+        ($nv:literal) => {
+            match g {
+                1 => call!($nv, 1),
+                2 => call!($nv, 2),
+                3 => call!($nv, 3),
+                4 => call!($nv, 4),
+                5 => call!($nv, 5),
+                _ => call!($nv, 6),
+            }
+        };
+    }
+    match nv {
+        2 => by_heads!(2),
+        4 => by_heads!(4),
+        8 => by_heads!(8),
+        _ => by_heads!(16),
+    }
+}
+
 /// gate[i] = SiLU(gate[i]) · up[i] (SwiGLU), with the vector exp: x·σ(x) where σ uses e^{-|x|},
 /// always a softmax-range argument.
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
@@ -192,6 +305,47 @@ pub fn exp_in_place(xs: &mut [f32]) {
 mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
+
+    /// Several heads through `attend_heads` end in exactly the states `attend_run` gives each head
+    /// alone: over two consecutive runs (the first and a rescaling one), head dims 32..256,
+    /// 1..9 heads (more than one kernel call past 6), runs of 1 to 64 positions.
+    #[test]
+    fn heads_together_equal_each_head_alone_bit_for_bit() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(31);
+        for hd in [32usize, 64, 128, 256] {
+            for n_heads in [1usize, 2, 5, 6, 7, 9] {
+                for n_pos in [1usize, 5, 16, 37, 64] {
+                    let stride = hd + 3;
+                    let mut gen = |n: usize| -> Vec<f32> {
+                        (0..n).map(|_| rng.gen_range(-2.0f32..2.0)).collect()
+                    };
+                    let q: Vec<Vec<f32>> = (0..n_heads).map(|_| gen(hd)).collect();
+                    let runs: Vec<(Vec<f32>, Vec<f32>)> = (0..2)
+                        .map(|_| (gen(hd * n_pos), gen(n_pos * stride)))
+                        .collect();
+                    let qs: Vec<&[f32]> = q.iter().map(|x| &x[..]).collect();
+                    let mut together: Vec<OnlineSoftmax> =
+                        (0..n_heads).map(|_| OnlineSoftmax::new(hd)).collect();
+                    let mut alone = together.clone();
+                    for (kt, v) in &runs {
+                        attend_heads(&qs, kt, n_pos, v, stride, n_pos, 0.3, &mut together);
+                        for (qh, st) in qs.iter().zip(alone.iter_mut()) {
+                            attend_run(qh, kt, n_pos, v, stride, n_pos, 0.3, st);
+                        }
+                    }
+                    for (a, b) in together.iter().zip(&alone) {
+                        assert_eq!(a.m.to_bits(), b.m.to_bits(), "hd {hd} heads {n_heads}");
+                        assert_eq!(a.l.to_bits(), b.l.to_bits(), "hd {hd} heads {n_heads}");
+                        let (x, y): (Vec<u32>, Vec<u32>) = (
+                            a.acc.iter().map(|f| f.to_bits()).collect(),
+                            b.acc.iter().map(|f| f.to_bits()).collect(),
+                        );
+                        assert_eq!(x, y, "hd {hd} heads {n_heads} n_pos {n_pos}");
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn exp_matches_libm_on_softmax_arguments() {

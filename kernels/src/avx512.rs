@@ -410,6 +410,110 @@ pub unsafe fn gemm16_q6_k<const R: usize>(
     }
 }
 
+/// [`attend_run`] for `G` query heads of one KV group over the same run: each K vector and V
+/// row is loaded once for all `G` heads instead of once per head. Every head's arithmetic is
+/// [`attend_run`]'s, operation for operation and in the same order, so each head's state ends
+/// bit-identical to a call of [`attend_run`] on it alone.
+///
+/// # Safety
+/// As [`attend_run`] for every head: `q[h]` and `acc[h]` hold NV·16 floats; `m[h]`, `l[h]` are
+/// valid and no two heads share any of their pointers.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+pub unsafe fn attend_run_heads<const NV: usize, const G: usize>(
+    q: [*const f32; G],
+    kt: *const f32,
+    kt_stride: usize,
+    v: *const f32,
+    v_stride: usize,
+    n_pos: usize,
+    scale: f32,
+    m: [*mut f32; G],
+    l: [*mut f32; G],
+    acc: [*mut f32; G],
+) {
+    let hd = NV * 16;
+    let nc = n_pos.div_ceil(16);
+    let mask = |c: usize| -> __mmask16 {
+        let left = n_pos - 16 * c;
+        if left >= 16 {
+            0xFFFF
+        } else {
+            ((1u32 << left) - 1) as __mmask16
+        }
+    };
+    let sc = _mm512_set1_ps(scale);
+    // Scores: per head and chunk of 16 positions, four partial sums over d (d mod 4).
+    let mut s = [[_mm512_setzero_ps(); 4]; G];
+    for c in 0..nc {
+        let mk = mask(c);
+        let base = kt.add(16 * c);
+        let mut a = [[_mm512_setzero_ps(); 4]; G];
+        let mut d = 0;
+        while d < hd {
+            for u in 0..4 {
+                let kv = _mm512_maskz_loadu_ps(mk, base.add((d + u) * kt_stride));
+                for h in 0..G {
+                    a[h][u] = _mm512_fmadd_ps(_mm512_set1_ps(*q[h].add(d + u)), kv, a[h][u]);
+                }
+            }
+            d += 4;
+        }
+        for h in 0..G {
+            s[h][c] = _mm512_mul_ps(
+                _mm512_add_ps(
+                    _mm512_add_ps(a[h][0], a[h][1]),
+                    _mm512_add_ps(a[h][2], a[h][3]),
+                ),
+                sc,
+            );
+        }
+    }
+    // Softmax weights and corrections, per head as attend_run.
+    let mut w = [[0f32; 64]; G];
+    let mut corr = [0f32; G];
+    for h in 0..G {
+        let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
+        for c in 0..nc {
+            mx = _mm512_mask_max_ps(mx, mask(c), mx, s[h][c]);
+        }
+        let run_max = _mm512_reduce_max_ps(mx);
+        let first = *m[h] == f32::NEG_INFINITY;
+        let m_new = (*m[h]).max(run_max);
+        let mv = _mm512_set1_ps(m_new);
+        let mut sum = _mm512_setzero_ps();
+        for c in 0..nc {
+            let e = _mm512_maskz_mov_ps(mask(c), exp16(_mm512_sub_ps(s[h][c], mv)));
+            sum = _mm512_add_ps(sum, e);
+            _mm512_storeu_ps(w[h].as_mut_ptr().add(16 * c), e);
+        }
+        corr[h] = if first {
+            0.0
+        } else {
+            _mm512_cvtss_f32(exp16(_mm512_set1_ps(*m[h] - m_new)))
+        };
+        *l[h] = *l[h] * corr[h] + _mm512_reduce_add_ps(sum);
+        *m[h] = m_new;
+    }
+    // V: per 16 dims, each V vector loaded once for all heads; per head the same fma sequence
+    // over j as attend_run.
+    for i in 0..NV {
+        let mut av = [_mm512_setzero_ps(); G];
+        for h in 0..G {
+            av[h] = _mm512_mul_ps(_mm512_loadu_ps(acc[h].add(16 * i)), _mm512_set1_ps(corr[h]));
+        }
+        for j in 0..n_pos {
+            let vj = _mm512_loadu_ps(v.add(j * v_stride + 16 * i));
+            for h in 0..G {
+                av[h] = _mm512_fmadd_ps(_mm512_set1_ps(w[h][j]), vj, av[h]);
+            }
+        }
+        for h in 0..G {
+            _mm512_storeu_ps(acc[h].add(16 * i), av[h]);
+        }
+    }
+}
+
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn exp16(x: __m512) -> __m512 {

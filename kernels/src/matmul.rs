@@ -315,12 +315,15 @@ impl ActPtr {
     }
 }
 
+// The sums are only read by the x86 kernels.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 #[derive(Clone, Copy)]
 struct SumPtr(*mut i32);
 // SAFETY: tasks write the sums of disjoint activation rows.
 unsafe impl Send for SumPtr {}
 unsafe impl Sync for SumPtr {}
 
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 impl SumPtr {
     #[inline]
     fn at(self, i: usize) -> *mut i32 {

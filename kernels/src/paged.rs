@@ -6,7 +6,7 @@
 //! Every query visits its positions as the same runs (block by block, in position order) whether it
 //! is grouped or not, so its result is bit-identical in either case (batch invariance).
 
-use crate::attention::{attend_run, OnlineSoftmax, MAX_RUN};
+use crate::attention::{attend_heads, OnlineSoftmax, MAX_RUN};
 use crate::pool::parallel_for;
 
 /// One layer's attention input.
@@ -85,6 +85,9 @@ fn plan(p: &PagedAttention<'_>) -> Vec<Group> {
     groups
 }
 
+/// Most query heads per KV head (the group size of grouped-query attention) a layer may have.
+const MAX_GROUP: usize = 64;
+
 /// Tokens per task: enough queries to amortise each shared block read, few enough to balance.
 const TOKENS_PER_TASK: usize = 8;
 
@@ -94,6 +97,10 @@ pub fn paged_attention(p: &PagedAttention<'_>, out: &mut [f32]) {
     assert!(bs <= MAX_RUN, "block size {bs} above {MAX_RUN}");
     assert_eq!(out.len(), p.positions.len() * p.n_head * hd);
     let group_size = p.n_head / p.n_kv_head;
+    assert!(
+        group_size <= MAX_GROUP,
+        "{group_size} query heads per KV head (at most {MAX_GROUP})"
+    );
     let kv_dim = p.n_kv_head * hd;
     let groups = plan(p);
     let mut tasks = Vec::new();
@@ -137,20 +144,21 @@ pub fn paged_attention(p: &PagedAttention<'_>, out: &mut [f32]) {
             let off = lo - b * bs;
             let vbase = (block as usize * bs + off) * kv_dim + head_off;
             let kbase = block as usize * bs * kv_dim + head_off * bs + off;
-            for (h, s) in st.iter_mut().enumerate() {
-                let qh = task.kv_head * group_size + h;
-                let q = &p.q[(t * p.n_head + qh) * hd..][..hd];
-                attend_run(
-                    q,
-                    &p.k[kbase..],
-                    bs,
-                    &p.v[vbase..],
-                    kv_dim,
-                    hi - lo,
-                    p.scale,
-                    s,
-                );
+            let mut qs = [&p.q[..0]; MAX_GROUP];
+            for (h, qh) in qs.iter_mut().enumerate().take(group_size) {
+                let head = task.kv_head * group_size + h;
+                *qh = &p.q[(t * p.n_head + head) * hd..][..hd];
             }
+            attend_heads(
+                &qs[..group_size],
+                &p.k[kbase..],
+                bs,
+                &p.v[vbase..],
+                kv_dim,
+                hi - lo,
+                p.scale,
+                st,
+            );
         };
         // Shared prefix: each block once, all queries of the task.
         for (b, &block) in grp.shared.iter().enumerate() {
