@@ -74,7 +74,8 @@ pub fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
 
 /// A quantized activation block: 32 int8 values with an f32 scale `d` and `s = d * Σq`
 /// (ggml's Q8_1 with f32 instead of f16 scales, so one format serves every quantized weight type;
-/// the k-quants read 8 of these per 256-element super-block).
+/// the k-quants read 8 of these per 256-element super-block, quantized with one shared `d`:
+/// `crate::quantize::quantize_row_q8_k`).
 #[derive(Clone, Copy, Debug, Default)]
 #[repr(C)]
 pub struct BlockQ8 {
