@@ -69,30 +69,32 @@ pub fn attend_run(
         return;
     }
     let hd = q.len();
-    assert!(
-        kt.len() >= (hd - 1) * kt_stride + n_pos && v.len() >= (n_pos - 1) * v_stride + hd,
-        "attention run out of bounds"
-    );
+    check_run(hd, kt, kt_stride, v, v_stride, n_pos);
     #[cfg(target_arch = "x86_64")]
     {
+        if avx512_heads(hd) {
+            // SAFETY: the AVX-512 tier was detected; bounds checked above; one head.
+            return unsafe {
+                heads_avx512(
+                    hd / 16,
+                    1,
+                    &[q],
+                    kt,
+                    kt_stride,
+                    v,
+                    v_stride,
+                    n_pos,
+                    scale,
+                    std::slice::from_mut(st),
+                )
+            };
+        }
         let (qp, kp, vp, ap) = (q.as_ptr(), kt.as_ptr(), v.as_ptr(), st.acc.as_mut_ptr());
         let (m, l) = (&mut st.m, &mut st.l);
         macro_rules! run {
             ($f:path) => {
                 return $f(qp, kp, kt_stride, vp, v_stride, n_pos, scale, m, l, ap)
             };
-        }
-        if crate::dispatch::vnni() && hd.is_multiple_of(16) {
-            // SAFETY: the AVX-512 tier was detected; bounds checked above.
-            unsafe {
-                match hd / 16 {
-                    2 => run!(crate::avx512::attend_run::<2>),
-                    4 => run!(crate::avx512::attend_run::<4>),
-                    8 => run!(crate::avx512::attend_run::<8>),
-                    16 => run!(crate::avx512::attend_run::<16>),
-                    _ => {}
-                }
-            }
         }
         if isa() == Isa::Avx2 && hd.is_multiple_of(8) {
             // SAFETY: avx2 detected; bounds checked above.
@@ -171,11 +173,8 @@ pub fn attend_heads(
         return;
     };
     #[cfg(target_arch = "x86_64")]
-    if n_pos > 0 && crate::dispatch::vnni() && matches!(hd, 32 | 64 | 128 | 256) {
-        assert!(
-            kt.len() >= (hd - 1) * kt_stride + n_pos && v.len() >= (n_pos - 1) * v_stride + hd,
-            "attention run out of bounds"
-        );
+    if n_pos > 0 && avx512_heads(hd) {
+        check_run(hd, kt, kt_stride, v, v_stride, n_pos);
         assert!(
             qs.iter().all(|q| q.len() == hd) && st.iter().all(|s| s.acc.len() == hd),
             "every head has head_dim values"
@@ -206,6 +205,20 @@ pub fn attend_heads(
     for (q, s) in qs.iter().zip(st.iter_mut()) {
         attend_run(q, kt, kt_stride, v, v_stride, n_pos, scale, s);
     }
+}
+
+/// Panics unless a run of `n_pos` (> 0) positions of `hd` dims lies within `kt` and `v`.
+fn check_run(hd: usize, kt: &[f32], kt_stride: usize, v: &[f32], v_stride: usize, n_pos: usize) {
+    assert!(
+        kt.len() >= (hd - 1) * kt_stride + n_pos && v.len() >= (n_pos - 1) * v_stride + hd,
+        "attention run out of bounds"
+    );
+}
+
+/// Whether heads of `hd` dims run on the AVX-512 kernel (`crate::avx512::attend_run_heads`).
+#[cfg(target_arch = "x86_64")]
+fn avx512_heads(hd: usize) -> bool {
+    crate::dispatch::vnni() && matches!(hd, 32 | 64 | 128 | 256)
 }
 
 /// `g` (1..=[`MAX_HEADS`]) heads of `nv` × 16 dims through `crate::avx512::attend_run_heads`.

@@ -410,14 +410,17 @@ pub unsafe fn gemm16_q6_k<const R: usize>(
     }
 }
 
-/// [`attend_run`] for `G` query heads of one KV group over the same run: each K vector and V
-/// row is loaded once for all `G` heads instead of once per head. Every head's arithmetic is
-/// [`attend_run`]'s, operation for operation and in the same order, so each head's state ends
-/// bit-identical to a call of [`attend_run`] on it alone.
+/// One run of the online softmax (see `crate::attention`) for `G` query heads of one KV group
+/// (one head is `G` = 1), each of `NV * 16` dims, over K stored transposed: 16 positions per
+/// vector, so a score needs no horizontal sum. Element d of position j is at
+/// `kt[d * kt_stride + j]`; V row j at `v[j * v_stride..]`. Each K vector and V row is loaded
+/// once for all `G` heads; every head's arithmetic is the same, operation for operation and in
+/// the same order, whatever `G`, so a head's state does not depend on which heads share the call.
 ///
 /// # Safety
-/// As [`attend_run`] for every head: `q[h]` and `acc[h]` hold NV·16 floats; `m[h]`, `l[h]` are
-/// valid and no two heads share any of their pointers.
+/// The AVX-512 tier is present; for every head `q[h]` and `acc[h]` hold NV·16 floats and `m[h]`,
+/// `l[h]` are valid, no two heads sharing any pointer; `kt` holds NV·16 rows of `n_pos` floats
+/// `kt_stride` apart; `v` holds `n_pos` rows of NV·16 floats; `n_pos <= 64`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 pub unsafe fn attend_run_heads<const NV: usize, const G: usize>(
@@ -469,7 +472,7 @@ pub unsafe fn attend_run_heads<const NV: usize, const G: usize>(
             );
         }
     }
-    // Softmax weights and corrections, per head as attend_run.
+    // Softmax weights and corrections, per head.
     let mut w = [[0f32; 64]; G];
     let mut corr = [0f32; G];
     for h in 0..G {
@@ -495,8 +498,8 @@ pub unsafe fn attend_run_heads<const NV: usize, const G: usize>(
         *l[h] = *l[h] * corr[h] + _mm512_reduce_add_ps(sum);
         *m[h] = m_new;
     }
-    // V: per 16 dims, each V vector loaded once for all heads; per head the same fma sequence
-    // over j as attend_run.
+    // V: per 16 dims, each V vector loaded once for all heads; per head one fma per position j,
+    // in order.
     for i in 0..NV {
         let mut av = [_mm512_setzero_ps(); G];
         for h in 0..G {
@@ -539,94 +542,4 @@ unsafe fn exp16(x: __m512) -> __m512 {
     ));
     let y = _mm512_mul_ps(p, _mm512_castsi512_ps(bits));
     _mm512_maskz_mov_ps(!tiny, y)
-}
-
-/// One run of the online softmax (see `crate::attention`) for a query of `NV * 16` dims over K
-/// stored transposed: 16 positions per vector, so a score needs no horizontal sum. Element d of
-/// position j is at `kt[d * kt_stride + j]`; V row j at `v[j * v_stride..]`.
-///
-/// # Safety
-/// The AVX-512 tier is present; `q` and `acc` hold NV·16 floats; `kt` holds NV·16 rows of
-/// `n_pos` floats `kt_stride` apart; `v` holds `n_pos` rows of NV·16 floats; `n_pos <= 64`.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn attend_run<const NV: usize>(
-    q: *const f32,
-    kt: *const f32,
-    kt_stride: usize,
-    v: *const f32,
-    v_stride: usize,
-    n_pos: usize,
-    scale: f32,
-    m: &mut f32,
-    l: &mut f32,
-    acc: *mut f32,
-) {
-    let hd = NV * 16;
-    let nc = n_pos.div_ceil(16);
-    let mask = |c: usize| -> __mmask16 {
-        let left = n_pos - 16 * c;
-        if left >= 16 {
-            0xFFFF
-        } else {
-            ((1u32 << left) - 1) as __mmask16
-        }
-    };
-    let mut s = [_mm512_setzero_ps(); 4];
-    let sc = _mm512_set1_ps(scale);
-    for (c, sv) in s.iter_mut().enumerate().take(nc) {
-        let mk = mask(c);
-        let base = kt.add(16 * c);
-        // Four partial sums over d (d mod 4), added in a fixed order.
-        let mut a = [_mm512_setzero_ps(); 4];
-        let mut d = 0;
-        while d < hd {
-            for (u, au) in a.iter_mut().enumerate() {
-                let kv = _mm512_maskz_loadu_ps(mk, base.add((d + u) * kt_stride));
-                *au = _mm512_fmadd_ps(_mm512_set1_ps(*q.add(d + u)), kv, *au);
-            }
-            d += 4;
-        }
-        *sv = _mm512_mul_ps(
-            _mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3])),
-            sc,
-        );
-    }
-    let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
-    for (c, sv) in s.iter().enumerate().take(nc) {
-        mx = _mm512_mask_max_ps(mx, mask(c), mx, *sv);
-    }
-    let run_max = _mm512_reduce_max_ps(mx);
-    let first = *m == f32::NEG_INFINITY;
-    let m_new = m.max(run_max);
-    let mv = _mm512_set1_ps(m_new);
-    let mut sum = _mm512_setzero_ps();
-    let mut w = [0f32; 64];
-    for (c, sv) in s.iter().enumerate().take(nc) {
-        let e = _mm512_maskz_mov_ps(mask(c), exp16(_mm512_sub_ps(*sv, mv)));
-        sum = _mm512_add_ps(sum, e);
-        _mm512_storeu_ps(w.as_mut_ptr().add(16 * c), e);
-    }
-    let corr = if first {
-        0.0
-    } else {
-        _mm512_cvtss_f32(exp16(_mm512_set1_ps(*m - m_new)))
-    };
-    *l = *l * corr + _mm512_reduce_add_ps(sum);
-    let cv = _mm512_set1_ps(corr);
-    let mut av = [_mm512_setzero_ps(); NV];
-    for (i, r) in av.iter_mut().enumerate() {
-        *r = _mm512_mul_ps(_mm512_loadu_ps(acc.add(16 * i)), cv);
-    }
-    for (j, wj) in w.iter().enumerate().take(n_pos) {
-        let wv = _mm512_set1_ps(*wj);
-        let vj = v.add(j * v_stride);
-        for (i, r) in av.iter_mut().enumerate() {
-            *r = _mm512_fmadd_ps(wv, _mm512_loadu_ps(vj.add(16 * i)), *r);
-        }
-    }
-    for (i, r) in av.iter().enumerate() {
-        _mm512_storeu_ps(acc.add(16 * i), *r);
-    }
-    *m = m_new;
 }

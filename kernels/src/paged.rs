@@ -85,9 +85,6 @@ fn plan(p: &PagedAttention<'_>) -> Vec<Group> {
     groups
 }
 
-/// Most query heads per KV head (the group size of grouped-query attention) a layer may have.
-const MAX_GROUP: usize = 64;
-
 /// Tokens per task: enough queries to amortise each shared block read, few enough to balance.
 const TOKENS_PER_TASK: usize = 8;
 
@@ -97,10 +94,6 @@ pub fn paged_attention(p: &PagedAttention<'_>, out: &mut [f32]) {
     assert!(bs <= MAX_RUN, "block size {bs} above {MAX_RUN}");
     assert_eq!(out.len(), p.positions.len() * p.n_head * hd);
     let group_size = p.n_head / p.n_kv_head;
-    assert!(
-        group_size <= MAX_GROUP,
-        "{group_size} query heads per KV head (at most {MAX_GROUP})"
-    );
     let kv_dim = p.n_kv_head * hd;
     let groups = plan(p);
     let mut tasks = Vec::new();
@@ -127,6 +120,16 @@ pub fn paged_attention(p: &PagedAttention<'_>, out: &mut [f32]) {
         let mut states: Vec<OnlineSoftmax> = (0..toks.len() * group_size)
             .map(|_| OnlineSoftmax::new(hd))
             .collect();
+        // The query of each (token, head of this KV group), in the order of `states`.
+        let queries: Vec<&[f32]> = toks
+            .iter()
+            .flat_map(|&t| {
+                (0..group_size).map(move |h| {
+                    let head = task.kv_head * group_size + h;
+                    &p.q[(t * p.n_head + head) * hd..][..hd]
+                })
+            })
+            .collect();
         // [first, end) positions of each token.
         let range = |t: usize| {
             let end = p.positions[t] as usize + 1;
@@ -144,13 +147,8 @@ pub fn paged_attention(p: &PagedAttention<'_>, out: &mut [f32]) {
             let off = lo - b * bs;
             let vbase = (block as usize * bs + off) * kv_dim + head_off;
             let kbase = block as usize * bs * kv_dim + head_off * bs + off;
-            let mut qs = [&p.q[..0]; MAX_GROUP];
-            for (h, qh) in qs.iter_mut().enumerate().take(group_size) {
-                let head = task.kv_head * group_size + h;
-                *qh = &p.q[(t * p.n_head + head) * hd..][..hd];
-            }
             attend_heads(
-                &qs[..group_size],
+                &queries[ti * group_size..(ti + 1) * group_size],
                 &p.k[kbase..],
                 bs,
                 &p.v[vbase..],

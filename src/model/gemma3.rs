@@ -184,9 +184,8 @@ impl Model for Gemma3 {
             layers::rope_store_attend(kv, l, batch, &tables, cfg, rope, qkv, params, &mut attn);
             if l == last {
                 // Every row's K/V is stored; past this point only the logit rows are read.
-                x = layers::gather_logit_rows(batch, h, &x);
-                attn = layers::gather_logit_rows(batch, cfg.n_head * hd, &attn);
-                hbuf.truncate(x.len());
+                let widths = (h, cfg.n_head * hd);
+                layers::keep_logit_rows(batch, widths, &mut x, &mut attn, &mut hbuf);
             }
             let mut o = linear(&b.m.wo, &attn);
             layers::rms_norm(&mut o, &b.post_attn_norm, cfg.rms_eps);

@@ -330,6 +330,20 @@ pub fn gather_logit_rows(batch: &Batch, width: usize, x: &[f32]) -> Vec<f32> {
     rows
 }
 
+/// At the last layer, right after its attention: keep only the logit rows of the residual `x`
+/// (width `h`) and of the attention output `attn` (width `attn_w`), and shrink `hbuf` to match.
+pub fn keep_logit_rows(
+    batch: &Batch,
+    (h, attn_w): (usize, usize),
+    x: &mut Vec<f32>,
+    attn: &mut Vec<f32>,
+    hbuf: &mut Vec<f32>,
+) {
+    *x = gather_logit_rows(batch, h, x);
+    *attn = gather_logit_rows(batch, attn_w, attn);
+    hbuf.truncate(x.len());
+}
+
 /// Logits of hidden rows already gathered (see [`gather_logit_rows`]): final RMSNorm, output
 /// projection.
 pub fn logits_of(mut rows: Vec<f32>, norm: &[f32], eps: f32, output: &Weight) -> Vec<f32> {

@@ -149,9 +149,8 @@ impl Model for Llama {
             layers::rope_store_attend(kv, l, batch, &tables, cfg, rope, qkv, params, &mut attn);
             if l == last {
                 // Every row's K/V is stored; past this point only the logit rows are read.
-                x = layers::gather_logit_rows(batch, h, &x);
-                attn = layers::gather_logit_rows(batch, cfg.n_head * hd, &attn);
-                hbuf.truncate(x.len());
+                let widths = (h, cfg.n_head * hd);
+                layers::keep_logit_rows(batch, widths, &mut x, &mut attn, &mut hbuf);
             }
             let o = linear(&b.m.wo, &attn);
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
