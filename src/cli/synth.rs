@@ -150,9 +150,10 @@ pub struct SynthArgs {
     /// answer fails (by default they are dropped and listed in `synth.dropped_criteria`).
     #[arg(long)]
     pub keep_failed_criteria: bool,
-    /// Do not run the pitfall stage (a second short generation per item that writes false
-    /// statements as "Claims that" pitfalls, kept only where the reference answer does not make
-    /// them). It runs only with the reference check, so --keep-failed-criteria turns it off too.
+    /// Do not run the pitfall stage (a second short generation per item that copies facts of the
+    /// reference answer, each added as a "States that" criterion, and writes each changed into a
+    /// false statement, a "Claims that" pitfall; the reference check keeps only the facts the
+    /// reference meets and the pitfalls it does not make). It runs only with the reference check, so --keep-failed-criteria turns it off too.
     #[arg(long)]
     pub no_pitfall_stage: bool,
     /// Rubric validity: a criterion with more words is not atomic.

@@ -310,7 +310,7 @@ impl<'a> DatasetCard<'a> {
                 if t.reference_check { "dropped" } else { "kept" }.to_string(),
             ),
             (
-                "pitfall stage (written false statements)",
+                "pitfall stage (copied facts and written false statements)",
                 if t.pitfall_stage { "on" } else { "off" }.to_string(),
             ),
             (

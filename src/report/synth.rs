@@ -313,8 +313,9 @@ fn pitfall_line(report: &SynthReport) -> String {
         return "off".to_string();
     }
     format!(
-        "{} items, {} requests: {} mistakes added as pitfalls, {} skipped, {} items without output; the reference check kept {} of the {} it judged",
-        p.items, p.requests, p.added, p.skipped, p.errors, p.kept, p.checked
+        "{} items, {} requests: {} mistakes added as pitfalls, {} skipped, {} items without output; the reference check kept {} of the {} it judged. {} copied facts added as criteria, {} skipped; the reference check kept {} of the {} it judged",
+        p.items, p.requests, p.added, p.skipped, p.errors, p.kept, p.checked,
+        p.facts, p.facts_skipped, p.facts_kept, p.facts_checked
     )
 }
 

@@ -10,8 +10,12 @@
 //! - faithfulness, model: P(yes) that the reference answer is supported by the chunk;
 //! - rubric validity, structure ([`rubric_structure`]): count, weights, atomic criteria, no
 //!   near-duplicate criteria, at least one positive criterion; then, through the judge, the
-//!   reference answer scores at least a threshold and a degraded answer ([`degrade`]) scores
-//!   lower by a margin (discriminativeness).
+//!   reference answer scores at least a threshold and a worse answer scores lower by a margin
+//!   (discriminativeness): the reference with the pitfall stage's mistakes in place of their
+//!   facts ([`Degradation::Corrupted`]) where there is one, else the reference cut short
+//!   ([`degrade`]). The cut answer was the only one until issue 12's rerun showed it is often as
+//!   good as the reference (a first sentence that holds the whole answer), so rubrics were
+//!   rejected for scoring it nearly as high, which they should.
 //!
 //! Model checks read P(yes) from the next-token log-probabilities of the verdict tokens, exactly
 //! as the judge's logprob mode ([`AnswerTokens`]): one forward each, no decoding, nothing to
@@ -93,7 +97,7 @@ impl FilterVerdict {
 }
 
 /// Phrases that point at material the reader of the question cannot see.
-const DEICTIC_PATTERNS: [&str; 8] = [
+const DEICTIC_PATTERNS: [&str; 10] = [
     r"\b(according to|based on|as (stated|described|mentioned|shown|discussed|explained|noted) in|in light of|from|in|per) (the|this|that|these|above|given|provided) (text|passage|document|article|excerpt|paragraph|material|context|reading|source|report|section|chapter|table|figure|study|abstract|paper|snippet|page|content|information|data)\b",
     r"\b(this|the present|the above|the given|the provided|the current) (study|article|passage|text|document|excerpt|paper|report|paragraph|table|figure|abstract|section|material|snippet)\b",
     r"\bthe (author|authors|writer|researchers|investigators)\b",
@@ -102,6 +106,10 @@ const DEICTIC_PATTERNS: [&str; 8] = [
     r"\b(in|from) the (given|provided|above|following) (information|context|text|passage|data)\b",
     r"\bthe (text|passage|document|article|excerpt|paragraph)(\s*[?,.]|\s*$| (says?|states?|describes?|mentions?|suggests?|discusses|explains?|argues?)\b)",
     r"\b(we|our) (study|results|findings|data|analysis)\b",
+    // "the primary objective of the study", "the participants of the trial": a study the reader
+    // was never told about ("the study of fungi" is a field, not a reference, and stays).
+    r"\b(of|by|for|during|after|within|throughout) the (study|trial|survey|experiment|investigation|analysis|research)\b",
+    r"\bthe (study|trial|survey|experiment|investigation)('s|\s*[?,.]|\s*$| (find|found|finds|show|showed|shows|suggests?|suggested|concludes?|concluded|reports?|reported|aims?|aimed|uses?|used|includes?|included|examines?|examined|investigates?|investigated|measures?|measured|compares?|compared)\b)",
 ];
 
 /// The self-containment rules, compiled.
@@ -304,6 +312,11 @@ pub enum Degradation {
     Truncated,
     /// An answer too short to cut: replaced by a non-answer.
     NonAnswer,
+    /// The reference answer with the pitfall stage's mistakes in place of the facts they change
+    /// (`synth::pitfall::corrupt`): as long and fluent as the reference, but wrong, the answer
+    /// a rubric for RL must score lower. Used instead of a cut answer whenever the stage wrote a
+    /// mistake whose fact is in the answer word for word.
+    Corrupted,
 }
 
 /// The non-answer used when the reference is too short to cut.
@@ -345,6 +358,9 @@ mod tests {
             "Based on the passage, why is the sky blue?",
             "What do our results show?",
             "What is the main point of the article?",
+            "What is the primary objective of the study?",
+            "What did the trial find about statins?",
+            "How many patients took part in the survey's second phase, and what did the study show?",
         ] {
             let v = r.check(q);
             assert!(!v.passed, "{q}");
@@ -358,6 +374,8 @@ mod tests {
             "What are the symptoms of iron-deficiency anemia?",
             "Why does the Debian constitution give developers the final say on General Resolutions?",
             "How does Python's sorted() differ from list.sort()?",
+            "What is the study of fungi called?",
+            "Why do randomised trials use a control group?",
         ] {
             assert!(r.check(q).passed, "{q}");
         }

@@ -889,12 +889,22 @@ impl<'a> Run<'a> {
                 match parsed {
                     Ok((added, o)) => {
                         outcome.skipped.extend(o.skipped);
+                        outcome.skipped_facts.extend(o.skipped_facts);
                         outcome.error = None;
-                        if added.is_empty() {
+                        // Another attempt only for a pitfall; facts added now stay (a later
+                        // attempt sees them as existing criteria and does not repeat them).
+                        if o.added.is_empty() {
                             open.push(k);
+                        }
+                        if added.is_empty() {
                             continue;
                         }
-                        outcome.added = o.added;
+                        outcome.added.extend(o.added);
+                        outcome.facts.extend(o.facts);
+                        if let Some(wrong) = o.corrupted {
+                            c.degraded = (wrong.clone(), filters::Degradation::Corrupted);
+                            outcome.corrupted = Some(wrong);
+                        }
                         c.generated.criteria.extend(added);
                         c.rubric = rubric_item(
                             &c.item_id,
@@ -917,6 +927,8 @@ impl<'a> Run<'a> {
             report.pitfalls.errors += usize::from(o.error.is_some());
             report.pitfalls.added += o.added.len();
             report.pitfalls.skipped += o.skipped.len();
+            report.pitfalls.facts += o.facts.len();
+            report.pitfalls.facts_skipped += o.skipped_facts.len();
             report.pitfalls.requests += o.attempts;
         }
     }
@@ -1098,7 +1110,12 @@ impl<'a> Run<'a> {
                             r - d,
                             cfg.min_margin,
                             false,
-                            "reward margin of the reference over the degraded answer",
+                            match c.degraded.1 {
+                                filters::Degradation::Corrupted => {
+                                    "reward margin of the reference over the corrupted answer"
+                                }
+                                _ => "reward margin of the reference over the degraded answer",
+                            },
                         );
                         let out = if !rv.passed {
                             Some(rv.reason.clone())
@@ -1161,14 +1178,17 @@ impl<'a> Run<'a> {
             )
         };
         if let Some(o) = &c.pitfalls {
-            let kept = o
-                .added
-                .iter()
-                .filter(|t| checked.item.criteria.iter().any(|k| &k.text == *t))
-                .count();
+            let kept = |added: &[String]| {
+                added
+                    .iter()
+                    .filter(|t| checked.item.criteria.iter().any(|k| &k.text == *t))
+                    .count()
+            };
             let mut report = lock(&self.report);
             report.pitfalls.checked += o.added.len();
-            report.pitfalls.kept += kept;
+            report.pitfalls.kept += kept(&o.added);
+            report.pitfalls.facts_checked += o.facts.len();
+            report.pitfalls.facts_kept += kept(&o.facts);
         }
         c.dropped = checked.dropped;
         c.rubric = Ok(checked.item.clone());

@@ -1,6 +1,10 @@
 //! Pitfall stage: per generated item, a second short constrained generation copies two or three
 //! facts of the reference answer and writes each changed into a mistake; each mistake becomes a
-//! pitfall criterion "Claims that <mistake>" appended to the item's criteria.
+//! pitfall criterion "Claims that <mistake>" and each copied fact a positive criterion "States
+//! that <fact>" (important), appended to the item's criteria. The facts spread the rubric over
+//! the whole answer, where the one-pass generation often wrote three vague criteria about its
+//! first sentence (issue 12: 8 of 27 rubric-validity rejections on 20 documents were "fewer than
+//! 4 criteria left", 7 a margin under 0.1 over the answer's first sentence).
 //!
 //! Why a stage of its own (issue 12): asked for pitfalls inside the one-pass generation, the 1.5B
 //! model wrote true statements from the passage as pitfalls (51 of 87 items lost their only
@@ -14,6 +18,10 @@
 //! mid-sentence), when it fails `ares rubric`'s criterion check (copies a template example), or
 //! when it is a near duplicate (the rubric-structure filter's word Jaccard) of a criterion already
 //! there or added before it (two mistakes that differ in one word would get the item rejected).
+//! A fact is added, or skipped with the reason, by the same rules plus: at least
+//! [`FACT_MIN_SUPPORT`] of its content words occur in the reference answer (it was copied, not
+//! made up), at most [`FACT_MAX_WORDS`] words, and not within [`FACT_NEAR_DUPLICATE`] of a
+//! criterion already there. Mistakes are added before facts.
 //! At most [`MAX_CRITERIA`] criteria in all. Whether an added pitfall is actually false is not
 //! decided here: the reference check (`judge::reference_check`) drops every pitfall the reference
 //! answer makes, so the stage only runs with the check on.
@@ -37,6 +45,18 @@ pub const STATEMENT_MAX_CHARS: usize = 150;
 pub const FACT_MAX_CHARS: usize = 200;
 /// Weight of an added pitfall (the pitfall range is 5-10; a changed fact is a clear mistake).
 pub const PITFALL_WEIGHT: i64 = 7;
+/// Weight of an added fact criterion (an important point: the model picked it as a fact of the
+/// answer; the one-pass generation's essentials keep the top weights).
+pub const FACT_WEIGHT: i64 = 6;
+/// Longest fact criterion, in words ("States that" included; the rubric-structure filter rejects
+/// criteria over 30 words as compound).
+pub const FACT_MAX_WORDS: usize = 28;
+/// Share of a fact's content words that must occur in the reference answer (it was copied, not
+/// invented).
+pub const FACT_MIN_SUPPORT: f64 = 0.8;
+/// A fact this close (word Jaccard) to a criterion already there is not added: stricter than the
+/// rubric's near-duplicate rule, so that one point is not counted twice in other words.
+pub const FACT_NEAR_DUPLICATE: f64 = 0.6;
 /// Requests per item at most: the first greedy, the others sampled, each only for an item the
 /// earlier ones gave no mistake (on 50 documents with the 1.5B model, one greedy request left 20
 /// of 35 "no pitfall" items without any: every mistake copied the answer).
@@ -106,6 +126,16 @@ pub struct PitfallOutcome {
     /// Statements not added, each with the reason.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<SkippedStatement>,
+    /// Copied facts appended as positive criteria ("States that <fact>").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub facts: Vec<String>,
+    /// Facts not added, each with the reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_facts: Vec<SkippedStatement>,
+    /// The reference answer with the added mistakes in place of their facts ([`corrupt`]):
+    /// the degraded answer of the rubric-discrimination filter when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corrupted: Option<String>,
     /// Why the last attempt gave the item nothing (engine error, output not of the schema).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -124,6 +154,17 @@ pub struct SkippedStatement {
 /// `"The sky is green."` -> `"Claims that the sky is green."`: a leading article or pronoun is
 /// lowercased, anything else (a name, `sorted()`, a number) is kept as written.
 pub fn as_claim(statement: &str) -> String {
+    with_verb("Claims that", statement)
+}
+
+/// `"The sky is blue."` -> `"States that the sky is blue."`: a copied fact as a positive
+/// criterion, lowercased as in [`as_claim`].
+pub fn as_fact(statement: &str) -> String {
+    with_verb("States that", statement)
+}
+
+/// `verb` and `statement`, its leading article or pronoun lowercased, ending in one period.
+fn with_verb(verb: &str, statement: &str) -> String {
     let s = statement.trim().trim_end_matches('.').trim_end();
     const LOWER: [&str; 24] = [
         "The", "A", "An", "This", "These", "That", "Those", "It", "Its", "They", "Their", "Some",
@@ -140,7 +181,26 @@ pub fn as_claim(statement: &str) -> String {
     } else {
         s.to_string()
     };
-    format!("Claims that {body}.")
+    format!("{verb} {body}.")
+}
+
+/// The reference `answer` with each `(fact, mistake)` pair's fact replaced by its mistake, where
+/// the fact occurs in the answer word for word (a final period aside); `None` when none does.
+pub fn corrupt(answer: &str, pairs: &[(String, String)]) -> Option<String> {
+    let mut out = answer.to_string();
+    let mut changed = false;
+    for (fact, mistake) in pairs {
+        let fact = fact.trim().trim_end_matches('.').trim_end();
+        let mistake = mistake.trim().trim_end_matches('.').trim_end();
+        if fact.is_empty() || mistake.is_empty() || fact == mistake {
+            continue;
+        }
+        if let Some(at) = out.find(fact) {
+            out.replace_range(at..at + fact.len(), mistake);
+            changed = true;
+        }
+    }
+    changed.then_some(out)
 }
 
 /// Parses the stage's output and decides which statements become criteria of an item with
@@ -157,7 +217,8 @@ pub fn pitfalls_from(
     let mut room = MAX_CRITERIA.saturating_sub(existing.len());
     let mut outcome = PitfallOutcome::default();
     let mut criteria = Vec::new();
-    for m in out.mistakes {
+    let mut changes = Vec::new();
+    for m in &out.mistakes {
         let s = m.mistake.trim().to_string();
         let words = content_words(&s);
         let claim = as_claim(&s);
@@ -194,6 +255,7 @@ pub fn pitfalls_from(
                 room -= 1;
                 there.push(claim.clone());
                 outcome.added.push(claim.clone());
+                changes.push((m.fact.clone(), m.mistake.clone()));
                 criteria.push(GeneratedCriterion {
                     text: claim,
                     category: Category::Pitfall,
@@ -202,6 +264,57 @@ pub fn pitfalls_from(
             }
         }
     }
+    // The copied facts, as positive criteria: the reference answer's own points, one sentence
+    // each, so the rubric checks what a correct response states across the whole answer.
+    for m in &out.mistakes {
+        let fact = m.fact.trim();
+        let text = as_fact(fact);
+        let words = content_words(fact);
+        let supported = words.iter().filter(|w| answer_words.contains(*w)).count();
+        let near = there
+            .iter()
+            .map(|t| word_jaccard(t, &text))
+            .fold(0.0, f64::max);
+        let skip = if words.is_empty() {
+            Some("no content words".to_string())
+        } else if fact.chars().count() >= FACT_MAX_CHARS {
+            Some(format!("cut off at the {FACT_MAX_CHARS}-character limit"))
+        } else if text.split_whitespace().count() > FACT_MAX_WORDS {
+            Some(format!("longer than {FACT_MAX_WORDS} words"))
+        } else if (supported as f64) < FACT_MIN_SUPPORT * words.len() as f64 {
+            Some(format!(
+                "{supported} of its {} content words are in the reference answer: not a copied fact",
+                words.len()
+            ))
+        } else if let Err(problem) = check_criterion(&text) {
+            Some(problem.to_string())
+        } else if near >= FACT_NEAR_DUPLICATE {
+            Some(format!(
+                "a criterion already checks it (word Jaccard {near:.2})"
+            ))
+        } else if room == 0 {
+            Some(format!("the item already has {MAX_CRITERIA} criteria"))
+        } else {
+            None
+        };
+        match skip {
+            Some(reason) => outcome.skipped_facts.push(SkippedStatement {
+                text: fact.to_string(),
+                reason,
+            }),
+            None => {
+                room -= 1;
+                there.push(text.clone());
+                outcome.facts.push(text.clone());
+                criteria.push(GeneratedCriterion {
+                    text,
+                    category: Category::Important,
+                    weight: FACT_WEIGHT,
+                });
+            }
+        }
+    }
+    outcome.corrupted = corrupt(answer, &changes);
     Ok((criteria, outcome))
 }
 
@@ -251,7 +364,11 @@ mod tests {
             m("A UUID is a 64-bit number used to identify objects.")
         );
         let (added, outcome) = pitfalls_from(&text, answer, &[crit("States that it is 128-bit.")])?;
-        assert_eq!(added.len(), 1);
+        // One pitfall, then the copied fact once (the same fact again is a duplicate).
+        assert_eq!(added.len(), 2, "{outcome:?}");
+        assert_eq!(added[1].text, "States that a UUID is a 128-bit number.");
+        assert_eq!(outcome.facts, vec![added[1].text.clone()]);
+        assert_eq!(outcome.skipped_facts.len(), 2, "{outcome:?}");
         assert_eq!(
             added[0].text,
             "Claims that a UUID is a 64-bit number used to identify objects."
@@ -280,8 +397,14 @@ mod tests {
         let text = format!(
             r#"{{"mistakes": [{{"fact": "Ethanol boils at 78 degrees.", "mistake": "{long}"}}]}}"#
         );
+        let pitfalls = |added: &[GeneratedCriterion]| {
+            added
+                .iter()
+                .filter(|c| c.category == Category::Pitfall)
+                .count()
+        };
         let (added, outcome) = pitfalls_from(&text, "Ethanol boils at 78 degrees.", &[])?;
-        assert!(added.is_empty());
+        assert_eq!(pitfalls(&added), 0, "{outcome:?}");
         assert!(
             outcome.skipped[0].reason.starts_with("cut off"),
             "{outcome:?}"
@@ -293,12 +416,98 @@ mod tests {
             "Rust 1.0 was released in 2015.",
             &[],
         )?;
-        assert_eq!(added.len(), 1, "{outcome:?}");
+        assert_eq!(pitfalls(&added), 1, "{outcome:?}");
         assert!(
             outcome.skipped[0].reason.contains("copies the example"),
             "{outcome:?}"
         );
         Ok(())
+    }
+
+    #[test]
+    fn copied_facts_become_positive_criteria_and_others_are_skipped_with_a_reason(
+    ) -> Result<(), String> {
+        let answer = "Aspirin thins the blood by blocking platelets. It should not be given to \
+                      children with a viral illness because of Reye syndrome.";
+        let text = r#"{"mistakes": [
+            {"fact": "Aspirin thins the blood by blocking platelets.", "mistake": "Aspirin thickens the blood by activating platelets."},
+            {"fact": "It should not be given to children with a viral illness.", "mistake": "It is the best choice for children with a viral illness."},
+            {"fact": "Aspirin cures migraines in every patient within an hour.", "mistake": "Aspirin never helps migraines."}]}"#;
+        let existing = [crit(
+            "States that aspirin should not be given to children with a viral illness.",
+        )];
+        let (added, outcome) = pitfalls_from(text, answer, &existing)?;
+        let facts: Vec<&GeneratedCriterion> = added
+            .iter()
+            .filter(|c| c.category == Category::Important)
+            .collect();
+        assert_eq!(facts.len(), 1, "{outcome:?}");
+        assert_eq!(
+            facts[0].text,
+            "States that aspirin thins the blood by blocking platelets."
+        );
+        assert_eq!(facts[0].weight, FACT_WEIGHT);
+        assert_eq!(outcome.facts, vec![facts[0].text.clone()]);
+        // Facts come after the mistakes, which are pitfalls.
+        assert_eq!(added[0].category, Category::Pitfall);
+        let reasons: Vec<&str> = outcome
+            .skipped_facts
+            .iter()
+            .map(|s| s.reason.as_str())
+            .collect();
+        assert!(
+            reasons[0].starts_with("a criterion already checks it"),
+            "{reasons:?}"
+        );
+        assert!(reasons[1].contains("not a copied fact"), "{reasons:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn mistakes_are_spliced_into_the_answer_in_place_of_their_facts() -> Result<(), String> {
+        let answer = "A UUID is a 128-bit number. It is written as 32 hexadecimal digits.";
+        let pair = |f: &str, m: &str| (f.to_string(), m.to_string());
+        assert_eq!(
+            corrupt(
+                answer,
+                &[
+                    pair("A UUID is a 128-bit number.", "A UUID is a 64-bit number."),
+                    pair(
+                        "It is written as 32 hexadecimal digits",
+                        "It is written as 16 letters."
+                    ),
+                ]
+            )
+            .as_deref(),
+            Some("A UUID is a 64-bit number. It is written as 16 letters.")
+        );
+        // A fact not in the answer word for word changes nothing.
+        assert_eq!(
+            corrupt(
+                answer,
+                &[pair("UUIDs have 128 bits.", "UUIDs have 64 bits.")]
+            ),
+            None
+        );
+        // Through the stage: only added mistakes are spliced in.
+        let text = r#"{"mistakes": [
+            {"fact": "A UUID is a 128-bit number.", "mistake": "A UUID is a 64-bit number."},
+            {"fact": "It is written as 32 hexadecimal digits.", "mistake": "It is written as 32 hexadecimal digits."}]}"#;
+        let (_, outcome) = pitfalls_from(text, answer, &[])?;
+        assert_eq!(
+            outcome.corrupted.as_deref(),
+            Some("A UUID is a 64-bit number. It is written as 32 hexadecimal digits.")
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn facts_read_as_statements() {
+        assert_eq!(as_fact("The sky is blue."), "States that the sky is blue.");
+        assert_eq!(
+            as_fact("Python strings are Unicode"),
+            "States that Python strings are Unicode."
+        );
     }
 
     #[test]

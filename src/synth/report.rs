@@ -103,6 +103,14 @@ pub struct PitfallCounts {
     pub checked: usize,
     /// Of those, the ones the reference answer does not make (kept in the rubric).
     pub kept: usize,
+    /// Copied facts added as positive criteria ("States that <fact>").
+    pub facts: usize,
+    /// Facts not added (not in the answer, already checked by a criterion, too long, no room).
+    pub facts_skipped: usize,
+    /// Added facts that the reference check judged.
+    pub facts_checked: usize,
+    /// Of those, the ones the reference answer meets (kept in the rubric).
+    pub facts_kept: usize,
 }
 
 /// Everything a run reports.
