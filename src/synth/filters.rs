@@ -104,7 +104,7 @@ const DEICTIC_PATTERNS: [&str; 10] = [
     r"\b(mentioned|described|stated|shown|given|listed|discussed|cited|provided) (above|below|earlier|previously)\b",
     r"\b(above|following|preceding|previous) (text|passage|paragraph|section|table|figure|example|excerpt|list)\b",
     r"\b(in|from) the (given|provided|above|following) (information|context|text|passage|data)\b",
-    r"\bthe (text|passage|document|article|excerpt|paragraph)(\s*[?,.]|\s*$| (says?|states?|describes?|mentions?|suggests?|discusses|explains?|argues?)\b)",
+    r"\bthe (text|passage|document|article|excerpt|paragraph)(\s*[?,.]|\s*$| (says?|states?|describes?|mentions?|suggests?|discusses|explains?|argues?|provides?|gives?|lists?|contains?|shows?|notes?|outlines?|presents?)\b)",
     r"\b(we|our) (study|results|findings|data|analysis)\b",
     // "the primary objective of the study", "the participants of the trial": a study the reader
     // was never told about ("the study of fungi" is a field, not a reference, and stays).
@@ -143,6 +143,27 @@ impl SelfContainmentRules {
             }
         }
         FilterVerdict::pass(SELF_CONTAINMENT_RULES, "no reference to unseen material")
+    }
+
+    /// The question, then the reference answer: an answer that cites "the passage" is no
+    /// reference a reader of the question can use (issue 12: "The passage provides a detailed
+    /// description of the `list` data type …" was accepted).
+    pub fn check_item(&self, question: &str, answer: &str) -> FilterVerdict {
+        let q = self.check(question);
+        if !q.passed {
+            return q;
+        }
+        let a = self.check(answer);
+        if !a.passed {
+            return FilterVerdict::fail(
+                SELF_CONTAINMENT_RULES,
+                format!("the reference answer {}", a.reason),
+            );
+        }
+        FilterVerdict::pass(
+            SELF_CONTAINMENT_RULES,
+            "no reference to unseen material in the question or the answer",
+        )
     }
 }
 
@@ -379,6 +400,33 @@ mod tests {
         ] {
             assert!(r.check(q).passed, "{q}");
         }
+    }
+
+    #[test]
+    fn answers_that_cite_unseen_material_fail_too() {
+        let r = SelfContainmentRules::new();
+        let q = "Which methods do Python lists have?";
+        assert!(r.check_item(q, "Lists have append, pop and sort.").passed);
+        let v = r.check_item(
+            q,
+            "The passage provides a detailed description of append, pop and sort.",
+        );
+        assert!(!v.passed);
+        assert!(
+            v.reason
+                .starts_with("the reference answer refers to unseen material"),
+            "{}",
+            v.reason
+        );
+        let v = r.check_item(
+            "What does the passage say about lists?",
+            "They have append.",
+        );
+        assert!(
+            v.reason.starts_with("refers to unseen material"),
+            "{}",
+            v.reason
+        );
     }
 
     #[test]

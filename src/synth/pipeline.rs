@@ -945,7 +945,9 @@ impl<'a> Run<'a> {
             if c.rejected.is_some() {
                 continue;
             }
-            let v = self.self_rules.check(&c.generated.question);
+            let v = self
+                .self_rules
+                .check_item(&c.generated.question, &c.generated.answer);
             rule_at[k] = Some(c.filters.len());
             c.filters.push(v);
         }

@@ -1,4 +1,4 @@
-//! Pitfall stage: per generated item, a second short constrained generation copies two or three
+//! Pitfall stage: per generated item, a second short constrained generation copies three or four
 //! facts of the reference answer and writes each changed into a mistake; each mistake becomes a
 //! pitfall criterion "Claims that <mistake>" and each copied fact a positive criterion "States
 //! that <fact>" (important), appended to the item's criteria. The facts spread the rubric over
@@ -20,7 +20,7 @@
 //! there or added before it (two mistakes that differ in one word would get the item rejected).
 //! A fact is added, or skipped with the reason, by the same rules plus: at least
 //! [`FACT_MIN_SUPPORT`] of its content words occur in the reference answer (it was copied, not
-//! made up), at most [`FACT_MAX_WORDS`] words, and not within [`FACT_NEAR_DUPLICATE`] of a
+//! made up), at most [`STATEMENT_MAX_WORDS`] words, and not within [`FACT_NEAR_DUPLICATE`] of a
 //! criterion already there. Mistakes are added before facts.
 //! At most [`MAX_CRITERIA`] criteria in all. Whether an added pitfall is actually false is not
 //! decided here: the reference check (`judge::reference_check`) drops every pitfall the reference
@@ -37,10 +37,14 @@ use crate::judge::Category;
 use crate::synth::filters::{word_jaccard, NEAR_DUPLICATE_CRITERIA};
 
 /// Fewest and most statements the schema asks for.
-pub const MIN_STATEMENTS: usize = 2;
-pub const MAX_STATEMENTS: usize = 3;
-/// Longest mistake, in characters (one short sentence; longer ones were copies of the answer).
-pub const STATEMENT_MAX_CHARS: usize = 150;
+/// (Three or four since issue 12's rerun: with two or three, 11 of 15 items rejected for "no
+/// pitfall" on 20 documents had had one or two added, all of which the reference check dropped.)
+pub const MIN_STATEMENTS: usize = 3;
+pub const MAX_STATEMENTS: usize = 4;
+/// Longest mistake, in characters: as long as a fact, so that a long fact's changed copy is not
+/// cut off (at 150, 23 of 92 skipped mistakes were cut); [`STATEMENT_MAX_WORDS`] bounds the
+/// criterion.
+pub const STATEMENT_MAX_CHARS: usize = 200;
 /// Longest copied fact, in characters.
 pub const FACT_MAX_CHARS: usize = 200;
 /// Weight of an added pitfall (the pitfall range is 5-10; a changed fact is a clear mistake).
@@ -48,9 +52,9 @@ pub const PITFALL_WEIGHT: i64 = 7;
 /// Weight of an added fact criterion (an important point: the model picked it as a fact of the
 /// answer; the one-pass generation's essentials keep the top weights).
 pub const FACT_WEIGHT: i64 = 6;
-/// Longest fact criterion, in words ("States that" included; the rubric-structure filter rejects
-/// criteria over 30 words as compound).
-pub const FACT_MAX_WORDS: usize = 28;
+/// Longest added criterion, in words ("States that" / "Claims that" included; the
+/// rubric-structure filter rejects criteria over 30 words as compound).
+pub const STATEMENT_MAX_WORDS: usize = 28;
 /// Share of a fact's content words that must occur in the reference answer (it was copied, not
 /// invented).
 pub const FACT_MIN_SUPPORT: f64 = 0.8;
@@ -61,9 +65,9 @@ pub const FACT_NEAR_DUPLICATE: f64 = 0.6;
 /// earlier ones gave no mistake (on 50 documents with the 1.5B model, one greedy request left 20
 /// of 35 "no pitfall" items without any: every mistake copied the answer).
 pub const PITFALL_ATTEMPTS: usize = 3;
-/// Token budget of one request (three facts and mistakes of up to about 45 tokens each, and the
+/// Token budget of one request (four facts and mistakes of up to about 50 tokens each, and the
 /// JSON around them).
-pub const PITFALL_MAX_TOKENS: usize = 320;
+pub const PITFALL_MAX_TOKENS: usize = 480;
 /// One sentence, starting with a letter, digit or quote-like mark, without template debris;
 /// `.` only at the end or inside a word or number (as in `rubric_gen::criterion_pattern`).
 pub const STATEMENT_PATTERN: &str =
@@ -166,9 +170,10 @@ pub fn as_fact(statement: &str) -> String {
 /// `verb` and `statement`, its leading article or pronoun lowercased, ending in one period.
 fn with_verb(verb: &str, statement: &str) -> String {
     let s = statement.trim().trim_end_matches('.').trim_end();
-    const LOWER: [&str; 24] = [
+    const LOWER: [&str; 27] = [
         "The", "A", "An", "This", "These", "That", "Those", "It", "Its", "They", "Their", "Some",
         "Each", "Every", "All", "Most", "Many", "Both", "No", "There", "When", "If", "In", "Only",
+        "You", "Your", "We",
     ];
     let first = s.split_whitespace().next().unwrap_or_default();
     let body = if LOWER.contains(&first) {
@@ -234,6 +239,8 @@ pub fn pitfalls_from(
             Some(format!(
                 "cut off at the {STATEMENT_MAX_CHARS}-character limit"
             ))
+        } else if claim.split_whitespace().count() > STATEMENT_MAX_WORDS {
+            Some(format!("longer than {STATEMENT_MAX_WORDS} words"))
         } else if words.iter().all(|w| answer_words.contains(w))
             || mistake_words == fact_words.iter().collect()
         {
@@ -279,8 +286,8 @@ pub fn pitfalls_from(
             Some("no content words".to_string())
         } else if fact.chars().count() >= FACT_MAX_CHARS {
             Some(format!("cut off at the {FACT_MAX_CHARS}-character limit"))
-        } else if text.split_whitespace().count() > FACT_MAX_WORDS {
-            Some(format!("longer than {FACT_MAX_WORDS} words"))
+        } else if text.split_whitespace().count() > STATEMENT_MAX_WORDS {
+            Some(format!("longer than {STATEMENT_MAX_WORDS} words"))
         } else if (supported as f64) < FACT_MIN_SUPPORT * words.len() as f64 {
             Some(format!(
                 "{supported} of its {} content words are in the reference answer: not a copied fact",
