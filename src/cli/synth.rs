@@ -146,6 +146,10 @@ pub struct SynthArgs {
     /// Rubric validity: reference reward minus degraded-answer reward, at least.
     #[arg(long, default_value_t = 0.1)]
     pub min_margin: f64,
+    /// Rubric validity: the reference check keeps a positive criterion only when the item's
+    /// reference answer meets it with at least this P(yes) (pitfalls: below 0.5).
+    #[arg(long, default_value_t = crate::synth::pipeline::DEFAULT_MIN_CRITERION_MET)]
+    pub min_criterion_met: f64,
     /// Rubric validity: keep every generated criterion, even those the item's own reference
     /// answer fails (by default they are dropped and listed in `synth.dropped_criteria`).
     #[arg(long)]
@@ -256,6 +260,7 @@ impl SynthArgs {
             min_reference_reward: self.min_reference_reward,
             min_margin: self.min_margin,
             reference_check: !self.keep_failed_criteria,
+            min_criterion_met: self.min_criterion_met,
             pitfall_stage: !self.no_pitfall_stage,
             max_criterion_words: self.max_criterion_words,
             batch_chunks: self.batch_chunks.max(1),

@@ -302,6 +302,10 @@ impl<'a> DatasetCard<'a> {
             ("max_criterion_words", t.max_criterion_words.to_string()),
             ("min_reference_reward", t.min_reference_reward.to_string()),
             (
+                "min_criterion_met (reference check)",
+                t.min_criterion_met.to_string(),
+            ),
+            (
                 "min_margin (reference - degraded)",
                 t.min_margin.to_string(),
             ),

@@ -56,6 +56,18 @@ pub fn check_against_reference(
     item: &RubricItem,
     reference: &JudgeRecord,
 ) -> Result<ReferenceChecked, ReferenceCheckError> {
+    check_against_reference_at(item, reference, REFERENCE_THRESHOLD)
+}
+
+/// [`check_against_reference`] with a stricter bar for positive criteria: one is kept only when
+/// the reference meets it with P(yes) >= `min_met` (pitfalls still need P(yes) < 0.5). `ares
+/// synth` uses 0.7: a criterion the judge is unsure of even on the ideal answer is noise in a
+/// reward.
+pub fn check_against_reference_at(
+    item: &RubricItem,
+    reference: &JudgeRecord,
+    min_met: f64,
+) -> Result<ReferenceChecked, ReferenceCheckError> {
     if reference.status != Status::Ok {
         return Err(ReferenceCheckError::NotJudged {
             status: reference.status,
@@ -83,8 +95,8 @@ pub fn check_against_reference(
             Some(p) if pitfall && p >= REFERENCE_THRESHOLD => Some(format!(
                 "the reference answer commits this pitfall (P(yes) {p:.3} >= {REFERENCE_THRESHOLD})"
             )),
-            Some(p) if !pitfall && p < REFERENCE_THRESHOLD => Some(format!(
-                "the reference answer does not meet it (P(yes) {p:.3} < {REFERENCE_THRESHOLD})"
+            Some(p) if !pitfall && p < min_met => Some(format!(
+                "the reference answer does not meet it (P(yes) {p:.3} < {min_met})"
             )),
             Some(_) => None,
         };

@@ -27,7 +27,7 @@ use serde_json::Value;
 use crate::engine::{Completion, Constraint, Generator, Prompt, Request, SamplingParams};
 use crate::error::Error as EngineError;
 use crate::judge::formats::{self, Format};
-use crate::judge::reference_check::{check_against_reference, reward_with, DroppedCriterion};
+use crate::judge::reference_check::{check_against_reference_at, reward_with, DroppedCriterion};
 use crate::judge::template::TemplateError;
 use crate::judge::{
     Aggregator, AnswerTokens, Judge, JudgeConfig, JudgeError, ResponseLine, RubricSet, Status,
@@ -56,6 +56,12 @@ use crate::synth::report::{SynthReport, Thresholds};
 use crate::synth::short_hash;
 
 /// Everything a run needs; the CLI flags map onto it.
+/// Default of [`SynthConfig::min_criterion_met`]: stricter than the reference check's 0.5 (used
+/// by `ares eval`), because a generated criterion the judge sees in the reference answer with
+/// P(yes) 0.5-0.7 is one it is unsure of on the ideal response, and such criteria kept the
+/// reference reward under 0.7 (issue 12: 14 of 74 items at rubric validity on 50 documents).
+pub const DEFAULT_MIN_CRITERION_MET: f64 = 0.7;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct SynthConfig {
     /// Files and directories to read.
@@ -97,6 +103,9 @@ pub struct SynthConfig {
     /// Drop the criteria the reference answer fails before the two rewards above
     /// (`judge::reference_check`); the rest must still pass `rubric_structure`.
     pub reference_check: bool,
+    /// The reference check keeps a positive criterion only when the reference answer meets it
+    /// with P(yes) at least this (pitfalls: P(yes) below 0.5).
+    pub min_criterion_met: f64,
     /// The pitfall stage (`pitfall.rs`): a second short generation per item writes false
     /// statements that become "Claims that" pitfall criteria. Runs only with `reference_check`,
     /// which drops the ones the reference answer makes (an unchecked model-written "false"
@@ -147,6 +156,7 @@ impl Default for SynthConfig {
             min_reference_reward: 0.7,
             min_margin: 0.1,
             reference_check: true,
+            min_criterion_met: DEFAULT_MIN_CRITERION_MET,
             pitfall_stage: true,
             max_criterion_words: 30,
             batch_chunks: 8,
@@ -1166,7 +1176,7 @@ impl<'a> Run<'a> {
         degraded: &crate::judge::JudgeRecord,
     ) -> Result<(f64, f64), String> {
         let item = item.ok_or_else(|| format!("item {} is not in the judged set", c.item_id))?;
-        let checked = check_against_reference(item, reference)
+        let checked = check_against_reference_at(item, reference, self.config.min_criterion_met)
             .map_err(|e| format!("reference check: {e}"))?;
         let n = item.criteria.len();
         let kept = checked.item.criteria.len();
@@ -1413,6 +1423,7 @@ pub fn run(
         min_reference_reward: config.min_reference_reward,
         min_margin: config.min_margin,
         reference_check: config.reference_check,
+        min_criterion_met: config.min_criterion_met,
         pitfall_stage: config.pitfall_stage && config.reference_check,
         max_criterion_words: config.max_criterion_words,
         decontaminate_ngram: config.decontaminate_ngram,

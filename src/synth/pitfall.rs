@@ -20,7 +20,7 @@
 //! there or added before it (two mistakes that differ in one word would get the item rejected).
 //! A fact is added, or skipped with the reason, by the same rules plus: at least
 //! [`FACT_MIN_SUPPORT`] of its content words occur in the reference answer (it was copied, not
-//! made up), at most [`STATEMENT_MAX_WORDS`] words, and not within [`FACT_NEAR_DUPLICATE`] of a
+//! made up), [`FACT_MIN_WORDS`] to [`STATEMENT_MAX_WORDS`] words, and not within [`FACT_NEAR_DUPLICATE`] of a
 //! criterion already there. Mistakes are added before facts.
 //! At most [`MAX_CRITERIA`] criteria in all. Whether an added pitfall is actually false is not
 //! decided here: the reference check (`judge::reference_check`) drops every pitfall the reference
@@ -30,6 +30,7 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use unicode_segmentation::UnicodeSegmentation;
 
 use crate::judge::criterion_check::{check_criterion, content_words};
 use crate::judge::rubric_gen::{GeneratedCriterion, MAX_CRITERIA};
@@ -55,6 +56,8 @@ pub const FACT_WEIGHT: i64 = 6;
 /// Longest added criterion, in words ("States that" / "Claims that" included; the
 /// rubric-structure filter rejects criteria over 30 words as compound).
 pub const STATEMENT_MAX_WORDS: usize = 28;
+/// Fewest words of a copied fact ("reStructuredText syntax." became a criterion once).
+pub const FACT_MIN_WORDS: usize = 4;
 /// Share of a fact's content words that must occur in the reference answer (it was copied, not
 /// invented).
 pub const FACT_MIN_SUPPORT: f64 = 0.8;
@@ -189,8 +192,11 @@ fn with_verb(verb: &str, statement: &str) -> String {
     format!("{verb} {body}.")
 }
 
-/// The reference `answer` with each `(fact, mistake)` pair's fact replaced by its mistake, where
-/// the fact occurs in the answer word for word (a final period aside); `None` when none does.
+/// The reference `answer` with each `(fact, mistake)` pair's sentence replaced by its mistake:
+/// the sentence of the answer that contains the fact word for word (a final period aside) gives
+/// way to the mistake, which the prompt asks to be that sentence with the fact changed (replacing
+/// only the fact's words doubled the rest of the sentence when the fact was its first half: 5 of
+/// 62 corrupted answers on 50 documents). `None` when no fact is in the answer.
 pub fn corrupt(answer: &str, pairs: &[(String, String)]) -> Option<String> {
     let mut out = answer.to_string();
     let mut changed = false;
@@ -200,8 +206,20 @@ pub fn corrupt(answer: &str, pairs: &[(String, String)]) -> Option<String> {
         if fact.is_empty() || mistake.is_empty() || fact == mistake {
             continue;
         }
-        if let Some(at) = out.find(fact) {
-            out.replace_range(at..at + fact.len(), mistake);
+        let Some(at) = out.find(fact) else { continue };
+        let mut start = 0;
+        let mut span = None;
+        for sentence in out.split_sentence_bounds() {
+            let end = start + sentence.len();
+            if at < end {
+                let body = sentence.trim_end();
+                span = Some((start, end, sentence[body.len()..].to_string()));
+                break;
+            }
+            start = end;
+        }
+        if let Some((start, end, tail)) = span {
+            out.replace_range(start..end, &format!("{mistake}.{tail}"));
             changed = true;
         }
     }
@@ -284,6 +302,10 @@ pub fn pitfalls_from(
             .fold(0.0, f64::max);
         let skip = if words.is_empty() {
             Some("no content words".to_string())
+        } else if fact.split_whitespace().count() < FACT_MIN_WORDS {
+            Some(format!(
+                "fewer than {FACT_MIN_WORDS} words: not a statement"
+            ))
         } else if fact.chars().count() >= FACT_MAX_CHARS {
             Some(format!("cut off at the {FACT_MAX_CHARS}-character limit"))
         } else if text.split_whitespace().count() > STATEMENT_MAX_WORDS {
@@ -370,7 +392,8 @@ mod tests {
             m("A UUID is a 128-bit number used to identify objects."),
             m("A UUID is a 64-bit number used to identify objects.")
         );
-        let (added, outcome) = pitfalls_from(&text, answer, &[crit("States that it is 128-bit.")])?;
+        let (added, outcome) =
+            pitfalls_from(&text, answer, &[crit("Names the RFC that defines it.")])?;
         // One pitfall, then the copied fact once (the same fact again is a duplicate).
         assert_eq!(added.len(), 2, "{outcome:?}");
         assert_eq!(added[1].text, "States that a UUID is a 128-bit number.");
@@ -448,10 +471,11 @@ mod tests {
             .iter()
             .filter(|c| c.category == Category::Important)
             .collect();
+        // Only an article or pronoun is lowercased: a word that may be a name stays as written.
         assert_eq!(facts.len(), 1, "{outcome:?}");
         assert_eq!(
             facts[0].text,
-            "States that aspirin thins the blood by blocking platelets."
+            "States that Aspirin thins the blood by blocking platelets."
         );
         assert_eq!(facts[0].weight, FACT_WEIGHT);
         assert_eq!(outcome.facts, vec![facts[0].text.clone()]);
@@ -480,13 +504,25 @@ mod tests {
                 &[
                     pair("A UUID is a 128-bit number.", "A UUID is a 64-bit number."),
                     pair(
-                        "It is written as 32 hexadecimal digits",
+                        "It is written as 32 hexadecimal",
                         "It is written as 16 letters."
                     ),
                 ]
             )
             .as_deref(),
             Some("A UUID is a 64-bit number. It is written as 16 letters.")
+        );
+        // A fact that is the first half of its sentence: the whole sentence gives way.
+        assert_eq!(
+            corrupt(
+                "A UUID is a 128-bit number used to identify objects. It is unique.",
+                &[pair(
+                    "A UUID is a 128-bit number.",
+                    "A UUID is a 64-bit number used to identify objects."
+                )]
+            )
+            .as_deref(),
+            Some("A UUID is a 64-bit number used to identify objects. It is unique.")
         );
         // A fact not in the answer word for word changes nothing.
         assert_eq!(

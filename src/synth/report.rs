@@ -76,6 +76,9 @@ pub struct Thresholds {
     pub min_margin: f64,
     /// Criteria the reference answer fails were dropped before the rubric rewards.
     pub reference_check: bool,
+    /// P(yes) the reference needed on a positive criterion for the check to keep it.
+    #[serde(default)]
+    pub min_criterion_met: f64,
     /// The pitfall stage added "Claims that" criteria before the reference check.
     #[serde(default)]
     pub pitfall_stage: bool,
