@@ -6,6 +6,8 @@
 //! differently from its writer (vague, about something the answer does not say, or a "pitfall"
 //! the reference itself commits) never reaches a reward. [`reward_with`] re-aggregates any
 //! record of the same rubric over the kept criteria, without judging again.
+//! [`check_against_reference_at`] raises the bar for positive criteria only (`ares synth` keeps
+//! a positive criterion at P(yes) ≥ 0.7; `ares eval` uses the plain check).
 //!
 //! Pure functions: no model, no I/O. Invariants: the kept rubric is the input rubric minus the
 //! dropped criteria, in the input order, ids unchanged; a criterion without a verdict is dropped
@@ -189,17 +191,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn unmet_criteria_and_committed_pitfalls_are_dropped_with_their_p_yes() {
-        let r = record(&[Some(0.9), Some(0.3), Some(0.6), None]);
-        let checked = check_against_reference(&item(), &r).expect("checked");
-        let kept: Vec<&str> = checked
+    fn kept_ids(checked: &ReferenceChecked) -> Vec<&str> {
+        checked
             .item
             .criteria
             .iter()
             .map(|c| c.id.as_str())
-            .collect();
-        assert_eq!(kept, ["a"]);
+            .collect()
+    }
+
+    #[test]
+    fn unmet_criteria_and_committed_pitfalls_are_dropped_with_their_p_yes() {
+        let r = record(&[Some(0.9), Some(0.3), Some(0.6), None]);
+        let checked = check_against_reference(&item(), &r).expect("checked");
+        assert_eq!(kept_ids(&checked), ["a"]);
         let dropped: Vec<(&str, Option<f64>)> = checked
             .dropped
             .iter()
@@ -216,6 +221,22 @@ mod tests {
         let r = record(&[Some(0.5), Some(0.99), Some(0.49), Some(0.0)]);
         let checked = check_against_reference(&item(), &r).expect("checked");
         assert_eq!(checked.item, item());
+        assert!(checked.dropped.is_empty());
+    }
+
+    #[test]
+    fn a_stricter_bar_drops_unsure_positives_and_leaves_pitfalls_alone() {
+        // a, b positive; c, d pitfalls (see `item`).
+        let r = record(&[Some(0.69), Some(0.7), Some(0.49), Some(0.2)]);
+        let checked = check_against_reference_at(&item(), &r, 0.7).expect("checked");
+        assert_eq!(kept_ids(&checked), ["b", "c", "d"]);
+        assert!(
+            checked.dropped[0].reason.contains("0.690 < 0.7"),
+            "{}",
+            checked.dropped[0].reason
+        );
+        // At the default bar the same verdicts keep everything.
+        let checked = check_against_reference(&item(), &r).expect("checked");
         assert!(checked.dropped.is_empty());
     }
 
