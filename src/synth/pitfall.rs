@@ -226,6 +226,54 @@ pub fn corrupt(answer: &str, pairs: &[(String, String)]) -> Option<String> {
     changed.then_some(out)
 }
 
+/// The criteria an item has and the ones this stage adds to it, with the checks every added
+/// statement shares (after its own): the criterion check, no near duplicate, room left.
+struct Additions {
+    there: Vec<String>,
+    room: usize,
+    criteria: Vec<GeneratedCriterion>,
+}
+
+impl Additions {
+    fn new(existing: &[GeneratedCriterion]) -> Self {
+        Additions {
+            there: existing.iter().map(|c| c.text.clone()).collect(),
+            room: MAX_CRITERIA.saturating_sub(existing.len()),
+            criteria: Vec::new(),
+        }
+    }
+
+    /// Why `text` cannot be added, if it cannot: it fails the criterion check, it is within
+    /// `near_limit` (word Jaccard) of a criterion already there (`duplicate` says how), or the
+    /// item is full.
+    fn refusal(&self, text: &str, near_limit: f64, duplicate: &str) -> Option<String> {
+        let near = self
+            .there
+            .iter()
+            .map(|t| word_jaccard(t, text))
+            .fold(0.0, f64::max);
+        if let Err(problem) = check_criterion(text) {
+            Some(problem.to_string())
+        } else if near >= near_limit {
+            Some(format!("{duplicate} (word Jaccard {near:.2})"))
+        } else if self.room == 0 {
+            Some(format!("the item already has {MAX_CRITERIA} criteria"))
+        } else {
+            None
+        }
+    }
+
+    fn add(&mut self, text: &str, category: Category, weight: i64) {
+        self.room -= 1;
+        self.there.push(text.to_string());
+        self.criteria.push(GeneratedCriterion {
+            text: text.to_string(),
+            category,
+            weight,
+        });
+    }
+}
+
 /// Parses the stage's output and decides which statements become criteria of an item with
 /// `existing` criteria and reference answer `answer`. `Err` when the output is not of the schema.
 pub fn pitfalls_from(
@@ -236,10 +284,8 @@ pub fn pitfalls_from(
     let out: Output = serde_json::from_str(text.trim())
         .map_err(|e| format!("pitfall output is not JSON of the schema ({e})"))?;
     let answer_words: HashSet<String> = content_words(answer).into_iter().collect();
-    let mut there: Vec<String> = existing.iter().map(|c| c.text.clone()).collect();
-    let mut room = MAX_CRITERIA.saturating_sub(existing.len());
+    let mut adds = Additions::new(existing);
     let mut outcome = PitfallOutcome::default();
-    let mut criteria = Vec::new();
     let mut changes = Vec::new();
     for m in &out.mistakes {
         let s = m.mistake.trim().to_string();
@@ -247,10 +293,6 @@ pub fn pitfalls_from(
         let claim = as_claim(&s);
         let fact_words: HashSet<String> = content_words(&m.fact).into_iter().collect();
         let mistake_words: HashSet<&String> = words.iter().collect();
-        let near = there
-            .iter()
-            .map(|t| word_jaccard(t, &claim))
-            .fold(0.0, f64::max);
         let skip = if words.is_empty() {
             Some("no content words".to_string())
         } else if m.mistake.chars().count() >= STATEMENT_MAX_CHARS {
@@ -263,29 +305,19 @@ pub fn pitfalls_from(
             || mistake_words == fact_words.iter().collect()
         {
             Some("every content word is in the reference answer: no fact was changed".to_string())
-        } else if let Err(problem) = check_criterion(&claim) {
-            Some(problem.to_string())
-        } else if near >= NEAR_DUPLICATE_CRITERIA {
-            Some(format!(
-                "near duplicate of a criterion already there (word Jaccard {near:.2})"
-            ))
-        } else if room == 0 {
-            Some(format!("the item already has {MAX_CRITERIA} criteria"))
         } else {
-            None
+            adds.refusal(
+                &claim,
+                NEAR_DUPLICATE_CRITERIA,
+                "near duplicate of a criterion already there",
+            )
         };
         match skip {
             Some(reason) => outcome.skipped.push(SkippedStatement { text: s, reason }),
             None => {
-                room -= 1;
-                there.push(claim.clone());
-                outcome.added.push(claim.clone());
+                adds.add(&claim, Category::Pitfall, PITFALL_WEIGHT);
+                outcome.added.push(claim);
                 changes.push((m.fact.clone(), m.mistake.clone()));
-                criteria.push(GeneratedCriterion {
-                    text: claim,
-                    category: Category::Pitfall,
-                    weight: PITFALL_WEIGHT,
-                });
             }
         }
     }
@@ -296,10 +328,6 @@ pub fn pitfalls_from(
         let text = as_fact(fact);
         let words = content_words(fact);
         let supported = words.iter().filter(|w| answer_words.contains(*w)).count();
-        let near = there
-            .iter()
-            .map(|t| word_jaccard(t, &text))
-            .fold(0.0, f64::max);
         let skip = if words.is_empty() {
             Some("no content words".to_string())
         } else if fact.split_whitespace().count() < FACT_MIN_WORDS {
@@ -315,16 +343,8 @@ pub fn pitfalls_from(
                 "{supported} of its {} content words are in the reference answer: not a copied fact",
                 words.len()
             ))
-        } else if let Err(problem) = check_criterion(&text) {
-            Some(problem.to_string())
-        } else if near >= FACT_NEAR_DUPLICATE {
-            Some(format!(
-                "a criterion already checks it (word Jaccard {near:.2})"
-            ))
-        } else if room == 0 {
-            Some(format!("the item already has {MAX_CRITERIA} criteria"))
         } else {
-            None
+            adds.refusal(&text, FACT_NEAR_DUPLICATE, "a criterion already checks it")
         };
         match skip {
             Some(reason) => outcome.skipped_facts.push(SkippedStatement {
@@ -332,19 +352,13 @@ pub fn pitfalls_from(
                 reason,
             }),
             None => {
-                room -= 1;
-                there.push(text.clone());
-                outcome.facts.push(text.clone());
-                criteria.push(GeneratedCriterion {
-                    text,
-                    category: Category::Important,
-                    weight: FACT_WEIGHT,
-                });
+                adds.add(&text, Category::Important, FACT_WEIGHT);
+                outcome.facts.push(text);
             }
         }
     }
     outcome.corrupted = corrupt(answer, &changes);
-    Ok((criteria, outcome))
+    Ok((adds.criteria, outcome))
 }
 
 #[cfg(test)]
