@@ -160,6 +160,11 @@ pub struct SynthArgs {
     /// reference meets and the pitfalls it does not make). It runs only with the reference check, so --keep-failed-criteria turns it off too.
     #[arg(long)]
     pub no_pitfall_stage: bool,
+    /// Do not run the pitfall stage's repair round: by default an item the reference check
+    /// leaves without a pitfall or with too few criteria gets up to two more (sampled) pitfall
+    /// requests, whose new statements may not repeat the dropped ones, and is judged again.
+    #[arg(long)]
+    pub no_pitfall_repair: bool,
     /// Rubric validity: a criterion with more words is not atomic.
     #[arg(long, default_value_t = 30)]
     pub max_criterion_words: usize,
@@ -262,6 +267,7 @@ impl SynthArgs {
             reference_check: !self.keep_failed_criteria,
             min_criterion_met: self.min_criterion_met,
             pitfall_stage: !self.no_pitfall_stage,
+            pitfall_repair: !self.no_pitfall_repair,
             max_criterion_words: self.max_criterion_words,
             batch_chunks: self.batch_chunks.max(1),
             workers: self.workers.max(1),

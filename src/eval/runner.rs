@@ -1026,6 +1026,10 @@ fn rubrics(
 struct ReferenceCheckLine {
     id: String,
     kept: Vec<String>,
+    /// The reference answer's P(yes) on each kept criterion, in the order of `kept` (null where
+    /// the judge gave none): what a stricter bar would have dropped can be read off it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    kept_p_yes_reference: Vec<Option<f64>>,
     dropped: Vec<DroppedCriterion>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
@@ -1076,9 +1080,22 @@ fn reference_check(
                 out.checked += 1;
                 out.criteria += item.criteria.len();
                 out.dropped += checked.dropped.len();
+                let p_yes = |id: &str| {
+                    record
+                        .criteria
+                        .iter()
+                        .find(|v| v.id == id)
+                        .and_then(|v| v.p_yes)
+                };
                 rows.push(ReferenceCheckLine {
                     id: q.id.clone(),
                     kept: checked.item.criteria.iter().map(|c| c.id.clone()).collect(),
+                    kept_p_yes_reference: checked
+                        .item
+                        .criteria
+                        .iter()
+                        .map(|c| p_yes(&c.id))
+                        .collect(),
                     dropped: checked.dropped,
                     error: None,
                 });
@@ -1094,6 +1111,7 @@ fn reference_check(
                 rows.push(ReferenceCheckLine {
                     id: q.id.clone(),
                     kept: Vec::new(),
+                    kept_p_yes_reference: Vec::new(),
                     dropped: Vec::new(),
                     error: Some(e.to_string()),
                 });

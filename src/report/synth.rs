@@ -316,7 +316,14 @@ fn pitfall_line(report: &SynthReport) -> String {
         "{} items, {} requests: {} mistakes added as pitfalls, {} skipped, {} items without output; the reference check kept {} of the {} it judged. {} copied facts added as criteria, {} skipped; the reference check kept {} of the {} it judged",
         p.items, p.requests, p.added, p.skipped, p.errors, p.kept, p.checked,
         p.facts, p.facts_skipped, p.facts_kept, p.facts_checked
-    )
+    ) + &if report.thresholds.pitfall_repair {
+        format!(
+            ". Repair round: {} items, {} requests, {} judged again, {} passed the reference check, {} accepted",
+            p.repair_items, p.repair_requests, p.repair_judged, p.repair_passed_check, p.repair_accepted
+        )
+    } else {
+        ". Repair round: off".to_string()
+    }
 }
 
 /// The whole synth page for the run in `dir`.

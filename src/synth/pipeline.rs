@@ -16,7 +16,7 @@
 //! are written and journaled together when the batch finishes (see `output.rs`), so a killed run
 //! loses at most the batches in flight and `--resume` skips finished units.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -28,11 +28,12 @@ use crate::engine::{Completion, Constraint, Generator, Prompt, Request, Sampling
 use crate::error::Error as EngineError;
 use crate::judge::formats::{self, Format};
 use crate::judge::reference_check::{check_against_reference_at, reward_with, DroppedCriterion};
+use crate::judge::rubric_gen::GeneratedCriterion;
 use crate::judge::template::TemplateError;
 use crate::judge::{
     Aggregator, AnswerTokens, Judge, JudgeConfig, JudgeError, ResponseLine, RubricSet, Status,
 };
-use crate::judge::{FormatError, RubricItem};
+use crate::judge::{Category, FormatError, RubricItem};
 use crate::model::tokenizer::Tokenizer;
 use crate::shard::Shard;
 use crate::synth::chunk::{Chunk, ChunkConfig, ChunkEvent, Chunker};
@@ -48,10 +49,13 @@ use crate::synth::label::{
 };
 use crate::synth::output::{count_lines, OutputError, RunFiles};
 use crate::synth::pitfall::{
-    pitfall_schema, pitfalls_from, PitfallOutcome, PITFALL_ATTEMPTS, PITFALL_MAX_TOKENS,
+    pitfall_schema, repair_from, PitfallOutcome, Repair, PITFALL_ATTEMPTS, PITFALL_MAX_TOKENS,
+    REPAIR_ATTEMPTS,
 };
 use crate::synth::prompts::{describe_domains, SynthPrompts, DEFAULT_DOMAINS};
-use crate::synth::record::{Provenance, RejectedRecord, SamplingRecord, SYNTH_RECORD_VERSION};
+use crate::synth::record::{
+    KeptVerdicts, Provenance, RejectedRecord, SamplingRecord, SYNTH_RECORD_VERSION,
+};
 use crate::synth::report::{SynthReport, Thresholds};
 use crate::synth::short_hash;
 
@@ -111,6 +115,10 @@ pub struct SynthConfig {
     /// which drops the ones the reference answer makes (an unchecked model-written "false"
     /// statement may be true).
     pub pitfall_stage: bool,
+    /// The pitfall stage's repair round (`Run::repair`): an item the reference check leaves
+    /// without a pitfall or with too few criteria gets more pitfall requests and is judged
+    /// again. Runs only with `pitfall_stage`.
+    pub pitfall_repair: bool,
     /// A criterion with more words is not atomic.
     pub max_criterion_words: usize,
     /// Chunks per batch.
@@ -158,6 +166,7 @@ impl Default for SynthConfig {
             reference_check: true,
             min_criterion_met: DEFAULT_MIN_CRITERION_MET,
             pitfall_stage: true,
+            pitfall_repair: true,
             max_criterion_words: 30,
             batch_chunks: 8,
             workers: 2,
@@ -307,6 +316,8 @@ struct Candidate {
     degraded: (String, filters::Degradation),
     /// Criteria the reference check took out of `rubric`.
     dropped: Vec<DroppedCriterion>,
+    /// P(yes) on the criteria it kept (the latest check).
+    kept_p_yes: KeptVerdicts,
     /// What the pitfall stage did (None: it did not run on this item).
     pitfalls: Option<PitfallOutcome>,
 }
@@ -319,6 +330,17 @@ fn lossy_warning(chunk: &Chunk) -> Option<String> {
             chunk.invalid_utf8_bytes
         )
     })
+}
+
+/// Whether a rubric of `criteria` can pass the reference check's structure test if the check
+/// keeps every one: a pitfall, an essential or important criterion, and
+/// [`MIN_SYNTH_CRITERIA`] criteria in all (the repair round judges only such items again).
+fn could_pass_check(criteria: &[GeneratedCriterion]) -> bool {
+    criteria.iter().any(|c| c.category == Category::Pitfall)
+        && criteria
+            .iter()
+            .any(|c| matches!(c.category, Category::Essential | Category::Important))
+        && criteria.len() >= MIN_SYNTH_CRITERIA
 }
 
 /// A seed for one item: from the run seed, the chunk and the persona.
@@ -590,6 +612,23 @@ impl<'a> Run<'a> {
         }
         let to_judge = self.filter(&mut w);
         self.validity(&mut w, &to_judge);
+        if self.pitfall_repair() {
+            let again = self.repair(&mut w);
+            if !again.is_empty() {
+                self.validity(&mut w, &again);
+                let mut report = lock(&self.report);
+                for &k in &again {
+                    let c = &w.candidates[k];
+                    let passed_check = c
+                        .filters
+                        .iter()
+                        .rev()
+                        .any(|v| v.filter == filters::RUBRIC_REFERENCE_CHECK && v.passed);
+                    report.pitfalls.repair_passed_check += usize::from(passed_check);
+                    report.pitfalls.repair_accepted += usize::from(c.rejected.is_none());
+                }
+            }
+        }
         self.write(w)
     }
 
@@ -783,6 +822,7 @@ impl<'a> Run<'a> {
                         degraded_reward: None,
                         degraded,
                         dropped: Vec::new(),
+                        kept_p_yes: KeptVerdicts::default(),
                         pitfalls: None,
                     });
                 }
@@ -843,12 +883,30 @@ impl<'a> Run<'a> {
     /// rubric is rebuilt. An item left without any keeps its generated rubric, and its outcome
     /// says why (never silently).
     fn pitfalls(&self, w: &mut Work<'_>) {
-        let cfg = self.config;
-        // Candidates that may still get an attempt.
-        let mut open: Vec<usize> = (0..w.candidates.len())
+        let open: Vec<usize> = (0..w.candidates.len())
             .filter(|&k| w.candidates[k].rejected.is_none())
             .collect();
-        for attempt in 0..PITFALL_ATTEMPTS {
+        self.request_pitfalls(w, open, 0..PITFALL_ATTEMPTS);
+        let mut report = lock(&self.report);
+        for o in w.candidates.iter().filter_map(|c| c.pitfalls.as_ref()) {
+            report.pitfalls.count(o);
+        }
+    }
+
+    /// The pitfall stage's requests for the candidates `open` (attempt numbers `attempts`: the
+    /// first of the stage is greedy, every other one sampled with a seed of its own). Each
+    /// request's statements are checked against the candidate's criteria and the ones the
+    /// reference check dropped (`pitfall::repair_from`); what it adds is appended to the
+    /// criteria, the rubric is rebuilt, and the corrupted answer (if any) replaces the degraded
+    /// one. A candidate gets its next attempt only when the earlier ones gave it no pitfall.
+    fn request_pitfalls(
+        &self,
+        w: &mut Work<'_>,
+        mut open: Vec<usize>,
+        attempts: std::ops::Range<usize>,
+    ) {
+        let cfg = self.config;
+        for attempt in attempts {
             let mut reqs = Vec::new();
             let mut which = Vec::new();
             for &k in &open {
@@ -891,9 +949,15 @@ impl<'a> Run<'a> {
             open.clear();
             for (k, r) in which.into_iter().zip(self.run_requests(reqs, &mut w.usage)) {
                 let c = &mut w.candidates[k];
+                let dropped: Vec<String> = c.dropped.iter().map(|d| d.text.clone()).collect();
                 let parsed = r.map_err(|e| format!("engine: {e}")).and_then(|out| {
-                    pitfalls_from(&out.text, &c.generated.answer, &c.generated.criteria)
-                        .map_err(|e| format!("{e}; finish {:?}", out.finish_reason))
+                    repair_from(
+                        &out.text,
+                        &c.generated.answer,
+                        &c.generated.criteria,
+                        &dropped,
+                    )
+                    .map_err(|e| format!("{e}; finish {:?}", out.finish_reason))
                 });
                 let outcome = c.pitfalls.get_or_insert_with(PitfallOutcome::default);
                 match parsed {
@@ -931,16 +995,81 @@ impl<'a> Run<'a> {
                 }
             }
         }
-        let mut report = lock(&self.report);
-        for o in w.candidates.iter().filter_map(|c| c.pitfalls.as_ref()) {
-            report.pitfalls.items += 1;
-            report.pitfalls.errors += usize::from(o.error.is_some());
-            report.pitfalls.added += o.added.len();
-            report.pitfalls.skipped += o.skipped.len();
-            report.pitfalls.facts += o.facts.len();
-            report.pitfalls.facts_skipped += o.skipped_facts.len();
-            report.pitfalls.requests += o.attempts;
+    }
+
+    /// Whether the repair round runs (see [`SynthConfig::pitfall_repair`]).
+    fn pitfall_repair(&self) -> bool {
+        self.pitfall_stage() && self.config.pitfall_repair
+    }
+
+    /// Repair round: every candidate the reference check rejected as no longer a rubric (no
+    /// pitfall left, too few criteria, no essential or important one) gets more pitfall
+    /// requests ([`REPAIR_ATTEMPTS`], sampled) on the criteria the check kept; the statements
+    /// the check dropped may not come back. Returns the candidates that gained a criterion, to be
+    /// judged again; the others stay rejected for the first verdict. Either way the outcome's
+    /// `repair` records the verdict and what the requests did.
+    fn repair(&self, w: &mut Work<'_>) -> Vec<usize> {
+        let mut open = Vec::new();
+        let mut held = Vec::new();
+        for (k, c) in w.candidates.iter_mut().enumerate() {
+            let failed_check = matches!(
+                c.filters.last(),
+                Some(v) if v.filter == filters::RUBRIC_REFERENCE_CHECK && !v.passed
+            );
+            let Ok(kept) = &c.rubric else {
+                continue;
+            };
+            if !failed_check || c.rejected.is_none() || c.pitfalls.is_none() {
+                continue;
+            }
+            let kept: HashSet<&str> = kept.criteria.iter().map(|k| k.text.as_str()).collect();
+            c.generated
+                .criteria
+                .retain(|g| kept.contains(g.text.as_str()));
+            let verdict = c.filters.pop().expect("failed_check: there is a verdict");
+            c.rejected = None;
+            held.push((k, c.pitfalls.take(), verdict, c.rubric.clone()));
+            open.push(k);
         }
+        if open.is_empty() {
+            return open;
+        }
+        self.request_pitfalls(
+            w,
+            open,
+            PITFALL_ATTEMPTS..PITFALL_ATTEMPTS + REPAIR_ATTEMPTS,
+        );
+        let mut again = Vec::new();
+        let mut report = lock(&self.report);
+        for (k, first, verdict, checked) in held {
+            let c = &mut w.candidates[k];
+            let outcome = c.pitfalls.take().unwrap_or_default();
+            let judged = could_pass_check(&c.generated.criteria);
+            if judged {
+                // The ids of the criteria dropped so far name the rubric the first check
+                // judged, not the one judged next.
+                for d in &mut c.dropped {
+                    d.id = format!("{}-before-repair", d.id);
+                }
+                again.push(k);
+            } else {
+                // Rejected for the first verdict, with the rubric that verdict is about.
+                c.rejected = Some(("rubric_validity", verdict.reason.clone()));
+                c.rubric = checked;
+            }
+            report.pitfalls.count_repair(&outcome, judged);
+            let mut first = first.expect("held candidates had a pitfall outcome");
+            first.repair = Some(Box::new(Repair {
+                reason: verdict.reason.clone(),
+                judged_again: judged,
+                outcome,
+            }));
+            c.pitfalls = Some(first);
+            if c.rejected.is_some() {
+                c.filters.push(verdict);
+            }
+        }
+        again
     }
 
     /// Filters: rules and structure for every candidate not yet rejected, the two model checks
@@ -1189,7 +1318,12 @@ impl<'a> Run<'a> {
                 ids.join(", ")
             )
         };
-        if let Some(o) = &c.pitfalls {
+        // The latest round's additions are the ones this check judges for the first time.
+        let latest = c
+            .pitfalls
+            .as_ref()
+            .map(|o| o.repair.as_ref().map_or(o, |r| &r.outcome));
+        if let Some(o) = latest {
             let kept = |added: &[String]| {
                 added
                     .iter()
@@ -1202,7 +1336,22 @@ impl<'a> Run<'a> {
             report.pitfalls.facts_checked += o.facts.len();
             report.pitfalls.facts_kept += kept(&o.facts);
         }
-        c.dropped = checked.dropped;
+        c.dropped.extend(checked.dropped);
+        let p_yes = |r: &crate::judge::JudgeRecord| -> BTreeMap<String, f64> {
+            checked
+                .item
+                .criteria
+                .iter()
+                .filter_map(|k| {
+                    let v = r.criteria.iter().find(|v| v.id == k.id)?;
+                    Some((k.id.clone(), v.p_yes?))
+                })
+                .collect()
+        };
+        c.kept_p_yes = KeptVerdicts {
+            reference: p_yes(reference),
+            degraded: p_yes(degraded),
+        };
         c.rubric = Ok(checked.item.clone());
         let mut structure =
             filters::rubric_structure(&checked.item, self.config.max_criterion_words);
@@ -1279,6 +1428,7 @@ impl<'a> Run<'a> {
                     degraded_answer: c.degraded.0.clone(),
                     degradation: c.degraded.1,
                     dropped_criteria: c.dropped.clone(),
+                    kept_p_yes: c.kept_p_yes.clone(),
                     pitfall_stage: c.pitfalls.clone(),
                     warnings: lossy_warning(chunk).into_iter().collect(),
                     prompt_tokens: c.prompt_tokens,
@@ -1312,6 +1462,7 @@ impl<'a> Run<'a> {
                 .map(|i| i.criteria.clone())
                 .unwrap_or_default();
             r.dropped_criteria = c.dropped.clone();
+            r.kept_p_yes = c.kept_p_yes.clone();
             r.pitfall_stage = c.pitfalls.clone();
             r.filters = c.filters.clone();
             w.units[c.chunk].rejected.push(line(&r));
@@ -1425,6 +1576,7 @@ pub fn run(
         reference_check: config.reference_check,
         min_criterion_met: config.min_criterion_met,
         pitfall_stage: config.pitfall_stage && config.reference_check,
+        pitfall_repair: config.pitfall_repair && config.pitfall_stage && config.reference_check,
         max_criterion_words: config.max_criterion_words,
         decontaminate_ngram: config.decontaminate_ngram,
         decontaminate: config
@@ -1551,4 +1703,33 @@ pub fn write_responses(
         source,
     })?;
     Ok(items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn crit(category: Category) -> GeneratedCriterion {
+        GeneratedCriterion {
+            text: format!("{category:?}"),
+            category,
+            weight: 5,
+        }
+    }
+
+    #[test]
+    fn only_a_rubric_the_check_could_pass_is_judged_again() {
+        use Category::*;
+        let four = |last| vec![crit(Essential), crit(Optional), crit(Optional), crit(last)];
+        assert!(could_pass_check(&four(Pitfall)));
+        // No pitfall, or no essential or important criterion, or too few criteria.
+        assert!(!could_pass_check(&four(Optional)));
+        assert!(!could_pass_check(&[
+            crit(Optional),
+            crit(Optional),
+            crit(Optional),
+            crit(Pitfall)
+        ]));
+        assert!(!could_pass_check(&[crit(Important), crit(Pitfall)]));
+    }
 }

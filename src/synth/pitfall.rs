@@ -22,6 +22,9 @@
 //! [`FACT_MIN_SUPPORT`] of its content words occur in the reference answer (it was copied, not
 //! made up), [`FACT_MIN_WORDS`] to [`STATEMENT_MAX_WORDS`] words, and not within [`FACT_NEAR_DUPLICATE`] of a
 //! criterion already there. Mistakes are added before facts.
+//! A repair request (`repair_from`, for an item the reference check left without a pitfall or
+//! with too few criteria) also skips a statement within those bars of a criterion the check
+//! dropped.
 //! At most [`MAX_CRITERIA`] criteria in all. Whether an added pitfall is actually false is not
 //! decided here: the reference check (`judge::reference_check`) drops every pitfall the reference
 //! answer makes, so the stage only runs with the check on.
@@ -68,6 +71,9 @@ pub const FACT_NEAR_DUPLICATE: f64 = 0.6;
 /// earlier ones gave no mistake (on 50 documents with the 1.5B model, one greedy request left 20
 /// of 35 "no pitfall" items without any: every mistake copied the answer).
 pub const PITFALL_ATTEMPTS: usize = 3;
+/// Requests of the repair round at most (sampled; the second only when the first gave no
+/// pitfall), for an item the reference check left without a pitfall or with too few criteria.
+pub const REPAIR_ATTEMPTS: usize = 2;
 /// Token budget of one request (four facts and mistakes of up to about 50 tokens each, and the
 /// JSON around them).
 pub const PITFALL_MAX_TOKENS: usize = 480;
@@ -149,6 +155,24 @@ pub struct PitfallOutcome {
     /// Requests made for the item (see [`PITFALL_ATTEMPTS`]).
     #[serde(default)]
     pub attempts: usize,
+    /// The repair round, when the reference check left the item without a pitfall or with too
+    /// few criteria: why it ran (the check's verdict) and what its requests did. Its `added` and
+    /// `facts` went into the rubric that the check then judged again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repair: Option<Box<Repair>>,
+}
+
+/// One repair round of the pitfall stage (see [`PitfallOutcome::repair`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Repair {
+    /// The reference check's verdict that started it.
+    pub reason: String,
+    /// Whether the item was judged again: with what the repair added, the rubric could pass
+    /// the check (a pitfall, an essential or important criterion, enough criteria). When not,
+    /// the item stays rejected for `reason` and the additions were never judged.
+    pub judged_again: bool,
+    #[serde(flatten)]
+    pub outcome: PitfallOutcome,
 }
 
 /// A statement the stage did not add.
@@ -228,34 +252,43 @@ pub fn corrupt(answer: &str, pairs: &[(String, String)]) -> Option<String> {
 
 /// The criteria an item has and the ones this stage adds to it, with the checks every added
 /// statement shares (after its own): the criterion check, no near duplicate, room left.
-struct Additions {
+struct Additions<'r> {
     there: Vec<String>,
+    /// Criteria the reference check dropped earlier (a repair request must not bring them back).
+    dropped: &'r [String],
     room: usize,
     criteria: Vec<GeneratedCriterion>,
 }
 
-impl Additions {
-    fn new(existing: &[GeneratedCriterion]) -> Self {
+impl<'r> Additions<'r> {
+    fn new(existing: &[GeneratedCriterion], dropped: &'r [String]) -> Self {
         Additions {
             there: existing.iter().map(|c| c.text.clone()).collect(),
+            dropped,
             room: MAX_CRITERIA.saturating_sub(existing.len()),
             criteria: Vec::new(),
         }
     }
 
     /// Why `text` cannot be added, if it cannot: it fails the criterion check, it is within
-    /// `near_limit` (word Jaccard) of a criterion already there (`duplicate` says how), or the
-    /// item is full.
+    /// `near_limit` (word Jaccard) of a criterion already there (`duplicate` says how) or of
+    /// one the reference check dropped, or the item is full.
     fn refusal(&self, text: &str, near_limit: f64, duplicate: &str) -> Option<String> {
-        let near = self
-            .there
-            .iter()
-            .map(|t| word_jaccard(t, text))
-            .fold(0.0, f64::max);
+        let nearest = |list: &[String]| {
+            list.iter()
+                .map(|t| word_jaccard(t, text))
+                .fold(0.0, f64::max)
+        };
+        let near = nearest(&self.there);
+        let near_dropped = nearest(self.dropped);
         if let Err(problem) = check_criterion(text) {
             Some(problem.to_string())
         } else if near >= near_limit {
             Some(format!("{duplicate} (word Jaccard {near:.2})"))
+        } else if near_dropped >= near_limit {
+            Some(format!(
+                "the reference check dropped it before (word Jaccard {near_dropped:.2})"
+            ))
         } else if self.room == 0 {
             Some(format!("the item already has {MAX_CRITERIA} criteria"))
         } else {
@@ -281,10 +314,21 @@ pub fn pitfalls_from(
     answer: &str,
     existing: &[GeneratedCriterion],
 ) -> Result<(Vec<GeneratedCriterion>, PitfallOutcome), String> {
+    repair_from(text, answer, existing, &[])
+}
+
+/// [`pitfalls_from`] for a repair request: also skips a statement within the same word-Jaccard
+/// bars of a criterion in `dropped` (the texts the reference check took out of the item).
+pub fn repair_from(
+    text: &str,
+    answer: &str,
+    existing: &[GeneratedCriterion],
+    dropped: &[String],
+) -> Result<(Vec<GeneratedCriterion>, PitfallOutcome), String> {
     let out: Output = serde_json::from_str(text.trim())
         .map_err(|e| format!("pitfall output is not JSON of the schema ({e})"))?;
     let answer_words: HashSet<String> = content_words(answer).into_iter().collect();
-    let mut adds = Additions::new(existing);
+    let mut adds = Additions::new(existing, dropped);
     let mut outcome = PitfallOutcome::default();
     let mut changes = Vec::new();
     for m in &out.mistakes {
@@ -423,6 +467,36 @@ mod tests {
         let reasons: Vec<&str> = outcome.skipped.iter().map(|s| s.reason.as_str()).collect();
         assert!(reasons[0].contains("no fact was changed"), "{reasons:?}");
         assert!(reasons[1].starts_with("near duplicate"), "{reasons:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn a_repair_does_not_bring_back_what_the_reference_check_dropped() -> Result<(), String> {
+        let answer = "A UUID is a 128-bit number used to identify objects.";
+        let text = r#"{"mistakes": [
+            {"fact": "A UUID is a 128-bit number.", "mistake": "A UUID is a 64-bit number."},
+            {"fact": "A UUID is used to identify objects.", "mistake": "A UUID is used to encrypt objects."}]}"#;
+        let dropped = ["Claims that a UUID is a 64-bit number.".to_string()];
+        let (added, outcome) = repair_from(
+            text,
+            answer,
+            &[crit("Names the RFC that defines it.")],
+            &dropped,
+        )?;
+        assert_eq!(
+            outcome.added,
+            vec!["Claims that a UUID is used to encrypt objects.".to_string()]
+        );
+        assert_eq!(outcome.skipped.len(), 1, "{outcome:?}");
+        assert!(
+            outcome.skipped[0]
+                .reason
+                .starts_with("the reference check dropped it before"),
+            "{outcome:?}"
+        );
+        // Without the dropped list, the same output adds both pitfalls.
+        let (all, _) = pitfalls_from(text, answer, &[crit("Names the RFC that defines it.")])?;
+        assert_eq!(all.len(), added.len() + 1);
         Ok(())
     }
 

@@ -6,6 +6,8 @@
 //! source and line): resume keeps a record only when its unit is in the journal of finished
 //! units (see `output.rs`).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -68,6 +70,10 @@ pub struct Provenance {
     /// pitfall), taken out of the rubric before the rewards above were computed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dropped_criteria: Vec<DroppedCriterion>,
+    /// The judge's P(yes) on each kept criterion (by id) for the reference and the degraded
+    /// answer (the verdicts behind the two rewards), so other bars can be studied offline.
+    #[serde(default, skip_serializing_if = "KeptVerdicts::is_empty")]
+    pub kept_p_yes: KeptVerdicts,
     /// What the pitfall stage added or skipped (absent: the stage did not run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pitfall_stage: Option<PitfallOutcome>,
@@ -77,6 +83,21 @@ pub struct Provenance {
     /// Tokens of this item's generation request.
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
+}
+
+/// The judge's P(yes) per kept criterion id, on the reference and on the degraded answer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct KeptVerdicts {
+    #[serde(default)]
+    pub reference: BTreeMap<String, f64>,
+    #[serde(default)]
+    pub degraded: BTreeMap<String, f64>,
+}
+
+impl KeptVerdicts {
+    pub fn is_empty(&self) -> bool {
+        self.reference.is_empty() && self.degraded.is_empty()
+    }
 }
 
 /// One line of `rejected.jsonl`.
@@ -111,6 +132,9 @@ pub struct RejectedRecord {
     /// Criteria the reference check took out, with the reference answer's P(yes).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dropped_criteria: Vec<DroppedCriterion>,
+    /// P(yes) on the kept criteria, as in [`Provenance::kept_p_yes`] (empty before the check).
+    #[serde(default, skip_serializing_if = "KeptVerdicts::is_empty")]
+    pub kept_p_yes: KeptVerdicts,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pitfall_stage: Option<PitfallOutcome>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -141,6 +165,7 @@ impl RejectedRecord {
             answer: None,
             criteria: Vec::new(),
             dropped_criteria: Vec::new(),
+            kept_p_yes: KeptVerdicts::default(),
             pitfall_stage: None,
             filters: Vec::new(),
             output: None,

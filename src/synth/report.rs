@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::synth::output::ResumeState;
+use crate::synth::pitfall::PitfallOutcome;
 use crate::synth::record::STAGES;
 
 /// Version of [`SynthReport`].
@@ -82,6 +83,10 @@ pub struct Thresholds {
     /// The pitfall stage added "Claims that" criteria before the reference check.
     #[serde(default)]
     pub pitfall_stage: bool,
+    /// Items the reference check left without a pitfall or with too few criteria got the
+    /// stage's repair round.
+    #[serde(default)]
+    pub pitfall_repair: bool,
     pub max_criterion_words: usize,
     /// Decontamination: n-gram length and the benchmark files (empty: off).
     pub decontaminate_ngram: usize,
@@ -114,6 +119,43 @@ pub struct PitfallCounts {
     pub facts_checked: usize,
     /// Of those, the ones the reference answer meets (kept in the rubric).
     pub facts_kept: usize,
+    /// Items the repair round ran on (the reference check left them without a pitfall or with
+    /// too few criteria); their requests and additions are also in the counts above.
+    pub repair_items: usize,
+    /// Repair requests made.
+    pub repair_requests: usize,
+    /// Repaired items judged again: with what the repair added, the rubric has a pitfall, an
+    /// essential or important criterion and enough criteria (the others stay rejected).
+    pub repair_judged: usize,
+    /// Of those, the ones that passed the reference check this time.
+    pub repair_passed_check: usize,
+    /// Of those, the ones accepted (every rubric-validity filter passed).
+    pub repair_accepted: usize,
+}
+
+impl PitfallCounts {
+    /// Adds one item's outcome of the stage's first round.
+    pub fn count(&mut self, o: &PitfallOutcome) {
+        self.items += 1;
+        self.errors += usize::from(o.error.is_some());
+        self.add_requests(o);
+    }
+
+    /// Adds one item's outcome of the repair round (`judged`: the item is judged again).
+    pub fn count_repair(&mut self, o: &PitfallOutcome, judged: bool) {
+        self.repair_items += 1;
+        self.repair_requests += o.attempts;
+        self.repair_judged += usize::from(judged);
+        self.add_requests(o);
+    }
+
+    fn add_requests(&mut self, o: &PitfallOutcome) {
+        self.added += o.added.len();
+        self.skipped += o.skipped.len();
+        self.facts += o.facts.len();
+        self.facts_skipped += o.skipped_facts.len();
+        self.requests += o.attempts;
+    }
 }
 
 /// Everything a run reports.
@@ -332,6 +374,30 @@ impl SynthReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repair_round_adds_to_the_totals_and_to_its_own_counts() {
+        let first = PitfallOutcome {
+            added: vec!["Claims that x.".into()],
+            facts: vec!["States that y.".into()],
+            attempts: 1,
+            ..PitfallOutcome::default()
+        };
+        let repair = PitfallOutcome {
+            added: vec!["Claims that z.".into(), "Claims that w.".into()],
+            attempts: 2,
+            ..PitfallOutcome::default()
+        };
+        let mut p = PitfallCounts::default();
+        p.count(&first);
+        p.count_repair(&repair, true);
+        p.count_repair(&PitfallOutcome::default(), false);
+        assert_eq!((p.items, p.requests, p.added, p.facts), (1, 3, 3, 1));
+        assert_eq!(
+            (p.repair_items, p.repair_requests, p.repair_judged),
+            (2, 2, 1)
+        );
+    }
 
     #[test]
     fn pass_rates_speeds_and_table() {
