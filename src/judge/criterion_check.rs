@@ -154,7 +154,7 @@ pub struct RejectedCriterion {
 }
 
 /// Phrases that point at material the grader does not see (case-insensitive).
-const UNSEEN_PATTERNS: [&str; 8] = [
+const UNSEEN_PATTERNS: [&str; 9] = [
     r"\breference (answer|response|solution|text)s?\b",
     r"\b(the|this|that|given|provided|model|ideal|expected|sample|gold|correct) (reference|model answer|ideal answer|expected answer|gold answer|sample answer)\b",
     r"\b(the|this|that|given|provided|original|source|above|following) (passage|excerpt|document|article|snippet|chunk|source text|source document|source material)s?\b",
@@ -163,6 +163,7 @@ const UNSEEN_PATTERNS: [&str; 8] = [
     r"\bthe (author|authors|writer)\b",
     r"\b(the )?(response|answer|question|text) (above|below)\b",
     r"\b(mentioned|described|stated|shown|given|listed|discussed|cited|provided) (above|below|earlier|previously)\b",
+    r"\b(the|this) (given|provided|above|following) (code|example|program|table|data|figure|snippet|function|list|equation|values?)\b",
 ];
 
 /// One template example, with its content words.
@@ -323,6 +324,7 @@ mod tests {
             "States what the document says about Debian.",
             "Repeats the main point of the source text.",
             "Uses the facts given in the text.",
+            "Claims that there are no syntax errors in the given code.",
             "Quotes the author's definition.",
             "Agrees with the response above.",
             "Lists the steps mentioned above.",

@@ -194,13 +194,31 @@ pub fn as_fact(statement: &str) -> String {
     with_verb("States that", statement)
 }
 
+/// Words that open a clause, not a sentence: a statement starting with one was cut out of a
+/// longer sentence ("while also forcing three fumbles" became a criterion once).
+const FRAGMENT_OPENERS: [&str; 13] = [
+    "while", "and", "but", "or", "which", "whereas", "although", "though", "because", "so",
+    "whose", "who", "whom",
+];
+
+/// Why `statement` is a fragment of a sentence rather than one, if it is.
+fn fragment(statement: &str) -> Option<String> {
+    let first = statement.split_whitespace().next()?;
+    let word = first
+        .trim_matches(|c: char| !c.is_alphanumeric())
+        .to_lowercase();
+    FRAGMENT_OPENERS
+        .contains(&word.as_str())
+        .then(|| format!("starts with '{word}': a fragment of a sentence, not a statement"))
+}
+
 /// `verb` and `statement`, its leading article or pronoun lowercased, ending in one period.
 fn with_verb(verb: &str, statement: &str) -> String {
     let s = statement.trim().trim_end_matches('.').trim_end();
-    const LOWER: [&str; 27] = [
+    const LOWER: [&str; 34] = [
         "The", "A", "An", "This", "These", "That", "Those", "It", "Its", "They", "Their", "Some",
         "Each", "Every", "All", "Most", "Many", "Both", "No", "There", "When", "If", "In", "Only",
-        "You", "Your", "We",
+        "You", "Your", "We", "It's", "There's", "That's", "He", "She", "His", "Her",
     ];
     let first = s.split_whitespace().next().unwrap_or_default();
     let body = if LOWER.contains(&first) {
@@ -345,6 +363,8 @@ pub fn repair_from(
             ))
         } else if claim.split_whitespace().count() > STATEMENT_MAX_WORDS {
             Some(format!("longer than {STATEMENT_MAX_WORDS} words"))
+        } else if let Some(why) = fragment(&s) {
+            Some(why)
         } else if words.iter().all(|w| answer_words.contains(w))
             || mistake_words == fact_words.iter().collect()
         {
@@ -382,6 +402,8 @@ pub fn repair_from(
             Some(format!("cut off at the {FACT_MAX_CHARS}-character limit"))
         } else if text.split_whitespace().count() > STATEMENT_MAX_WORDS {
             Some(format!("longer than {STATEMENT_MAX_WORDS} words"))
+        } else if let Some(why) = fragment(fact) {
+            Some(why)
         } else if (supported as f64) < FACT_MIN_SUPPORT * words.len() as f64 {
             Some(format!(
                 "{supported} of its {} content words are in the reference answer: not a copied fact",
@@ -629,6 +651,27 @@ mod tests {
             outcome.corrupted.as_deref(),
             Some("A UUID is a 64-bit number. It is written as 32 hexadecimal digits.")
         );
+        Ok(())
+    }
+
+    #[test]
+    fn fragments_of_sentences_are_skipped_as_facts_and_as_mistakes() -> Result<(), String> {
+        let answer = "He led the team with 11 sacks, while also forcing three fumbles.";
+        let text = r#"{"mistakes": [
+            {"fact": "while also forcing three fumbles.", "mistake": "while also forcing four fumbles."},
+            {"fact": "He led the team with 11 sacks.", "mistake": "He led the team with 10 sacks."}]}"#;
+        let (added, outcome) = pitfalls_from(text, answer, &[])?;
+        let texts: Vec<&str> = added.iter().map(|c| c.text.as_str()).collect();
+        assert_eq!(
+            texts,
+            [
+                "Claims that he led the team with 10 sacks.",
+                "States that he led the team with 11 sacks."
+            ]
+        );
+        assert!(outcome.skipped[0].reason.starts_with("starts with 'while'"));
+        assert!(outcome.skipped_facts[0].reason.starts_with("starts with 'while'"));
+        assert_eq!(as_fact("It's a module."), "States that it's a module.");
         Ok(())
     }
 
