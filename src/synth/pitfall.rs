@@ -670,7 +670,9 @@ mod tests {
             ]
         );
         assert!(outcome.skipped[0].reason.starts_with("starts with 'while'"));
-        assert!(outcome.skipped_facts[0].reason.starts_with("starts with 'while'"));
+        assert!(outcome.skipped_facts[0]
+            .reason
+            .starts_with("starts with 'while'"));
         assert_eq!(as_fact("It's a module."), "States that it's a module.");
         Ok(())
     }
