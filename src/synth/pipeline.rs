@@ -1016,19 +1016,20 @@ impl<'a> Run<'a> {
                 c.filters.last(),
                 Some(v) if v.filter == filters::RUBRIC_REFERENCE_CHECK && !v.passed
             );
-            let Ok(kept) = &c.rubric else {
-                continue;
-            };
             if !failed_check || c.rejected.is_none() || c.pitfalls.is_none() {
                 continue;
             }
+            let Ok(kept) = &c.rubric else {
+                continue;
+            };
+            let first = c.pitfalls.take().expect("checked above");
             let kept: HashSet<&str> = kept.criteria.iter().map(|k| k.text.as_str()).collect();
             c.generated
                 .criteria
                 .retain(|g| kept.contains(g.text.as_str()));
             let verdict = c.filters.pop().expect("failed_check: there is a verdict");
             c.rejected = None;
-            held.push((k, c.pitfalls.take(), verdict, c.rubric.clone()));
+            held.push((k, first, verdict, c.rubric.clone()));
             open.push(k);
         }
         if open.is_empty() {
@@ -1041,7 +1042,7 @@ impl<'a> Run<'a> {
         );
         let mut again = Vec::new();
         let mut report = lock(&self.report);
-        for (k, first, verdict, checked) in held {
+        for (k, mut first, verdict, checked) in held {
             let c = &mut w.candidates[k];
             let outcome = c.pitfalls.take().unwrap_or_default();
             let judged = could_pass_check(&c.generated.criteria);
@@ -1058,7 +1059,6 @@ impl<'a> Run<'a> {
                 c.rubric = checked;
             }
             report.pitfalls.count_repair(&outcome, judged);
-            let mut first = first.expect("held candidates had a pitfall outcome");
             first.repair = Some(Box::new(Repair {
                 reason: verdict.reason.clone(),
                 judged_again: judged,
