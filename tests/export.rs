@@ -234,7 +234,9 @@ fn scripted(copied: String) -> FakeGenerator {
         }
         let prompt = prompt_text(req);
         if req.id.starts_with("label/") {
-            return FakeAnswer::text(r#"{"domain": "Other", "personas": ["a sports fan"]}"#);
+            return FakeAnswer::text(
+                r#"{"subject": "rivers", "domain": "Other", "personas": ["a sports fan"]}"#,
+            );
         }
         assert!(
             matches!(req.constraint, Some(Constraint::JsonSchema(_))),

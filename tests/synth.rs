@@ -178,6 +178,7 @@ fn synth_on_the_samples_writes_accepted_items_with_provenance_that_judge_reads()
             "unit",
             "doc_id",
             "span",
+            "subject",
             "domain",
             "persona",
             "model_sha256",

@@ -153,6 +153,27 @@ impl PromptTemplate {
         shared: &[&str],
         last: &str,
     ) -> Result<Self, TemplateError> {
+        Self::parse_checked(name, source, shared, Some(last))
+    }
+
+    /// Parses `source` with `placeholders` in any order and place: for a prompt whose wording
+    /// matters more than a shared prefix (synth's label prompt puts the passage before the
+    /// domain list; only its system message is shared). Unknown or unused placeholders are
+    /// still errors.
+    pub fn parse_any_order(
+        name: &str,
+        source: &str,
+        placeholders: &[&str],
+    ) -> Result<Self, TemplateError> {
+        Self::parse_checked(name, source, placeholders, None)
+    }
+
+    fn parse_checked(
+        name: &str,
+        source: &str,
+        shared: &[&str],
+        last: Option<&str>,
+    ) -> Result<Self, TemplateError> {
         let mut system: Option<Vec<&str>> = None;
         let mut user: Option<Vec<&str>> = None;
         let mut current: Option<&mut Vec<&str>> = None;
@@ -196,14 +217,14 @@ impl PromptTemplate {
         let system_slots = slots(&system)?;
         let user_slots = slots(&user)?;
         for s in system_slots.iter().chain(&user_slots) {
-            if s != last && !shared.contains(&s.as_str()) {
+            if Some(s.as_str()) != last && !shared.contains(&s.as_str()) {
                 return Err(TemplateError::UnknownPlaceholder {
                     name: err_name(),
                     placeholder: s.clone(),
                 });
             }
         }
-        for want in shared.iter().chain(std::iter::once(&last)) {
+        for want in shared.iter().chain(last.as_ref()) {
             if !system_slots.iter().chain(&user_slots).any(|s| s == want) {
                 return Err(TemplateError::UnusedPlaceholder {
                     name: err_name(),
@@ -211,18 +232,20 @@ impl PromptTemplate {
                 });
             }
         }
-        let first_last = user_slots.iter().position(|s| s == last);
-        let last_other = user_slots.iter().rposition(|s| s != last);
-        let in_order = match (first_last, last_other) {
-            (Some(f), Some(o)) => f > o,
-            (Some(_), None) => true,
-            (None, _) => false,
-        };
-        if system_slots.iter().any(|s| s == last) || !in_order {
-            return Err(TemplateError::NotLast {
-                name: err_name(),
-                placeholder: last.to_string(),
-            });
+        if let Some(last) = last {
+            let first_last = user_slots.iter().position(|s| s == last);
+            let last_other = user_slots.iter().rposition(|s| s != last);
+            let in_order = match (first_last, last_other) {
+                (Some(f), Some(o)) => f > o,
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            if system_slots.iter().any(|s| s == last) || !in_order {
+                return Err(TemplateError::NotLast {
+                    name: err_name(),
+                    placeholder: last.to_string(),
+                });
+            }
         }
         Ok(PromptTemplate {
             name: name.to_string(),
@@ -369,6 +392,21 @@ mod tests {
             Err(TemplateError::MissingValue { placeholder, .. }) if placeholder == "criterion"
         ));
         Ok(())
+    }
+
+    #[test]
+    fn any_order_templates_still_check_their_placeholders() {
+        let parse = |src: &str| PromptTemplate::parse_any_order("t", src, &["chunk", "domains"]);
+        assert!(parse("[system]\ns\n[user]\n{{chunk}} {{domains}}").is_ok());
+        assert!(parse("[system]\n{{domains}}\n[user]\n{{chunk}}").is_ok());
+        assert!(matches!(
+            parse("[system]\ns\n[user]\n{{chunk}} {{domains}} {{persona}}"),
+            Err(TemplateError::UnknownPlaceholder { .. })
+        ));
+        assert!(matches!(
+            parse("[system]\ns\n[user]\n{{chunk}}"),
+            Err(TemplateError::UnusedPlaceholder { placeholder, .. }) if placeholder == "domains"
+        ));
     }
 
     #[test]

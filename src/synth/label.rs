@@ -6,10 +6,12 @@
 //! runs of section numbers), licence boilerplate, or highly repetitive text. Each rejection says
 //! which rule and the measured value.
 //!
-//! The model then answers `{"domain": one of the configured domains, "personas": [1..N strings]}`
-//! under a JSON-schema constraint ([`label_schema`]), greedy, so labels are reproducible.
-//! Personas are trimmed and deduplicated (case-insensitive), names of domains are dropped, and
-//! with none left the persona is "<domain> instructor" (Webscale-RL's fallback).
+//! The model then answers `{"subject": a few words, "domain": one of the configured domains,
+//! "personas": [1..N strings]}` under a JSON-schema constraint ([`label_schema`]), greedy, so
+//! labels are reproducible. The subject comes first so that the domain follows from it (the
+//! 1.5B model put football and cities under "Technology & Engineering" when it picked the
+//! domain first). Personas are trimmed and deduplicated (case-insensitive), names of domains are
+//! dropped, and with none left the persona is "<domain> instructor" (Webscale-RL's fallback).
 
 use regex::Regex;
 use serde::{Deserialize, Serialize};
@@ -19,6 +21,9 @@ use crate::synth::chunk::Chunk;
 
 /// Longest persona the schema allows, in characters.
 pub const PERSONA_MAX_CHARS: usize = 60;
+
+/// Longest subject the schema allows, in characters.
+pub const SUBJECT_MAX_CHARS: usize = 60;
 
 /// Rule settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -102,6 +107,7 @@ pub fn label_schema(domains: &[String], max_personas: usize) -> Value {
     json!({
         "type": "object",
         "properties": {
+            "subject": {"type": "string", "minLength": 2, "maxLength": SUBJECT_MAX_CHARS},
             "domain": {"type": "string", "enum": domains},
             "personas": {
                 "type": "array",
@@ -110,25 +116,28 @@ pub fn label_schema(domains: &[String], max_personas: usize) -> Value {
                 "items": {"type": "string", "minLength": 2, "maxLength": PERSONA_MAX_CHARS}
             }
         },
-        "required": ["domain", "personas"],
+        "required": ["subject", "domain", "personas"],
         "additionalProperties": false
     })
 }
 
-/// Token budget of a label: the domain name and the personas, with room to spare.
+/// Token budget of a label: the subject, the domain name and the personas, with room to spare.
 pub fn label_max_tokens(max_personas: usize) -> usize {
-    32 + 24 * max_personas.max(1)
+    56 + 24 * max_personas.max(1)
 }
 
 /// A chunk's label.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Label {
+    /// What the chunk is about, in the model's words (provenance; the domain follows from it).
+    pub subject: String,
     pub domain: String,
     pub personas: Vec<String>,
 }
 
 #[derive(Deserialize)]
 struct RawLabel {
+    subject: String,
     domain: String,
     personas: Vec<String>,
 }
@@ -161,7 +170,12 @@ pub fn parse_label(text: &str, domains: &[String], max_personas: usize) -> Resul
         // Webscale-RL's identifier falls back to "<domain> instructor" without personas.
         personas.push(format!("{domain} instructor"));
     }
-    Ok(Label { domain, personas })
+    let subject = raw.subject.split_whitespace().collect::<Vec<_>>().join(" ");
+    Ok(Label {
+        subject,
+        domain,
+        personas,
+    })
 }
 
 #[cfg(test)]
@@ -208,25 +222,44 @@ mod tests {
     fn labels_parse_dedupe_personas_and_check_the_domain() {
         let domains = vec!["Math".to_string(), "Other".to_string()];
         let l = parse_label(
-            r#"{"domain":"math","personas":["Teacher"," teacher ","student!","-","Other"]}"#,
+            r#"{"subject":" prime\nnumbers ","domain":"math","personas":["Teacher"," teacher ","student!","-","Other"]}"#,
             &domains,
             3,
         );
         assert_eq!(
             l,
             Ok(Label {
+                subject: "prime numbers".into(),
                 domain: "Math".into(),
                 personas: vec!["Teacher".into(), "student".into()]
             })
         );
-        assert!(parse_label(r#"{"domain":"Law","personas":["x y"]}"#, &domains, 3).is_err());
+        assert!(parse_label(
+            r#"{"subject":"x","domain":"Law","personas":["x y"]}"#,
+            &domains,
+            3
+        )
+        .is_err());
         assert_eq!(
-            parse_label(r#"{"domain":"Math","personas":["--"]}"#, &domains, 3).map(|l| l.personas),
+            parse_label(
+                r#"{"subject":"x","domain":"Math","personas":["--"]}"#,
+                &domains,
+                3
+            )
+            .map(|l| l.personas),
             Ok(vec!["Math instructor".to_string()])
         );
-        assert!(parse_label(r#"{"domain":"Math","pers"#, &domains, 3).is_err());
+        assert!(parse_label(r#"{"subject":"x","domain":"Math","pers"#, &domains, 3).is_err());
+        // The subject is part of the schema: a label without one is not a label.
+        assert!(parse_label(r#"{"domain":"Math","personas":["x y"]}"#, &domains, 3).is_err());
         let s = label_schema(&domains, 2);
         assert_eq!(s["properties"]["personas"]["maxItems"], 2);
         assert_eq!(s["properties"]["domain"]["enum"][1], "Other");
+        // Subject first, so the domain is chosen after the model has named what the text is about.
+        let keys: Vec<&String> = s["properties"]
+            .as_object()
+            .map(|o| o.keys().collect())
+            .unwrap_or_default();
+        assert_eq!(keys.first().map(|k| k.as_str()), Some("subject"));
     }
 }

@@ -755,6 +755,7 @@ impl<'a> Run<'a> {
                     }
                     Err(reason) => {
                         let mut r = self.rejected_for(c, "generate", &reason);
+                        r.subject = Some(l.subject.clone());
                         r.domain = Some(l.domain.clone());
                         r.persona = Some(persona.clone());
                         w.units[i].rejected.push(line(&r));
@@ -828,6 +829,7 @@ impl<'a> Run<'a> {
                 }
                 Err((reason, output)) => {
                     let mut r = self.rejected_for(&chunks[i], "generate", &reason);
+                    r.subject = Some(label.subject.clone());
                     r.domain = Some(label.domain.clone());
                     r.persona = Some(persona);
                     r.output = output;
@@ -1408,6 +1410,7 @@ impl<'a> Run<'a> {
                     source: chunk.source.clone(),
                     span: chunk.span,
                     chunk_index: chunk.index,
+                    subject: label.subject.clone(),
                     domain: label.domain.clone(),
                     persona: c.persona.clone(),
                     model_sha256: self.model_sha256.to_string(),
@@ -1452,6 +1455,7 @@ impl<'a> Run<'a> {
             }
             let (stage, reason) = c.rejected.clone().expect("rejected or exported above");
             let mut r = self.rejected_for(chunk, stage, &reason);
+            r.subject = Some(label.subject.clone());
             r.domain = Some(label.domain.clone());
             r.persona = Some(c.persona.clone());
             r.question = Some(c.generated.question.clone());

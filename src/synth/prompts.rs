@@ -1,6 +1,7 @@
 //! The prompt files of `ares synth` (`templates/synth/`, compiled in) and their hashes.
 //!
-//! - `label.txt`: domain + personas of a chunk; `{{chunk}}` last.
+//! - `label.txt`: subject, domain and personas of a chunk; the chunk comes before the domain
+//!   list (measured, see the file), so only its system message is a shared prefix.
 //! - `generate.txt`: question + reference answer + criteria; `{{persona}}` last, so the
 //!   generations for the personas of one chunk share their whole prefix in the KV cache.
 //! - `check_self_contained.txt`, `check_faithful.txt`: yes/no checks read from log-probs.
@@ -123,19 +124,19 @@ pub const DOMAIN_DESCRIPTIONS: [(&str, &str); 10] = [
     ("Other", "anything that fits none of the above"),
 ];
 
-/// The domain list of the label prompt: `"Math (mathematics, ...); Coding (...)"`, with the
+/// The domain list of the label prompt, one per line: `"- Math: mathematics, ..."`, with the
 /// description of each default domain ([`DOMAIN_DESCRIPTIONS`]) and custom ones by name.
 pub fn describe_domains(domains: &[String]) -> String {
     domains
         .iter()
         .map(
             |d| match DOMAIN_DESCRIPTIONS.iter().find(|(name, _)| name == d) {
-                Some((_, what)) => format!("{d} ({what})"),
-                None => d.clone(),
+                Some((_, what)) => format!("- {d}: {what}"),
+                None => format!("- {d}"),
             },
         )
         .collect::<Vec<_>>()
-        .join("; ")
+        .join("\n")
 }
 
 /// `"Technology & Engineering"` -> `"technology_engineering"`.
@@ -180,11 +181,10 @@ pub struct SynthPrompts {
 impl SynthPrompts {
     /// The shipped templates, with guidance for each of `domains`.
     pub fn new(domains: &[String]) -> Result<Self, TemplateError> {
-        let label = PromptTemplate::parse(
+        let label = PromptTemplate::parse_any_order(
             "synth/label.txt",
             LABEL_SOURCE,
-            &["domains", "personas"],
-            "chunk",
+            &["chunk", "domains", "personas"],
         )?;
         let generate = PromptTemplate::parse(
             "synth/generate.txt",
@@ -312,8 +312,8 @@ mod tests {
             assert!(DOMAIN_DESCRIPTIONS.iter().any(|(n, _)| n == d), "{d}");
         }
         let list = describe_domains(&["Coding".to_string(), "Law".to_string()]);
-        assert!(list.starts_with("Coding (programming"), "{list}");
-        assert!(list.ends_with("; Law"), "{list}");
+        assert!(list.starts_with("- Coding: programming"), "{list}");
+        assert!(list.ends_with("\n- Law"), "{list}");
     }
 
     #[test]

@@ -55,6 +55,9 @@ pub struct Provenance {
     /// Character offsets in the document's normalised text.
     pub span: (usize, usize),
     pub chunk_index: usize,
+    /// What the chunk is about, in the label stage's words (empty in records written before it).
+    #[serde(default)]
+    pub subject: String,
     pub domain: String,
     pub persona: String,
     pub model_sha256: String,
@@ -119,6 +122,8 @@ pub struct RejectedRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub span: Option<(usize, usize)>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persona: Option<String>,
@@ -159,6 +164,7 @@ impl RejectedRecord {
             doc_id: None,
             chunk_id: None,
             span: None,
+            subject: None,
             domain: None,
             persona: None,
             question: None,
