@@ -183,15 +183,42 @@ pub struct SkippedStatement {
 }
 
 /// `"The sky is green."` -> `"Claims that the sky is green."`: a leading article or pronoun is
-/// lowercased, anything else (a name, `sorted()`, a number) is kept as written.
-pub fn as_claim(statement: &str) -> String {
-    with_verb("Claims that", statement)
+/// lowercased, and so is a capitalised first word that `context` (the reference answer) writes in
+/// lower case and never capitalises inside a sentence ("High school students" when the answer
+/// says "high school"); anything else (a name, `sorted()`, a number) is kept as written.
+pub fn as_claim(statement: &str, context: &str) -> String {
+    with_verb("Claims that", statement, context)
 }
 
 /// `"The sky is blue."` -> `"States that the sky is blue."`: a copied fact as a positive
 /// criterion, lowercased as in [`as_claim`].
-pub fn as_fact(statement: &str) -> String {
-    with_verb("States that", statement)
+pub fn as_fact(statement: &str, context: &str) -> String {
+    with_verb("States that", statement, context)
+}
+
+/// Whether `context` writes `word` (capitalised) in lower case somewhere and never capitalised
+/// after the first word of a sentence: then it is a common word, not a name.
+fn common_in(word: &str, context: &str) -> bool {
+    let mut chars = word.chars();
+    let capitalised = chars.next().is_some_and(char::is_uppercase)
+        && chars.clone().next().is_some()
+        && chars.all(|c| c.is_lowercase());
+    if !capitalised {
+        return false;
+    }
+    let lower = word.to_lowercase();
+    let mut seen_lower = false;
+    let mut sentence_start = true;
+    for token in context.split_whitespace() {
+        let w = token.trim_matches(|c: char| !c.is_alphanumeric());
+        if w == lower {
+            seen_lower = true;
+        } else if w == word && !sentence_start {
+            return false;
+        }
+        sentence_start = token.ends_with(['.', '!', '?', ':']);
+    }
+    seen_lower
 }
 
 /// Words that open a clause, not a sentence: a statement starting with one was cut out of a
@@ -212,8 +239,9 @@ fn fragment(statement: &str) -> Option<String> {
         .then(|| format!("starts with '{word}': a fragment of a sentence, not a statement"))
 }
 
-/// `verb` and `statement`, its leading article or pronoun lowercased, ending in one period.
-fn with_verb(verb: &str, statement: &str) -> String {
+/// `verb` and `statement`, its leading article or pronoun (or a common word of `context`, see
+/// [`as_claim`]) lowercased, ending in one period.
+fn with_verb(verb: &str, statement: &str, context: &str) -> String {
     let s = statement.trim().trim_end_matches('.').trim_end();
     const LOWER: [&str; 34] = [
         "The", "A", "An", "This", "These", "That", "Those", "It", "Its", "They", "Their", "Some",
@@ -221,7 +249,11 @@ fn with_verb(verb: &str, statement: &str) -> String {
         "You", "Your", "We", "It's", "There's", "That's", "He", "She", "His", "Her",
     ];
     let first = s.split_whitespace().next().unwrap_or_default();
-    let body = if LOWER.contains(&first) {
+    let body = if LOWER.contains(&first)
+        || common_in(
+            first.trim_end_matches(|c: char| !c.is_alphanumeric()),
+            context,
+        ) {
         let mut c = s.chars();
         let head: String = c
             .next()
@@ -352,7 +384,7 @@ pub fn repair_from(
     for m in &out.mistakes {
         let s = m.mistake.trim().to_string();
         let words = content_words(&s);
-        let claim = as_claim(&s);
+        let claim = as_claim(&s, answer);
         let fact_words: HashSet<String> = content_words(&m.fact).into_iter().collect();
         let mistake_words: HashSet<&String> = words.iter().collect();
         let skip = if words.is_empty() {
@@ -389,7 +421,7 @@ pub fn repair_from(
     // each, so the rubric checks what a correct response states across the whole answer.
     for m in &out.mistakes {
         let fact = m.fact.trim();
-        let text = as_fact(fact);
+        let text = as_fact(fact, answer);
         let words = content_words(fact);
         let supported = words.iter().filter(|w| answer_words.contains(*w)).count();
         let skip = if words.is_empty() {
@@ -442,20 +474,20 @@ mod tests {
     #[test]
     fn claims_lowercase_only_articles_and_pronouns() {
         assert_eq!(
-            as_claim("The sky is green."),
+            as_claim("The sky is green.", ""),
             "Claims that the sky is green."
         );
         assert_eq!(
-            as_claim("Python strings use ASCII"),
+            as_claim("Python strings use ASCII", ""),
             "Claims that Python strings use ASCII."
         );
         assert_eq!(
-            as_claim("`sorted()` sorts in place."),
+            as_claim("`sorted()` sorts in place.", ""),
             "Claims that `sorted()` sorts in place."
         );
-        assert_eq!(as_claim("It is 64-bit."), "Claims that it is 64-bit.");
+        assert_eq!(as_claim("It is 64-bit.", ""), "Claims that it is 64-bit.");
         assert_eq!(
-            as_claim("Each UUID has 256 bits."),
+            as_claim("Each UUID has 256 bits.", ""),
             "Claims that each UUID has 256 bits."
         );
     }
@@ -673,15 +705,49 @@ mod tests {
         assert!(outcome.skipped_facts[0]
             .reason
             .starts_with("starts with 'while'"));
-        assert_eq!(as_fact("It's a module."), "States that it's a module.");
+        assert_eq!(as_fact("It's a module.", ""), "States that it's a module.");
         Ok(())
     }
 
     #[test]
-    fn facts_read_as_statements() {
-        assert_eq!(as_fact("The sky is blue."), "States that the sky is blue.");
+    fn a_first_word_the_answer_writes_in_lower_case_is_lowercased() {
+        let answer = "Most high school students take algebra. Python is taught in high school.";
         assert_eq!(
-            as_fact("Python strings are Unicode"),
+            as_fact("High school students take algebra.", answer),
+            "States that high school students take algebra."
+        );
+        // A name: capitalised inside a sentence of the answer, so it stays.
+        assert_eq!(
+            as_fact(
+                "Python is taught in schools.",
+                "It is python code, and Python is taught."
+            ),
+            "States that Python is taught in schools."
+        );
+        // A word the answer never writes in lower case stays as written.
+        assert_eq!(
+            as_claim("Two classes exist.", "Exceptions come in 2 kinds."),
+            "Claims that Two classes exist."
+        );
+        assert_eq!(
+            as_claim("Two classes exist.", "There are two classes."),
+            "Claims that two classes exist."
+        );
+        // All capitals (an acronym) is never lowercased.
+        assert_eq!(
+            as_claim("UUID is 64-bit.", "a uuid is 128-bit"),
+            "Claims that UUID is 64-bit."
+        );
+    }
+
+    #[test]
+    fn facts_read_as_statements() {
+        assert_eq!(
+            as_fact("The sky is blue.", ""),
+            "States that the sky is blue."
+        );
+        assert_eq!(
+            as_fact("Python strings are Unicode", ""),
             "States that Python strings are Unicode."
         );
     }
