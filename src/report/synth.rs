@@ -410,6 +410,24 @@ pub fn render(dir: &Path, report: &SynthReport) -> Result<String, ReportError> {
         Some(f) => page.figure(f),
         None => page.empty("No chunk was labelled with a domain."),
     }
+    if !report.domains.is_empty() {
+        let rows: Vec<Vec<String>> = report
+            .domains
+            .iter()
+            .map(|(d, c)| {
+                vec![
+                    d.clone(),
+                    c.chunks.to_string(),
+                    c.accepted.to_string(),
+                    c.per_source(),
+                ]
+            })
+            .collect();
+        page.table(
+            &["domain", "chunks", "accepted items", "chunks per source"],
+            &rows,
+        );
+    }
     match fig("synth-personas") {
         Some(f) => page.figure(f),
         None => page.empty("No item names a persona."),

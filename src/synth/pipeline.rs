@@ -56,7 +56,7 @@ use crate::synth::prompts::{describe_domains, SynthPrompts, DEFAULT_DOMAINS};
 use crate::synth::record::{
     KeptVerdicts, Provenance, RejectedRecord, SamplingRecord, SYNTH_RECORD_VERSION,
 };
-use crate::synth::report::{SynthReport, Thresholds};
+use crate::synth::report::{source_group, SynthReport, Thresholds};
 use crate::synth::short_hash;
 
 /// Everything a run needs; the CLI flags map onto it.
@@ -708,10 +708,12 @@ impl<'a> Run<'a> {
         self.close_stage("label", chunks.len(), ok, &mut w.rejections);
         {
             let mut report = lock(&self.report);
-            for l in w.labels.iter().flatten() {
+            for (c, l) in chunks.iter().zip(&w.labels) {
+                let Some(l) = l else { continue };
                 let d = report.domain_mut(&l.domain);
                 d.chunks += 1;
                 d.items += l.personas.len();
+                *d.sources.entry(source_group(&c.source)).or_default() += 1;
             }
         }
         self.tick(|p| p.labelled += chunks.len());

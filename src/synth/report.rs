@@ -37,6 +37,34 @@ pub struct DomainCount {
     pub chunks: usize,
     pub items: usize,
     pub accepted: usize,
+    /// Labelled chunks per source group ([`source_group`]: the first folder or file of the
+    /// source path), so a label that does not fit its documents shows ("legal": Medicine).
+    pub sources: BTreeMap<String, usize>,
+}
+
+/// The group of a chunk's `source` in the per-domain counts: its first path component, without
+/// a JSONL line suffix (`python-docs/copy.rst.txt` -> `python-docs`, `pages.jsonl:7` ->
+/// `pages.jsonl`).
+pub fn source_group(source: &str) -> String {
+    let first = source.split(['/', '\\']).next().unwrap_or(source);
+    match first.rsplit_once(':') {
+        Some((file, line)) if !line.is_empty() && line.bytes().all(|b| b.is_ascii_digit()) => {
+            file.to_string()
+        }
+        _ => first.to_string(),
+    }
+}
+
+impl DomainCount {
+    /// `"python-docs 10, README.md 1"`: chunks per source group, most first.
+    pub fn per_source(&self) -> String {
+        let mut v: Vec<(&String, &usize)> = self.sources.iter().collect();
+        v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        v.iter()
+            .map(|(s, n)| format!("{s} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// Ingest counts.
@@ -325,13 +353,17 @@ impl SynthReport {
             ));
         }
         out.push_str(&format!(
-            "\n{:<26} {:>7} {:>7} {:>9}\n",
+            "\n{:<26} {:>7} {:>7} {:>9}  chunks per source\n",
             "domain", "chunks", "items", "accepted"
         ));
         for (d, c) in &self.domains {
             out.push_str(&format!(
-                "{:<26} {:>7} {:>7} {:>9}\n",
-                d, c.chunks, c.items, c.accepted
+                "{:<26} {:>7} {:>7} {:>9}  {}\n",
+                d,
+                c.chunks,
+                c.items,
+                c.accepted,
+                c.per_source()
             ));
         }
         out.push_str(&format!(
@@ -374,6 +406,29 @@ impl SynthReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_per_domain_are_grouped_by_the_first_folder_or_file_of_their_source() {
+        assert_eq!(
+            source_group("python-docs/library_copy.rst.txt"),
+            "python-docs"
+        );
+        assert_eq!(source_group("pages.sample.jsonl:17"), "pages.sample.jsonl");
+        assert_eq!(source_group("README.md"), "README.md");
+        assert_eq!(source_group("notes:draft.txt"), "notes:draft.txt");
+        let mut r = SynthReport::default();
+        for s in ["legal/a.txt", "legal/b.txt", "wiki.jsonl:3"] {
+            *r.domain_mut("Social Science")
+                .sources
+                .entry(source_group(s))
+                .or_default() += 1;
+        }
+        assert_eq!(
+            r.domains["Social Science"].per_source(),
+            "legal 2, wiki.jsonl 1"
+        );
+        assert!(r.to_table().contains("legal 2, wiki.jsonl 1"));
+    }
 
     #[test]
     fn a_repair_round_adds_to_the_totals_and_to_its_own_counts() {
