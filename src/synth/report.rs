@@ -1,5 +1,5 @@
 //! The run report: per-stage counts in and out with pass rates and rejection reasons, per-domain
-//! counts, tokens and speed. Returned to the caller, written to `report.json`, and rendered as a
+//! counts (with labelled chunks per source group), tokens and speed. Returned to the caller, written to `report.json`, and rendered as a
 //! plain-text table ([`SynthReport::to_table`]) that the binary prints.
 //!
 //! Counts cover this session (a resumed run does not recount finished units); `totals` gives
