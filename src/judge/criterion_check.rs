@@ -5,7 +5,9 @@
 //!   ([`CriterionProblem::RefersToUnseen`]); or
 //! - copies an example of a prompt template ([`CriterionProblem::CopiesExample`]): it shares a
 //!   run of [`COPY_NGRAM`] consecutive content words (lowercased, stopwords dropped, so about five
-//!   to eight words of text) with an example, or it is an example of fewer content words.
+//!   to eight words of text) with an example, or it is an example of fewer content words; or
+//! - names nothing to check ([`CriterionProblem::NoContent`]): no content word after its lead
+//!   verbs ("States that.", "Explains why.").
 //!
 //! An example is any double-quoted text of three or more words in the body of a template file
 //! under `templates/` (every file is compiled in, [`TEMPLATE_SOURCES`]; a unit test fails when a
@@ -144,7 +146,31 @@ pub enum CriterionProblem {
         example: String,
         shared: String,
     },
+    #[error("names nothing to check: no content word after {lead:?}")]
+    NoContent { lead: String },
 }
+
+/// Verbs a criterion opens with ("States that ...", "Explains why ..."): they say how to check,
+/// not what. A criterion with no content word after them checks nothing ("States that." passed
+/// the reference check of a synthesized item: a judge says yes to an empty statement).
+const LEAD_VERBS: [&str; 16] = [
+    "states",
+    "explains",
+    "mentions",
+    "claims",
+    "recommends",
+    "warns",
+    "notes",
+    "describes",
+    "lists",
+    "says",
+    "identifies",
+    "includes",
+    "provides",
+    "defines",
+    "gives",
+    "suggests",
+];
 
 /// A criterion dropped by the check, as recorded in the item's `extra.rejected_criteria`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -253,8 +279,14 @@ impl CriterionCheck {
             }
         }
         let words = content_words(text);
-        if words.is_empty() {
-            return Ok(());
+        let lead = words
+            .iter()
+            .take_while(|w| LEAD_VERBS.contains(&w.as_str()))
+            .count();
+        if lead == words.len() {
+            return Err(CriterionProblem::NoContent {
+                lead: text.trim().to_string(),
+            });
         }
         let grams: HashSet<&[String]> = words.windows(COPY_NGRAM).collect();
         for e in &self.examples {
@@ -378,6 +410,34 @@ mod tests {
         assert_eq!(
             template_examples(t),
             vec!["States that the capital of France is Paris.".to_string()]
+        );
+    }
+
+    #[test]
+    fn criteria_with_nothing_after_the_lead_verb_are_rejected() {
+        for text in [
+            "States that",
+            "Explains that.",
+            "Mentions that",
+            "States that it.",
+            "",
+        ] {
+            assert!(
+                matches!(
+                    check_criterion(text),
+                    Err(CriterionProblem::NoContent { .. })
+                ),
+                "{text:?}"
+            );
+        }
+        assert_eq!(check_criterion("Is concise."), Ok(()));
+        assert_eq!(check_criterion("States that the sky is blue."), Ok(()));
+        let e = check_criterion("Explains why.")
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some("names nothing to check: no content word after \"Explains why.\"")
         );
     }
 

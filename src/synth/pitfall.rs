@@ -228,15 +228,23 @@ const FRAGMENT_OPENERS: [&str; 13] = [
     "whose", "who", "whom",
 ];
 
-/// Why `statement` is a fragment of a sentence rather than one, if it is.
+/// Why `statement` is a fragment of a sentence rather than one, if it is: it opens with a
+/// clause word, or with a word in lower case ("makes reports private.", cut out of a list in
+/// the answer, became "Claims that makes reports private."; a sentence starts with a capital,
+/// a number or code, and mixed-case words such as "iPhone" are left alone).
 fn fragment(statement: &str) -> Option<String> {
     let first = statement.split_whitespace().next()?;
-    let word = first
-        .trim_matches(|c: char| !c.is_alphanumeric())
-        .to_lowercase();
-    FRAGMENT_OPENERS
-        .contains(&word.as_str())
-        .then(|| format!("starts with '{word}': a fragment of a sentence, not a statement"))
+    let bare = first.trim_matches(|c: char| !c.is_alphanumeric());
+    let word = bare.to_lowercase();
+    if FRAGMENT_OPENERS.contains(&word.as_str()) {
+        return Some(format!(
+            "starts with '{word}': a fragment of a sentence, not a statement"
+        ));
+    }
+    let plain_word = first.chars().next().is_some_and(char::is_alphabetic);
+    (plain_word && !bare.is_empty() && bare.chars().all(char::is_lowercase)).then(|| {
+        format!("starts with '{bare}' in lower case: a piece of a sentence, not a statement")
+    })
 }
 
 /// `verb` and `statement`, its leading article or pronoun (or a common word of `context`, see
@@ -688,10 +696,12 @@ mod tests {
 
     #[test]
     fn fragments_of_sentences_are_skipped_as_facts_and_as_mistakes() -> Result<(), String> {
-        let answer = "He led the team with 11 sacks, while also forcing three fumbles.";
+        let answer = "He led the team with 11 sacks, while also forcing three fumbles. \
+            It gives back, makes its reports public every single year and uses `sorted()`.";
         let text = r#"{"mistakes": [
             {"fact": "while also forcing three fumbles.", "mistake": "while also forcing four fumbles."},
-            {"fact": "He led the team with 11 sacks.", "mistake": "He led the team with 10 sacks."}]}"#;
+            {"fact": "He led the team with 11 sacks.", "mistake": "He led the team with 10 sacks."},
+            {"fact": "makes its reports public every single year", "mistake": "makes its reports private every single year"}]}"#;
         let (added, outcome) = pitfalls_from(text, answer, &[])?;
         let texts: Vec<&str> = added.iter().map(|c| c.text.as_str()).collect();
         assert_eq!(
@@ -705,6 +715,12 @@ mod tests {
         assert!(outcome.skipped_facts[0]
             .reason
             .starts_with("starts with 'while'"));
+        let lower = "starts with 'makes' in lower case";
+        assert!(outcome.skipped[1].reason.starts_with(lower), "{outcome:?}");
+        assert!(outcome.skipped_facts[1].reason.starts_with(lower));
+        assert_eq!(fragment("`sorted()` sorts in place."), None);
+        assert_eq!(fragment("iPhone sales rose."), None);
+        assert_eq!(fragment("3 of 4 cases."), None);
         assert_eq!(as_fact("It's a module.", ""), "States that it's a module.");
         Ok(())
     }
