@@ -104,13 +104,18 @@ pub const CRITERION_VERBS: &[&str] = &[
     "Proposes",
 ];
 
-/// Criteria are one sentence that opens with one of [`CRITERION_VERBS`]: no `;`, no braces,
-/// brackets, `<>`, `|` or `#` (template debris), `!` and `?` only at the end, and `.` only at the
-/// end or inside a word or number (`copy.deepcopy`, `0.5`), so never between two sentences
-/// (atomic by construction; the rubric-structure filter still checks).
+/// Criteria are one sentence that opens with one of [`CRITERION_VERBS`] and has at least two
+/// words after it (so never "Says that." or "States that", which the 135M and 1.5B models both
+/// wrote): no `;`, no braces, brackets, `<>`, `|` or `#` (template debris), `!` and `?` only at
+/// the end, and `.` only at the end or inside a word or number (`copy.deepcopy`, `0.5`), so
+/// never between two sentences (atomic by construction; the rubric-structure filter still
+/// checks).
 pub fn criterion_pattern() -> String {
+    // One character of a word (a `.` only when a non-space follows), and of the text (a space too).
+    let word = r"[^{}\[\]<>|#;.!? ]|\.[^ {}\[\]<>|#;.!?]";
+    let text = r"[^{}\[\]<>|#;.!?]|\.[^ {}\[\]<>|#;.!?]";
     format!(
-        r"^({}) ([^{{}}\[\]<>|#;.!?]|\.[^ {{}}\[\]<>|#;.!?])*[.]?$",
+        r"^({}) ({word})+ ({word})({text})*[.]?$",
         CRITERION_VERBS.join("|")
     )
 }
@@ -734,7 +739,7 @@ mod tests {
 
     #[test]
     fn output_json_parses() -> TestResult {
-        let text = r#"{"criteria":[{"text":"A.","category":"essential","weight":10},{"text":"B.","category":"optional","weight":1},{"text":"C.","category":"pitfall","weight":2}]}"#;
+        let text = r#"{"criteria":[{"text":"States the dose.","category":"essential","weight":10},{"text":"Names the drug.","category":"optional","weight":1},{"text":"Claims that it is safe.","category":"pitfall","weight":2}]}"#;
         let item = parse_output(&question(), text, FinishReason::Stop, "h", "m")?;
         assert_eq!(item.criteria.len(), 3);
         assert_eq!(item.criteria[2].weight, -2.0);
@@ -762,6 +767,10 @@ mod tests {
             "Chronic myelogenous leukemia (CML)",
             "Stated that the past tense is not a check.",
             "States",
+            "Says that.",
+            "States that",
+            "Explains that .",
+            "Mentions aspirin.",
         ] {
             assert!(!re.is_match(bad), "{bad}");
         }
