@@ -7,7 +7,8 @@
 //!   run of [`COPY_NGRAM`] consecutive content words (lowercased, stopwords dropped, so about five
 //!   to eight words of text) with an example, or it is an example of fewer content words; or
 //! - names nothing to check ([`CriterionProblem::NoContent`]): no content word after its lead
-//!   verbs ("States that.", "Explains why.").
+//!   verbs ([`CRITERION_VERBS`]: "States that.", "Explains why."; a judge says yes to an empty
+//!   statement, and "States that." passed the reference check of a synthesized item).
 //!
 //! An example is any double-quoted text of three or more words in the body of a template file
 //! under `templates/` (every file is compiled in, [`TEMPLATE_SOURCES`]; a unit test fails when a
@@ -150,26 +151,66 @@ pub enum CriterionProblem {
     NoContent { lead: String },
 }
 
-/// Verbs a criterion opens with ("States that ...", "Explains why ..."): they say how to check,
-/// not what. A criterion with no content word after them checks nothing ("States that." passed
-/// the reference check of a synthesized item: a judge says yes to an empty statement).
-const LEAD_VERBS: [&str; 16] = [
-    "states",
-    "explains",
-    "mentions",
-    "claims",
-    "recommends",
-    "warns",
-    "notes",
-    "describes",
-    "lists",
-    "says",
-    "identifies",
-    "includes",
-    "provides",
-    "defines",
-    "gives",
-    "suggests",
+/// The verbs a criterion may open with: a criterion is a statement about what the response does
+/// ("States that ...", "Recommends ...", a pitfall "Claims that ..."), never about the reference
+/// answer, the document or a bare noun phrase copied from a reference (issue 12: the 1.5B model
+/// wrote "The reference answer mentions ..." and "Chronic myelogenous leukemia (CML)" as
+/// criteria). The generation schema's pattern (`rubric_gen::criterion_pattern`) makes anything
+/// else impossible to generate; the check below reads them as a criterion's lead verbs.
+pub const CRITERION_VERBS: &[&str] = &[
+    "States",
+    "Explains",
+    "Mentions",
+    "Names",
+    "Lists",
+    "Describes",
+    "Identifies",
+    "Defines",
+    "Gives",
+    "Notes",
+    "Recommends",
+    "Advises",
+    "Warns",
+    "Suggests",
+    "Says",
+    "Includes",
+    "Specifies",
+    "Provides",
+    "Shows",
+    "Uses",
+    "Calculates",
+    "Computes",
+    "Compares",
+    "Distinguishes",
+    "Clarifies",
+    "Emphasizes",
+    "Acknowledges",
+    "Answers",
+    "Addresses",
+    "Cites",
+    "Concludes",
+    "Reports",
+    "Refers",
+    "Writes",
+    "Avoids",
+    "Claims",
+    "Confuses",
+    "Omits",
+    "Fails",
+    "Ignores",
+    "Misstates",
+    "Overstates",
+    "Understates",
+    "Attributes",
+    "Assumes",
+    "Implies",
+    "Contradicts",
+    "Asserts",
+    "Presents",
+    "Treats",
+    "Encourages",
+    "Discourages",
+    "Proposes",
 ];
 
 /// A criterion dropped by the check, as recorded in the item's `extra.rejected_criteria`.
@@ -281,7 +322,7 @@ impl CriterionCheck {
         let words = content_words(text);
         let lead = words
             .iter()
-            .take_while(|w| LEAD_VERBS.contains(&w.as_str()))
+            .take_while(|w| CRITERION_VERBS.iter().any(|v| v.eq_ignore_ascii_case(w)))
             .count();
         if lead == words.len() {
             return Err(CriterionProblem::NoContent {

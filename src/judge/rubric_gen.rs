@@ -30,6 +30,7 @@ use serde_json::{json, Map, Value};
 
 use crate::engine::{Constraint, FinishReason, Generator, Prompt, Request, SamplingParams};
 use crate::error::Error as EngineError;
+pub use crate::judge::criterion_check::CRITERION_VERBS;
 use crate::judge::criterion_check::{check_criterion, RejectedCriterion};
 use crate::judge::formats::derived_id;
 use crate::judge::formats::FormatError;
@@ -43,66 +44,6 @@ pub const MIN_CRITERIA: usize = 3;
 pub const MAX_CRITERIA: usize = 12;
 /// Longest criterion text the schema allows, in characters.
 pub const CRITERION_MAX_CHARS: usize = 200;
-/// The verbs a criterion may open with: a criterion is a statement about what the response does
-/// ("States that ...", "Recommends ...", a pitfall "Claims that ..."), never about the reference
-/// answer, the document or a bare noun phrase copied from a reference (issue 12: the 1.5B model
-/// wrote "The reference answer mentions ..." and "Chronic myelogenous leukemia (CML)" as
-/// criteria). The schema's pattern makes anything else impossible to generate.
-pub const CRITERION_VERBS: &[&str] = &[
-    "States",
-    "Explains",
-    "Mentions",
-    "Names",
-    "Lists",
-    "Describes",
-    "Identifies",
-    "Defines",
-    "Gives",
-    "Notes",
-    "Recommends",
-    "Advises",
-    "Warns",
-    "Suggests",
-    "Says",
-    "Includes",
-    "Specifies",
-    "Provides",
-    "Shows",
-    "Uses",
-    "Calculates",
-    "Computes",
-    "Compares",
-    "Distinguishes",
-    "Clarifies",
-    "Emphasizes",
-    "Acknowledges",
-    "Answers",
-    "Addresses",
-    "Cites",
-    "Concludes",
-    "Reports",
-    "Refers",
-    "Writes",
-    "Avoids",
-    "Claims",
-    "Confuses",
-    "Omits",
-    "Fails",
-    "Ignores",
-    "Misstates",
-    "Overstates",
-    "Understates",
-    "Attributes",
-    "Assumes",
-    "Implies",
-    "Contradicts",
-    "Asserts",
-    "Presents",
-    "Treats",
-    "Encourages",
-    "Discourages",
-    "Proposes",
-];
 
 /// Criteria are one sentence that opens with one of [`CRITERION_VERBS`] and has at least two
 /// words after it (so never "Says that." or "States that", which the 135M and 1.5B models both

@@ -593,6 +593,23 @@ impl<'a> Run<'a> {
         r
     }
 
+    /// [`Self::rejected_for`] for a labelled chunk's (chunk, persona) item: with its subject,
+    /// domain and persona.
+    fn rejected_item(
+        &self,
+        chunk: &Chunk,
+        stage: &str,
+        reason: &str,
+        label: &Label,
+        persona: &str,
+    ) -> RejectedRecord {
+        let mut r = self.rejected_for(chunk, stage, reason);
+        r.subject = Some(label.subject.clone());
+        r.domain = Some(label.domain.clone());
+        r.persona = Some(persona.to_string());
+        r
+    }
+
     /// One batch through label, generate and the filters; writes its units.
     /// One batch of chunks through every stage: label, generate, filter, rubric validity, write.
     fn process(&self, chunks: Vec<Chunk>) -> Result<(), SynthError> {
@@ -756,10 +773,7 @@ impl<'a> Run<'a> {
                         slots.push((i, persona.clone(), item_id, seed));
                     }
                     Err(reason) => {
-                        let mut r = self.rejected_for(c, "generate", &reason);
-                        r.subject = Some(l.subject.clone());
-                        r.domain = Some(l.domain.clone());
-                        r.persona = Some(persona.clone());
+                        let r = self.rejected_item(c, "generate", &reason, l, persona);
                         w.units[i].rejected.push(line(&r));
                         w.rejections.push(("generate", reason));
                     }
@@ -830,10 +844,8 @@ impl<'a> Run<'a> {
                     });
                 }
                 Err((reason, output)) => {
-                    let mut r = self.rejected_for(&chunks[i], "generate", &reason);
-                    r.subject = Some(label.subject.clone());
-                    r.domain = Some(label.domain.clone());
-                    r.persona = Some(persona);
+                    let mut r =
+                        self.rejected_item(&chunks[i], "generate", &reason, label, &persona);
                     r.output = output;
                     w.units[i].rejected.push(line(&r));
                     w.rejections.push(("generate", reason));
@@ -1456,10 +1468,7 @@ impl<'a> Run<'a> {
                 }
             }
             let (stage, reason) = c.rejected.clone().expect("rejected or exported above");
-            let mut r = self.rejected_for(chunk, stage, &reason);
-            r.subject = Some(label.subject.clone());
-            r.domain = Some(label.domain.clone());
-            r.persona = Some(c.persona.clone());
+            let mut r = self.rejected_item(chunk, stage, &reason, label, &c.persona);
             r.question = Some(c.generated.question.clone());
             r.answer = Some(c.generated.answer.clone());
             r.criteria = c
