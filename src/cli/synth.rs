@@ -147,7 +147,8 @@ pub struct SynthArgs {
     #[arg(long, default_value_t = 0.1)]
     pub min_margin: f64,
     /// Rubric validity: the reference check keeps a positive criterion only when the item's
-    /// reference answer meets it with at least this P(yes) (pitfalls: below 0.5).
+    /// reference answer meets it with at least this P(yes) (pitfalls: below 0.5). The same bar
+    /// drops a pitfall that the source passage, judged as a response, states: a true statement.
     #[arg(long, default_value_t = crate::synth::pipeline::DEFAULT_MIN_CRITERION_MET)]
     pub min_criterion_met: f64,
     /// Rubric validity: keep every generated criterion, even those the item's own reference

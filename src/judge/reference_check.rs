@@ -8,6 +8,9 @@
 //! record of the same rubric over the kept criteria, without judging again.
 //! [`check_against_reference_at`] raises the bar for positive criteria only (`ares synth` keeps
 //! a positive criterion at P(yes) ≥ 0.7; `ares eval` uses the plain check).
+//! [`drop_pitfalls_the_source_states`] is `ares synth`'s second look at the pitfalls: the source
+//! passage judged as a response; a pitfall the passage itself states (P(yes) at the bar a
+//! positive criterion needs to count as met) is a true statement, not a mistake, and is dropped.
 //!
 //! Pure functions: no model, no I/O. Invariants: the kept rubric is the input rubric minus the
 //! dropped criteria, in the input order, ids unchanged; a criterion without a verdict is dropped
@@ -31,6 +34,9 @@ pub struct DroppedCriterion {
     pub weight: f64,
     /// The judge's P(yes) for the reference answer; null when it gave no usable verdict.
     pub p_yes_reference: Option<f64>,
+    /// The judge's P(yes) for the source passage, where that is why it was dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p_yes_source: Option<f64>,
     pub reason: String,
 }
 
@@ -108,6 +114,7 @@ pub fn check_against_reference_at(
                 text: c.text.clone(),
                 weight: c.weight,
                 p_yes_reference: v.p_yes,
+                p_yes_source: None,
                 reason,
             }),
             None => kept.push(c.clone()),
@@ -116,6 +123,56 @@ pub fn check_against_reference_at(
     let mut out = item.clone();
     out.criteria = kept;
     Ok(ReferenceChecked { item: out, dropped })
+}
+
+/// Drops from `checked` (a rubric after [`check_against_reference_at`]) every pitfall that
+/// `source`, the logprob-mode record of the source passage judged against the same rubric, meets
+/// with P(yes) >= `min_true`: the passage states it, so it is a true statement rather than a
+/// mistake (the models write such "pitfalls" from the passage: "Claims that pop() can remove the
+/// last element"). Positive criteria are left alone (a reference answer may go beyond the
+/// passage's wording). `reference` gives the dropped criteria's `p_yes_reference`. A pitfall
+/// without a verdict on the source is kept: this check only removes what it has evidence
+/// against. Errors as [`check_against_reference_at`] when `source` is not `ok` or lacks a kept
+/// criterion.
+pub fn drop_pitfalls_the_source_states(
+    checked: ReferenceChecked,
+    reference: &JudgeRecord,
+    source: &JudgeRecord,
+    min_true: f64,
+) -> Result<ReferenceChecked, ReferenceCheckError> {
+    if source.status != Status::Ok {
+        return Err(ReferenceCheckError::NotJudged {
+            status: source.status,
+            error: source.error.clone().unwrap_or_default(),
+        });
+    }
+    let p_of = |r: &JudgeRecord, id: &str| r.criteria.iter().find(|v| v.id == id).map(|v| v.p_yes);
+    let ReferenceChecked {
+        mut item,
+        mut dropped,
+    } = checked;
+    let mut kept = Vec::with_capacity(item.criteria.len());
+    for c in item.criteria {
+        let p = p_of(source, &c.id).ok_or_else(|| ReferenceCheckError::WrongCriterion {
+            got: "(none)".into(),
+            want: c.id.clone(),
+        })?;
+        match p {
+            Some(p) if c.weight < 0.0 && p >= min_true => dropped.push(DroppedCriterion {
+                id: c.id.clone(),
+                text: c.text.clone(),
+                weight: c.weight,
+                p_yes_reference: p_of(reference, &c.id).flatten(),
+                p_yes_source: Some(p),
+                reason: format!(
+                    "the source passage states it (P(yes) {p:.3} >= {min_true}): a true statement is not a pitfall"
+                ),
+            }),
+            _ => kept.push(c),
+        }
+    }
+    item.criteria = kept;
+    Ok(ReferenceChecked { item, dropped })
 }
 
 /// The reward of `record` (any response judged against the full rubric) over the criteria of
@@ -256,6 +313,59 @@ mod tests {
             (r - (9.0 * 0.1 + 7.0 * 0.1 + 4.0 * 0.1) / 20.0).abs() < 1e-12,
             "{r}"
         );
+    }
+
+    #[test]
+    fn pitfalls_the_source_states_are_dropped_and_positives_are_not() {
+        // a, b positive; c, d pitfalls. The reference avoids both pitfalls; the source passage
+        // states c (0.8) and not d (0.69), and "meets" a and b.
+        let reference = record(&[Some(0.9), Some(0.9), Some(0.2), Some(0.1)]);
+        let checked = check_against_reference_at(&item(), &reference, 0.7).expect("checked");
+        assert_eq!(kept_ids(&checked), ["a", "b", "c", "d"]);
+        let source = record(&[Some(0.95), Some(0.9), Some(0.8), Some(0.69)]);
+        let out = drop_pitfalls_the_source_states(checked.clone(), &reference, &source, 0.7)
+            .expect("checked");
+        assert_eq!(kept_ids(&out), ["a", "b", "d"]);
+        assert_eq!(out.dropped.len(), 1);
+        let d = &out.dropped[0];
+        assert_eq!(
+            (d.id.as_str(), d.p_yes_reference, d.p_yes_source),
+            ("c", Some(0.2), Some(0.8))
+        );
+        assert!(
+            d.reason.contains("source passage states it"),
+            "{}",
+            d.reason
+        );
+        // Earlier drops stay, in order, before the new ones.
+        let r2 = record(&[Some(0.9), Some(0.5), Some(0.2), Some(0.1)]);
+        let checked = check_against_reference_at(&item(), &r2, 0.7).expect("checked");
+        let out = drop_pitfalls_the_source_states(checked, &r2, &source, 0.7).expect("checked");
+        let ids: Vec<&str> = out.dropped.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(ids, ["b", "c"]);
+        // A pitfall with no verdict on the source is kept.
+        let source = record(&[Some(0.95), Some(0.9), None, Some(0.1)]);
+        let checked = check_against_reference_at(&item(), &reference, 0.7).expect("checked");
+        let out = drop_pitfalls_the_source_states(checked, &reference, &source, 0.7).expect("ok");
+        assert!(out.dropped.is_empty());
+    }
+
+    #[test]
+    fn a_source_record_that_is_not_ok_or_lacks_a_criterion_is_an_error() {
+        let reference = record(&[Some(0.9), Some(0.9), Some(0.2), Some(0.1)]);
+        let checked = check_against_reference(&item(), &reference).expect("checked");
+        let mut source = record(&[Some(0.9), Some(0.9), Some(0.9), Some(0.9)]);
+        source.status = Status::ResponseTooLong;
+        assert!(matches!(
+            drop_pitfalls_the_source_states(checked.clone(), &reference, &source, 0.7),
+            Err(ReferenceCheckError::NotJudged { .. })
+        ));
+        let mut source = record(&[Some(0.9), Some(0.9), Some(0.9), Some(0.9)]);
+        source.criteria.remove(2);
+        assert!(matches!(
+            drop_pitfalls_the_source_states(checked, &reference, &source, 0.7),
+            Err(ReferenceCheckError::WrongCriterion { .. })
+        ));
     }
 
     #[test]

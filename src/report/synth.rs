@@ -309,8 +309,16 @@ pub fn figures(report: &SynthReport, files: &RunFiles) -> Result<Vec<Figure>, Re
 /// What the pitfall stage did this session, in one line.
 fn pitfall_line(report: &SynthReport) -> String {
     let p = &report.pitfalls;
+    let source = format!(
+        "{} pitfalls dropped because the source passage states them",
+        p.true_in_source
+    );
     if !report.thresholds.pitfall_stage {
-        return "off".to_string();
+        return if report.thresholds.reference_check {
+            format!("off; {source}")
+        } else {
+            "off".to_string()
+        };
     }
     format!(
         "{} items, {} requests: {} mistakes added as pitfalls, {} skipped, {} items without output; the reference check kept {} of the {} it judged. {} copied facts added as criteria, {} skipped; the reference check kept {} of the {} it judged",
@@ -323,7 +331,7 @@ fn pitfall_line(report: &SynthReport) -> String {
         )
     } else {
         ". Repair round: off".to_string()
-    }
+    } + &format!(". Of every origin, {source}")
 }
 
 /// The whole synth page for the run in `dir`.

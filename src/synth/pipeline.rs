@@ -27,7 +27,9 @@ use serde_json::Value;
 use crate::engine::{Completion, Constraint, Generator, Prompt, Request, SamplingParams};
 use crate::error::Error as EngineError;
 use crate::judge::formats::{self, Format};
-use crate::judge::reference_check::{check_against_reference_at, reward_with, DroppedCriterion};
+use crate::judge::reference_check::{
+    check_against_reference_at, drop_pitfalls_the_source_states, reward_with, DroppedCriterion,
+};
 use crate::judge::rubric_gen::GeneratedCriterion;
 use crate::judge::template::TemplateError;
 use crate::judge::{
@@ -1218,10 +1220,19 @@ impl<'a> Run<'a> {
                 let Some(item) = set.get(&c.item_id) else {
                     continue;
                 };
+                // With the reference check, the source passage too: a pitfall it states is a
+                // true statement.
+                let source = cfg
+                    .reference_check
+                    .then(|| ("source", w.chunks[c.chunk].text.as_str()));
                 for (rid, text) in [
-                    ("reference", c.generated.answer.as_str()),
-                    ("degraded", c.degraded.0.as_str()),
-                ] {
+                    Some(("reference", c.generated.answer.as_str())),
+                    Some(("degraded", c.degraded.0.as_str())),
+                    source,
+                ]
+                .into_iter()
+                .flatten()
+                {
                     inputs.push((item, rid, text));
                 }
             }
@@ -1231,7 +1242,8 @@ impl<'a> Run<'a> {
             w.usage.cached += summary.cached_tokens;
             for (j, &k) in to_judge.iter().enumerate() {
                 let c = &mut w.candidates[k];
-                let (rr, dr) = (&records[2 * j], &records[2 * j + 1]);
+                let stride = if cfg.reference_check { 3 } else { 2 };
+                let (rr, dr) = (&records[stride * j], &records[stride * j + 1]);
                 let status_reason = |r: &crate::judge::JudgeRecord| {
                     format!(
                         "judge: {} response: status {}: {}",
@@ -1243,7 +1255,13 @@ impl<'a> Run<'a> {
                 let verdict = match (rr.status, rr.reward, dr.status, dr.reward) {
                     (Status::Ok, Some(r), Status::Ok, Some(d)) => {
                         let (r, d) = if cfg.reference_check {
-                            match self.reference_check(c, set.get(&c.item_id), rr, dr) {
+                            match self.reference_check(
+                                c,
+                                set.get(&c.item_id),
+                                rr,
+                                dr,
+                                &records[3 * j + 2],
+                            ) {
                                 Ok(rd) => rd,
                                 Err(reason) => {
                                     c.rejected = Some(("rubric_validity", reason));
@@ -1310,30 +1328,54 @@ impl<'a> Run<'a> {
     }
 
     /// The criterion-level reference check (`judge::reference_check`): drops from the candidate's
-    /// rubric the criteria its reference answer fails, records them, checks that the rest is still
-    /// a rubric (`rubric_structure`: enough criteria, a pitfall), and returns the reference and
-    /// degraded rewards over the kept criteria. `Err` is the rejection reason.
+    /// rubric the criteria its reference answer fails and the pitfalls its source passage states
+    /// (`source`; at the bar a positive criterion needs), records them, checks that the rest is
+    /// still a rubric (`rubric_structure`: enough criteria, a pitfall), and returns the reference
+    /// and degraded rewards over the kept criteria. `Err` is the rejection reason; a source record
+    /// that is not `ok` is one too (the check never passes a pitfall it could not look at).
     fn reference_check(
         &self,
         c: &mut Candidate,
         item: Option<&RubricItem>,
         reference: &crate::judge::JudgeRecord,
         degraded: &crate::judge::JudgeRecord,
+        source: &crate::judge::JudgeRecord,
     ) -> Result<(f64, f64), String> {
         let item = item.ok_or_else(|| format!("item {} is not in the judged set", c.item_id))?;
-        let checked = check_against_reference_at(item, reference, self.config.min_criterion_met)
+        let min_met = self.config.min_criterion_met;
+        let checked = check_against_reference_at(item, reference, min_met)
             .map_err(|e| format!("reference check: {e}"))?;
+        let failed = checked.dropped.len();
+        let checked = drop_pitfalls_the_source_states(checked, reference, source, min_met)
+            .map_err(|e| format!("source check of the pitfalls: {e}"))?;
         let n = item.criteria.len();
         let kept = checked.item.criteria.len();
-        let summary = if checked.dropped.is_empty() {
-            format!("the reference answer meets all {n} criteria")
-        } else {
-            let ids: Vec<&str> = checked.dropped.iter().map(|d| d.id.as_str()).collect();
-            format!(
-                "kept {kept} of {n} criteria; dropped {} the reference answer fails",
-                ids.join(", ")
-            )
+        let ids = |d: &[DroppedCriterion]| -> String {
+            d.iter()
+                .map(|d| d.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         };
+        let (by_reference, by_source) = checked.dropped.split_at(failed);
+        let summary = match (by_reference.is_empty(), by_source.is_empty()) {
+            (true, true) => format!(
+                "the reference answer meets all {n} criteria; the source passage states none of the pitfalls"
+            ),
+            (false, true) => format!(
+                "kept {kept} of {n} criteria; dropped {} the reference answer fails",
+                ids(by_reference)
+            ),
+            (true, false) => format!(
+                "kept {kept} of {n} criteria; dropped {}: pitfalls the source passage states",
+                ids(by_source)
+            ),
+            (false, false) => format!(
+                "kept {kept} of {n} criteria; dropped {} the reference answer fails and {}: pitfalls the source passage states",
+                ids(by_reference),
+                ids(by_source)
+            ),
+        };
+        lock(&self.report).pitfalls.true_in_source += by_source.len();
         // The latest round's additions are the ones this check judges for the first time.
         let latest = c
             .pitfalls

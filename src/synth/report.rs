@@ -147,6 +147,9 @@ pub struct PitfallCounts {
     pub facts_checked: usize,
     /// Of those, the ones the reference answer meets (kept in the rubric).
     pub facts_kept: usize,
+    /// Pitfalls of any origin (the one-pass generation, this stage, its repair) that the
+    /// reference check dropped because the source passage states them: true statements.
+    pub true_in_source: usize,
     /// Items the repair round ran on (the reference check left them without a pitfall or with
     /// too few criteria); their requests and additions are also in the counts above.
     pub repair_items: usize,
