@@ -329,19 +329,21 @@ fn the_reference_check_records_what_it_drops() {
     );
     let r = report(&out);
     assert_eq!(r["thresholds"]["reference_check"], true, "{r}");
+    // "kept 4 of 6 criteria; dropped c2 (the reference answer fails them); dropped c5
+    // (pitfalls the source passage states)", either part optional.
     let dropped_ids = |reason: &str| -> Vec<String> {
         reason
             .split("dropped ")
-            .nth(1)
-            .map(|rest| {
-                rest.split(" the reference")
+            .skip(1)
+            .flat_map(|rest| {
+                rest.split(" (")
                     .next()
                     .unwrap_or("")
                     .split(", ")
                     .map(str::to_string)
-                    .collect()
+                    .collect::<Vec<_>>()
             })
-            .unwrap_or_default()
+            .collect()
     };
     // Every record that went through the check: the dropped criteria are listed (with the
     // reference answer's P(yes)) under the ids its filter reason names, and are no longer in
@@ -368,6 +370,15 @@ fn the_reference_check_records_what_it_drops() {
                     .unwrap_or("")
                     .contains("no usable verdict");
                 assert!(d["p_yes_reference"].is_number() || no_verdict, "{d}");
+                // A pitfall the source passage states: dropped at the met bar (0.7 default).
+                if let Some(p) = d["p_yes_source"].as_f64() {
+                    assert!(p >= 0.7, "{d}");
+                    assert!(d["weight"].as_f64() < Some(0.0), "{d}");
+                    assert!(d["reason"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("source passage"));
+                }
                 assert!(!d["text"].as_str().unwrap_or("").is_empty(), "{d}");
                 d["id"].as_str().expect("id").to_string()
             })
@@ -441,6 +452,24 @@ fn the_reference_check_records_what_it_drops() {
     assert_eq!(r["thresholds"]["pitfall_stage"], true, "{r}");
     assert!(pit["items"].as_u64() >= Some(checked as u64), "{r}");
     assert!(pit["kept"].as_u64() <= pit["checked"].as_u64(), "{r}");
+    // Every pitfall the source check dropped is counted, in accepted and rejected records alike.
+    let by_source = lines(&out.join("dataset.jsonl"))
+        .iter()
+        .map(|l| l["extra"]["synth"].clone())
+        .chain(lines(&out.join("rejected.jsonl")))
+        .flat_map(|p| {
+            p["dropped_criteria"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter(|d| d["p_yes_source"].is_number())
+        .count();
+    assert_eq!(
+        pit["true_in_source"].as_u64(),
+        Some(by_source as u64),
+        "{r}"
+    );
 }
 
 /// `ares synth` over `input` into `out` with small chunks, one persona and short generations,

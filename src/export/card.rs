@@ -314,6 +314,10 @@ impl<'a> DatasetCard<'a> {
                 if t.reference_check { "dropped" } else { "kept" }.to_string(),
             ),
             (
+                "pitfalls the source passage states (P(yes) >= min_criterion_met)",
+                if t.reference_check { "dropped" } else { "kept" }.to_string(),
+            ),
+            (
                 "pitfall stage (copied facts and written false statements)",
                 if t.pitfall_stage { "on" } else { "off" }.to_string(),
             ),

@@ -8,7 +8,12 @@
 //!   to eight words of text) with an example, or it is an example of fewer content words; or
 //! - names nothing to check ([`CriterionProblem::NoContent`]): no content word after its lead
 //!   verbs ([`CRITERION_VERBS`]: "States that.", "Explains why."; a judge says yes to an empty
-//!   statement, and "States that." passed the reference check of a synthesized item).
+//!   statement, and "States that." passed the reference check of a synthesized item); or
+//! - is cut off or garbled ([`CriterionProblem::CutOff`], [`CriterionProblem::MixedScript`]): it
+//!   ends on a comma, semicolon, colon, open bracket or dangling "and" / "or" / "the" ("Mentions
+//!   that body asymmetry may be present at birth (congenital),"), or a Latin letter runs straight
+//!   into a CJK, kana or Hangul character ("... are key for診", a 1.5B-model glitch): a grader
+//!   cannot tell what such a criterion asks.
 //!
 //! An example is any double-quoted text of three or more words in the body of a template file
 //! under `templates/` (every file is compiled in, [`TEMPLATE_SOURCES`]; a unit test fails when a
@@ -149,6 +154,46 @@ pub enum CriterionProblem {
     },
     #[error("names nothing to check: no content word after {lead:?}")]
     NoContent { lead: String },
+    #[error("is cut off: it ends on {end:?}")]
+    CutOff { end: String },
+    #[error("is garbled: a Latin letter runs into another script at {at:?}")]
+    MixedScript { at: String },
+}
+
+/// A dangling last word that marks a cut-off criterion (lower case only: "Side A" is a name).
+const DANGLING: [&str; 5] = ["and", "or", "the", "a", "an"];
+
+/// CJK ideographs, kana and Hangul: scripts the models slip into mid-word.
+fn is_cjk(c: char) -> bool {
+    matches!(c as u32,
+        0x3040..=0x30FF | 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xAC00..=0xD7AF | 0xF900..=0xFAFF)
+}
+
+/// [`CriterionProblem::CutOff`] or [`CriterionProblem::MixedScript`] for `text`, if either.
+fn garbled(text: &str) -> Option<CriterionProblem> {
+    let t = text.trim();
+    let chars: Vec<char> = t.chars().collect();
+    if let Some(i) = chars.windows(2).position(|w| {
+        (w[0].is_ascii_alphabetic() && is_cjk(w[1])) || (is_cjk(w[0]) && w[1].is_ascii_alphabetic())
+    }) {
+        let from = i.saturating_sub(8);
+        return Some(CriterionProblem::MixedScript {
+            at: chars[from..(i + 2).min(chars.len())].iter().collect(),
+        });
+    }
+    let last = *chars.last()?;
+    if matches!(last, ',' | ';' | ':' | '(' | '[' | '{') {
+        return Some(CriterionProblem::CutOff {
+            end: last.to_string(),
+        });
+    }
+    let word = t.rsplit(char::is_whitespace).next().unwrap_or("");
+    DANGLING
+        .iter()
+        .any(|d| *d == word)
+        .then(|| CriterionProblem::CutOff {
+            end: word.to_string(),
+        })
 }
 
 /// The verbs a criterion may open with: a criterion is a statement about what the response does
@@ -329,6 +374,9 @@ impl CriterionCheck {
                 lead: text.trim().to_string(),
             });
         }
+        if let Some(problem) = garbled(text) {
+            return Err(problem);
+        }
         let grams: HashSet<&[String]> = words.windows(COPY_NGRAM).collect();
         for e in &self.examples {
             let shared = if words.len() < COPY_NGRAM || e.words.len() < COPY_NGRAM {
@@ -452,6 +500,43 @@ mod tests {
             template_examples(t),
             vec!["States that the capital of France is Paris.".to_string()]
         );
+    }
+
+    #[test]
+    fn cut_off_and_garbled_criteria_are_rejected() {
+        for (text, end) in [
+            (
+                "Mentions that body asymmetry may also be present at birth (congenital),",
+                ",",
+            ),
+            ("States that the key signs include:", ":"),
+            ("Explains how the dose is adjusted for weight and", "and"),
+            ("States that the drug is taken with the", "the"),
+            ("Lists the side effects (", "("),
+        ] {
+            assert_eq!(
+                check_criterion(text),
+                Err(CriterionProblem::CutOff { end: end.into() }),
+                "{text:?}"
+            );
+        }
+        let r = check_criterion("Explains that distinctive facial features are key for診");
+        assert_eq!(
+            r,
+            Err(CriterionProblem::MixedScript {
+                at: "e key for診".into()
+            })
+        );
+        for text in [
+            "States that the chain rule gives f'(g(x))·g'(x).",
+            "Names the Japanese term 東京 for Tokyo.",
+            "States that 'ramen' (ラーメン) is a noodle soup.",
+            "Recommends rest or fluids",
+            "States that the band released Side A",
+            "Claims that Shallow copying constructs a new object.",
+        ] {
+            assert_eq!(check_criterion(text), Ok(()), "{text:?}");
+        }
     }
 
     #[test]

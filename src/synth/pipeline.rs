@@ -1361,19 +1361,22 @@ impl<'a> Run<'a> {
             (true, true) => format!(
                 "the reference answer meets all {n} criteria; the source passage states none of the pitfalls"
             ),
-            (false, true) => format!(
-                "kept {kept} of {n} criteria; dropped {} the reference answer fails",
-                ids(by_reference)
-            ),
-            (true, false) => format!(
-                "kept {kept} of {n} criteria; dropped {}: pitfalls the source passage states",
-                ids(by_source)
-            ),
-            (false, false) => format!(
-                "kept {kept} of {n} criteria; dropped {} the reference answer fails and {}: pitfalls the source passage states",
-                ids(by_reference),
-                ids(by_source)
-            ),
+            _ => {
+                let mut s = format!("kept {kept} of {n} criteria");
+                if !by_reference.is_empty() {
+                    s += &format!(
+                        "; dropped {} (the reference answer fails them)",
+                        ids(by_reference)
+                    );
+                }
+                if !by_source.is_empty() {
+                    s += &format!(
+                        "; dropped {} (pitfalls the source passage states)",
+                        ids(by_source)
+                    );
+                }
+                s
+            }
         };
         lock(&self.report).pitfalls.true_in_source += by_source.len();
         // The latest round's additions are the ones this check judges for the first time.
