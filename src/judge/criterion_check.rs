@@ -188,12 +188,9 @@ fn garbled(text: &str) -> Option<CriterionProblem> {
         });
     }
     let word = t.rsplit(char::is_whitespace).next().unwrap_or("");
-    DANGLING
-        .iter()
-        .any(|d| *d == word)
-        .then(|| CriterionProblem::CutOff {
-            end: word.to_string(),
-        })
+    DANGLING.contains(&word).then(|| CriterionProblem::CutOff {
+        end: word.to_string(),
+    })
 }
 
 /// The verbs a criterion may open with: a criterion is a statement about what the response does
