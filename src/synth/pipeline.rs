@@ -1240,9 +1240,10 @@ impl<'a> Run<'a> {
             w.usage.requests += summary.requests;
             w.usage.prompt += summary.prompt_tokens;
             w.usage.cached += summary.cached_tokens;
+            // Per candidate: reference, degraded and, with the reference check, source.
+            let stride = if cfg.reference_check { 3 } else { 2 };
             for (j, &k) in to_judge.iter().enumerate() {
                 let c = &mut w.candidates[k];
-                let stride = if cfg.reference_check { 3 } else { 2 };
                 let (rr, dr) = (&records[stride * j], &records[stride * j + 1]);
                 let status_reason = |r: &crate::judge::JudgeRecord| {
                     format!(
@@ -1260,7 +1261,7 @@ impl<'a> Run<'a> {
                                 set.get(&c.item_id),
                                 rr,
                                 dr,
-                                &records[3 * j + 2],
+                                &records[stride * j + 2],
                             ) {
                                 Ok(rd) => rd,
                                 Err(reason) => {
