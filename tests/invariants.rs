@@ -246,3 +246,109 @@ fn real_prefix_shared_equals_scratch() {
 fn real_blocks_of_finished_sequences_are_reused_without_leak() {
     no_block_leak(default_model(), 49152);
 }
+
+/// `score_last` prompt log-probs: each equals the log-prob of that token from a request that
+/// stops just before it (`logprob_ids`), whether the prompt is computed in one step, in chunks,
+/// or after its prefix is already in the prefix cache.
+pub fn prompt_logprobs_equal_next_token_logprobs(m: &LoadedModel, prompt: Vec<u32>, k: usize) {
+    let n = prompt.len();
+    let score = |cfg: EngineConfig, repeat: bool| -> Vec<f32> {
+        let eng = engine(m, cfg);
+        let request = || Request {
+            max_tokens: 0,
+            score_last: k,
+            ..Request::new("score", Prompt::Tokens(prompt.clone()))
+        };
+        if repeat {
+            eng.generate(request()).expect("first scoring");
+        }
+        let c = eng.generate(request()).expect("scoring");
+        assert_eq!(c.prompt_logprobs.len(), k);
+        if repeat {
+            assert!(
+                c.usage.cached_tokens < n - k,
+                "a scored token's row came from the cache ({} cached)",
+                c.usage.cached_tokens
+            );
+        }
+        c.prompt_logprobs
+    };
+    let one_shot = score(EngineConfig::default(), false);
+    let chunked = score(
+        EngineConfig {
+            max_batch_tokens: 5,
+            ..EngineConfig::default()
+        },
+        false,
+    );
+    let cached = score(EngineConfig::default(), true);
+    let eng = engine(m, EngineConfig::default());
+    let reference: Vec<f32> = eng
+        .generate_many(
+            (n - k..n)
+                .map(|j| Request {
+                    max_tokens: 1,
+                    logprob_ids: vec![prompt[j]],
+                    sampling: SamplingParams::greedy(),
+                    ..Request::new(format!("next{j}"), Prompt::Tokens(prompt[..j].to_vec()))
+                })
+                .collect(),
+        )
+        .into_iter()
+        .map(|c| c.expect("ok").tokens[0].requested[0].1)
+        .collect();
+    for (name, got) in [
+        ("one shot", &one_shot),
+        ("chunked", &chunked),
+        ("cached", &cached),
+    ] {
+        for (j, (a, b)) in got.iter().zip(&reference).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-4,
+                "{name}: scored token {j}: {a} vs next-token log-prob {b}"
+            );
+        }
+    }
+}
+
+#[test]
+fn tiny_prompt_logprobs_equal_next_token_logprobs() {
+    let (_d, p) = tiny_model(&TinySpec::default(), 11);
+    let m = load(&p).expect("tiny loads");
+    let prompt: Vec<u32> = random_prompts(1, 12, TINY_VOCAB)[0]
+        .iter()
+        .cycle()
+        .take(45)
+        .copied()
+        .collect();
+    prompt_logprobs_equal_next_token_logprobs(&m, prompt, 9);
+}
+
+#[test]
+fn real_prompt_logprobs_equal_next_token_logprobs() {
+    let m = default_model();
+    let prompt = m
+        .tokenizer
+        .encode("The capital of France is Paris, and the capital of Italy is Rome. Both are old.")
+        .expect("encodes");
+    prompt_logprobs_equal_next_token_logprobs(m, prompt, 8);
+}
+
+#[test]
+fn score_last_must_leave_a_token_before_it() {
+    let (_d, p) = tiny_model(&TinySpec::default(), 13);
+    let m = load(&p).expect("tiny loads");
+    let eng = engine(&m, EngineConfig::default());
+    let err = eng
+        .generate(Request {
+            max_tokens: 0,
+            score_last: 3,
+            ..Request::new("too-many", Prompt::Tokens(vec![1, 2, 3]))
+        })
+        .expect_err("3 scored tokens of a 3-token prompt");
+    let text = err.to_string();
+    assert!(
+        text.contains("too-many") && text.contains("score_last 3"),
+        "{text}"
+    );
+}

@@ -27,6 +27,8 @@ pub struct FakeAnswer {
     /// `logprob_ids` at the first generated position). `None` sends no token event.
     pub requested: Option<Vec<(TokenId, f32)>>,
     pub finish_reason: FinishReason,
+    /// Sent as `Done::prompt_logprobs` (a request's `score_last` prompt log-probs).
+    pub prompt_logprobs: Vec<f32>,
 }
 
 impl FakeAnswer {
@@ -36,6 +38,7 @@ impl FakeAnswer {
             text: text.into(),
             requested: None,
             finish_reason: FinishReason::Stop,
+            prompt_logprobs: Vec::new(),
         }
     }
 
@@ -128,6 +131,7 @@ impl Generator for FakeGenerator {
             text: answer.text,
             prompt_seconds: 0.0,
             decode_seconds: 0.0,
+            prompt_logprobs: answer.prompt_logprobs,
         };
         let _ = tx.send(Event::Done(done));
         Ok(rx)

@@ -60,6 +60,7 @@ pub fn collect_streaming(
                     usage: d.usage,
                     prompt_seconds: d.prompt_seconds,
                     decode_seconds: d.decode_seconds,
+                    prompt_logprobs: d.prompt_logprobs,
                 })
             }
         }

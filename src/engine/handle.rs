@@ -206,6 +206,14 @@ impl EngineHandle {
         if tokens.is_empty() {
             return Err(invalid("empty prompt".into()));
         }
+        if req.score_last >= tokens.len() {
+            return Err(invalid(format!(
+                "score_last {} must be less than the prompt's {} tokens (the first token has no \
+                 log-prob)",
+                req.score_last,
+                tokens.len()
+            )));
+        }
         let vocab = self.shared.config.vocab as TokenId;
         if let Some(bad) = tokens.iter().find(|&&t| t >= vocab) {
             return Err(invalid(format!(
@@ -301,7 +309,7 @@ impl Engine {
                 deferred.push_back(seq);
                 continue;
             }
-            let mut blocks = self.kv.match_prefix(&seq.tokens);
+            let mut blocks = self.kv.match_prefix(&seq.tokens[..seq.cacheable_prefix()]);
             let n_matched = blocks.len();
             if !self.kv.grow(&mut blocks, seq.max_len()) {
                 self.kv.release(&blocks);
@@ -327,8 +335,9 @@ impl Engine {
     /// arriving together compute their common prefix once).
     fn prefix_in_flight(&self, seq: &Sequence) -> bool {
         let bs = self.kv.block_size();
-        let cached = self.kv.peek_prefix(&seq.tokens);
-        let wanted_limit = (seq.n_prompt - 1) / bs; // match_prefix leaves one token to compute
+        let cacheable = seq.cacheable_prefix();
+        let cached = self.kv.peek_prefix(&seq.tokens[..cacheable]);
+        let wanted_limit = (cacheable - 1) / bs; // match_prefix leaves one token to compute
         if cached >= wanted_limit {
             return false;
         }
@@ -348,7 +357,11 @@ impl Engine {
         let pending: Vec<usize> = self.running.iter().map(|s| s.pending()).collect();
         let take = plan_step(&pending, self.cfg.max_batch_tokens);
         let mut batch = Batch::default();
-        let mut owners: Vec<usize> = Vec::new(); // running index per logit row
+        // Running index of each sequence sampled from this step's logits, and what each logit
+        // row is for: (running index, Some(prompt position) for a scored prompt token, None for
+        // the next-token row).
+        let mut owners: Vec<usize> = Vec::new();
+        let mut row_use: Vec<(usize, Option<usize>)> = Vec::new();
         let (mut n_prefill, mut n_decode) = (0usize, 0usize);
         for (i, (s, &n)) in self.running.iter().zip(&take).enumerate() {
             if n == 0 {
@@ -356,9 +369,16 @@ impl Engine {
             }
             let from = s.n_computed;
             let completes = from + n == s.tokens.len();
-            batch.push_seq(&s.tokens[from..from + n], from, s.blocks.clone(), completes);
+            let scored = s.score_positions(from, n);
+            let rows = scored
+                .clone()
+                .map(|p| p - from)
+                .chain(completes.then_some(n - 1));
+            batch.push_seq_rows(&s.tokens[from..from + n], from, s.blocks.clone(), rows);
+            row_use.extend(scored.map(|p| (i, Some(p))));
             if completes {
                 owners.push(i);
+                row_use.push((i, None));
             }
             if from >= s.n_prompt {
                 n_decode += n;
@@ -386,12 +406,13 @@ impl Engine {
                                 .commit(&s.blocks, &s.tokens, s.n_computed, s.committed_blocks);
                     }
                 }
-                for (row, &i) in owners.iter().enumerate() {
+                for (row, &(i, pos)) in row_use.iter().enumerate() {
                     let s = &mut self.running[i];
-                    if s.req.max_tokens == 0 {
-                        s.finish_without_tokens(&tok);
-                    } else {
-                        s.on_logits(&logits[row * vocab..(row + 1) * vocab], &tok);
+                    let row_logits = &logits[row * vocab..(row + 1) * vocab];
+                    match pos {
+                        Some(p) => s.on_prompt_logits(p, row_logits),
+                        None if s.req.max_tokens == 0 => s.finish_without_tokens(&tok),
+                        None => s.on_logits(row_logits, &tok),
                     }
                 }
             }

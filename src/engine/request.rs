@@ -34,6 +34,11 @@ pub struct Request {
     /// Report the log-probs of exactly these tokens at every step (verdict tokens such as " Yes"
     /// and " No": one prefill gives P(yes) without decoding).
     pub logprob_ids: Vec<TokenId>,
+    /// Report the log-prob of each of the last `score_last` prompt tokens given the tokens before
+    /// it (prompt log-probs: how likely a continuation is after a context, with no decoding). Must
+    /// be less than the prompt's length. Those tokens are computed, not taken from the prefix
+    /// cache; the log-probs arrive in `Done::prompt_logprobs`.
+    pub score_last: usize,
     /// The output must match this JSON schema, regex or grammar (tokens are sampled under the
     /// grammar's mask; log-probs stay those of the unmasked model). Generation stops with
     /// `FinishReason::Stop` when the grammar is complete or where it may end and the model picks an
@@ -54,6 +59,7 @@ impl Request {
             ignore_eos: false,
             logprobs: None,
             logprob_ids: Vec::new(),
+            score_last: 0,
             constraint: None,
         }
     }
@@ -129,6 +135,9 @@ pub struct Done {
     pub prompt_seconds: f64,
     /// First token to done.
     pub decode_seconds: f64,
+    /// Log-probs of the request's last `score_last` prompt tokens, in prompt order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub prompt_logprobs: Vec<f32>,
 }
 
 /// A finished request, collected from its events.
@@ -141,4 +150,7 @@ pub struct Completion {
     pub usage: Usage,
     pub prompt_seconds: f64,
     pub decode_seconds: f64,
+    /// See [`Done::prompt_logprobs`].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub prompt_logprobs: Vec<f32>,
 }

@@ -36,6 +36,8 @@ pub struct Sequence {
     pub finished: bool,
     /// The final event, held until the engine has released the sequence's blocks.
     last_event: Option<Event>,
+    /// Log-probs of the last `req.score_last` prompt tokens (NaN until computed).
+    prompt_logprobs: Vec<f32>,
 }
 
 impl Sequence {
@@ -46,7 +48,9 @@ impl Sequence {
         submitted: Instant,
     ) -> Self {
         let sampler = Sampler::new(req.sampling.clone());
+        let prompt_logprobs = vec![f32::NAN; req.score_last.min(prompt.len().saturating_sub(1))];
         Sequence {
+            prompt_logprobs,
             n_prompt: prompt.len(),
             tokens: prompt,
             n_computed: 0,
@@ -85,6 +89,33 @@ impl Sequence {
             cached_tokens: self.n_cached,
             completion_tokens: self.n_generated(),
         }
+    }
+
+    /// How many leading prompt tokens may come from the prefix cache: all of them, except that a
+    /// request scoring its last prompt tokens computes the row before the first scored token.
+    pub fn cacheable_prefix(&self) -> usize {
+        if self.prompt_logprobs.is_empty() {
+            self.tokens.len()
+        } else {
+            self.n_prompt - self.prompt_logprobs.len()
+        }
+    }
+
+    /// Positions in `from..from + n` whose logits give a scored prompt token's log-prob (the
+    /// position before each scored token).
+    pub fn score_positions(&self, from: usize, n: usize) -> std::ops::Range<usize> {
+        let first = self.n_prompt - 1 - self.prompt_logprobs.len();
+        let end = self.n_prompt - 1;
+        from.max(first)..(from + n).min(end).max(from.max(first))
+    }
+
+    /// The logits at prompt position `pos` (a [`score_positions`](Self::score_positions) entry):
+    /// record the log-prob of the prompt token after it.
+    pub fn on_prompt_logits(&mut self, pos: usize, logits: &[f32]) {
+        let first = self.n_prompt - 1 - self.prompt_logprobs.len();
+        let next = self.tokens[pos + 1] as usize;
+        let lse = log_sum_exp(logits);
+        self.prompt_logprobs[pos - first] = (logits[next] as f64 - lse) as f32;
     }
 
     /// The prompt has been processed and no tokens are wanted (max_tokens == 0).
@@ -283,6 +314,7 @@ impl Sequence {
             text,
             prompt_seconds: (first - self.submitted).as_secs_f64(),
             decode_seconds: (now - first).as_secs_f64(),
+            prompt_logprobs: std::mem::take(&mut self.prompt_logprobs),
         }));
         self.finished = true;
     }

@@ -32,6 +32,24 @@ impl Batch {
         blocks: Vec<BlockId>,
         want_last_logits: bool,
     ) {
+        let last: &[usize] = if want_last_logits && !tokens.is_empty() {
+            &[tokens.len() - 1]
+        } else {
+            &[]
+        };
+        self.push_seq_rows(tokens, start_pos, blocks, last.iter().copied());
+    }
+
+    /// Like [`push_seq`](Self::push_seq), asking for the logits of the rows at these offsets into
+    /// `tokens` (ascending).
+    pub fn push_seq_rows(
+        &mut self,
+        tokens: &[TokenId],
+        start_pos: usize,
+        blocks: Vec<BlockId>,
+        rows: impl IntoIterator<Item = usize>,
+    ) {
+        let base = self.tokens.len();
         let si = self.block_tables.len() as u32;
         self.block_tables.push(blocks);
         for (i, &t) in tokens.iter().enumerate() {
@@ -39,8 +57,9 @@ impl Batch {
             self.positions.push((start_pos + i) as u32);
             self.seq_index.push(si);
         }
-        if want_last_logits && !tokens.is_empty() {
-            self.logit_rows.push(self.tokens.len() - 1);
+        for r in rows {
+            debug_assert!(r < tokens.len());
+            self.logit_rows.push(base + r);
         }
     }
 }

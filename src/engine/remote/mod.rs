@@ -829,6 +829,7 @@ impl Shared {
             text,
             prompt_seconds: (first - submitted).as_secs_f64(),
             decode_seconds: 0.0,
+            prompt_logprobs: Vec::new(),
         }));
         Ok(())
     }
@@ -937,6 +938,7 @@ impl Shared {
             text,
             prompt_seconds: (first - submitted).as_secs_f64(),
             decode_seconds: (now - first).as_secs_f64(),
+            prompt_logprobs: Vec::new(),
         }));
         Ok(())
     }
@@ -953,6 +955,14 @@ impl Generator for RemoteGenerator {
             return Err(Error::InvalidRequest {
                 request: req.id,
                 reason: "empty prompt".into(),
+            });
+        }
+        if req.score_last > 0 {
+            return Err(Error::InvalidRequest {
+                request: req.id,
+                reason: "prompt log-probs (score_last) need the local engine: remote servers' \
+                         completion APIs do not report them for the prompt"
+                    .into(),
             });
         }
         if let Some(n_ctx) = self.shared.info.n_ctx {
