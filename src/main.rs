@@ -271,6 +271,7 @@ fn run(cli: Cli) -> Result<Outcome> {
 
 fn serve(margs: &ModelArgs, args: &ServeArgs) -> Result<Outcome> {
     args.check_auth()?;
+    args.check_mode()?;
     let rubrics = args.rubric_set().context("reading --rubrics")?;
     for e in &rubrics.errors {
         eprintln!("rubric rejected: {e}");

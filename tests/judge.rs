@@ -347,3 +347,51 @@ fn a_response_cannot_inject_chat_control_tokens() {
         "only zero-width spaces were added"
     );
 }
+
+/// Support mode on the real default model: one record per input in order, each criterion's
+/// verdict the logistic of its PMI, the same reward alone and among other responses, and an
+/// empty response recorded as an error (never a silent 0).
+#[test]
+fn support_mode_records_pmi_verdicts_batch_invariantly() {
+    use ares::judge::support::{support_verdict, SupportJudge};
+    let m = default_model();
+    let eng = engine(m, EngineConfig::default());
+    let item = paris();
+    let judge = SupportJudge::new(
+        &eng,
+        &m.tokenizer,
+        "sha",
+        ares::judge::Aggregator::RarExplicit,
+        64,
+    )
+    .expect("support judge");
+    let on_topic = "The capital of France is Paris.";
+    let off_topic = "Bananas are a good source of potassium and grow in warm climates.";
+    let inputs = [
+        (&item, "r1", on_topic),
+        (&item, "r2", off_topic),
+        (&item, "r3", "  "),
+    ];
+    let (records, summary) = judge.score_each(&inputs, &|_| {});
+    assert_eq!(records.len(), 3);
+    assert_eq!((summary.ok, summary.error), (2, 1));
+    for (r, id) in records.iter().zip(["r1", "r2", "r3"]) {
+        assert_eq!(r.response_id.as_deref(), Some(id));
+        assert_eq!(r.mode, Mode::Support);
+    }
+    for r in &records[..2] {
+        assert_eq!(r.status, Status::Ok);
+        let reward = r.reward.expect("ok has a reward");
+        assert!((0.0..=1.0).contains(&reward));
+        assert_eq!(r.criteria.len(), item.criteria.len());
+        for c in &r.criteria {
+            let pmi = c.pmi.expect("pmi");
+            assert_eq!(c.verdict, Some(Verdict::Soft(support_verdict(pmi))));
+            assert!(c.p_yes.is_none());
+        }
+    }
+    assert!(records[2].reward.is_none() && records[2].error.is_some());
+    let (alone, _) = judge.score_each(&inputs[1..2], &|_| {});
+    assert_eq!(alone[0].reward, records[1].reward, "batch-invariant reward");
+    assert_eq!(alone[0].criteria[0].pmi, records[1].criteria[0].pmi);
+}

@@ -13,10 +13,11 @@ use crate::cli::backend::BackendArgs;
 use crate::engine::Generator;
 use crate::judge::cache::VerdictCache;
 use crate::judge::pairwise::{Comparison, PairwiseJudge, PairwiseSummary};
+use crate::judge::support::SupportJudge;
 use crate::judge::{check, Checked, Pair};
 use crate::judge::{
     read_responses, Judge, JudgeConfig, JudgeError, JudgeProgress, JudgeRecord, JudgeSummary, Mode,
-    RubricSet, DEFAULT_MAX_IN_FLIGHT,
+    ResponseEntry, RubricSet, DEFAULT_MAX_IN_FLIGHT,
 };
 use crate::judge::{Aggregator, Format};
 use crate::model::tokenizer::Tokenizer;
@@ -32,6 +33,10 @@ pub enum ModeArg {
     /// One constrained generation per criterion: a short reason, then a JSON yes/no verdict
     /// (hard verdicts; one retry when the output does not parse).
     Generate,
+    /// One scoring forward per criterion: how much more likely the model finds the criterion as
+    /// a summary of the response than of no answer (per-token PMI; verdict its logistic). Local
+    /// engine only; no verdict cache, no --hard.
+    Support,
 }
 
 /// `--aggregator`.
@@ -115,6 +120,7 @@ impl JudgeArgs {
                 ModeArg::Logprob => Mode::Logprob,
                 ModeArg::Holistic => Mode::Holistic,
                 ModeArg::Generate => Mode::Generate,
+                ModeArg::Support => Mode::Support,
             },
             aggregator: match self.aggregator {
                 AggregatorArg::Rar => Aggregator::RarExplicit,
@@ -181,14 +187,31 @@ pub fn run(
     model_sha256: &str,
     progress: &dyn Fn(&JudgeProgress),
 ) -> Result<JudgeReport, JudgeError> {
+    if args.mode == ModeArg::Support {
+        return run_support(args, generator, tokenizer, model_sha256, progress);
+    }
     let cache = args.open_cache()?;
     let mut judge = Judge::new(generator, tokenizer, model_sha256, args.config())?;
     if let Some(cache) = &cache {
         judge = judge.with_cache(cache);
     }
     let rubrics = RubricSet::read(&args.rubrics, args.format())?;
+    let responses = shard_responses(args)?;
+    let (records, summary) = judge.run(&rubrics, &responses, progress);
+    write_records(&args.out, &records)?;
+    Ok(JudgeReport {
+        summary,
+        rubric_items: rubrics.len(),
+        rubric_errors: rubrics.errors.clone(),
+        template_hash: judge.template_hash().to_string(),
+        cache_path: cache.as_ref().map(|c| c.path().to_path_buf()),
+    })
+}
+
+/// The responses file's entries of this machine's part (`--shard`, by item id: all responses
+/// of an item stay together).
+fn shard_responses(args: &JudgeArgs) -> Result<Vec<ResponseEntry>, JudgeError> {
     let mut responses = read_responses(&args.responses)?;
-    // --shard: this machine's part, by item id (all responses of an item stay together).
     let shard = args.backend.shard();
     responses.retain(|e| {
         let key = match &e.parsed {
@@ -200,6 +223,31 @@ pub fn run(
         };
         shard.contains(&key)
     });
+    Ok(responses)
+}
+
+/// `--mode support`: the same job through [`SupportJudge`] (no verdict cache: each run scores
+/// every criterion).
+fn run_support(
+    args: &JudgeArgs,
+    generator: &dyn Generator,
+    tokenizer: &Tokenizer,
+    model_sha256: &str,
+    progress: &dyn Fn(&JudgeProgress),
+) -> Result<JudgeReport, JudgeError> {
+    if args.cache.is_some() || args.cache_file.is_some() || args.hard {
+        return Err(JudgeError::SupportOptions);
+    }
+    let config = args.config();
+    let judge = SupportJudge::new(
+        generator,
+        tokenizer,
+        model_sha256,
+        config.aggregator,
+        config.max_in_flight,
+    )?;
+    let rubrics = RubricSet::read(&args.rubrics, args.format())?;
+    let responses = shard_responses(args)?;
     let (records, summary) = judge.run(&rubrics, &responses, progress);
     write_records(&args.out, &records)?;
     Ok(JudgeReport {
@@ -207,7 +255,7 @@ pub fn run(
         rubric_items: rubrics.len(),
         rubric_errors: rubrics.errors.clone(),
         template_hash: judge.template_hash().to_string(),
-        cache_path: cache.as_ref().map(|c| c.path().to_path_buf()),
+        cache_path: None,
     })
 }
 

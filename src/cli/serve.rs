@@ -90,6 +90,8 @@ pub enum ServeError {
     ApiKeyRequired { addr: SocketAddr },
     #[error("--api-key is empty")]
     EmptyApiKey,
+    #[error("--mode support is not served yet (use `ares judge --mode support` or `ares eval`)")]
+    SupportMode,
     #[error("cannot bind {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -126,6 +128,7 @@ impl ServeArgs {
                 ModeArg::Logprob => Mode::Logprob,
                 ModeArg::Holistic => Mode::Holistic,
                 ModeArg::Generate => Mode::Generate,
+                ModeArg::Support => Mode::Support,
             },
             aggregator: match self.aggregator {
                 AggregatorArg::Rar => Aggregator::RarExplicit,
@@ -163,6 +166,14 @@ impl ServeArgs {
         match &self.rubrics {
             Some(p) => Ok(RubricSet::read(p, format)?),
             None => Ok(RubricSet::default()),
+        }
+    }
+
+    /// Refuses a mode the reward server does not run.
+    pub fn check_mode(&self) -> Result<(), ServeError> {
+        match self.mode {
+            ModeArg::Support => Err(ServeError::SupportMode),
+            _ => Ok(()),
         }
     }
 

@@ -33,7 +33,9 @@ use crate::judge::reference_check::{check_against_reference, DroppedCriterion};
 use crate::judge::rubric_gen::{
     rubric_schema, Question, RubricGenConfig, RubricGenerator, RubricStatus,
 };
+use crate::judge::support::SupportJudge;
 use crate::judge::template::{self, PromptTemplate};
+use crate::judge::Aggregator;
 use crate::judge::{formats, Category, Criterion, Format, RubricItem};
 use crate::judge::{Judge, JudgeConfig, JudgeProgress, JudgeRecord, Mode, RubricSet, Status};
 use crate::model::tokenizer::Tokenizer;
@@ -92,6 +94,10 @@ pub enum Method {
     /// The generated rubric, one logprob verdict per criterion, RaR explicit aggregation (the
     /// `ares judge` default).
     RubricLogprob,
+    /// The generated rubric, each criterion's support by the response read off its likelihood
+    /// as a summary of the response against after no answer (`judge::support`), RaR explicit
+    /// aggregation.
+    RubricSupport,
     /// The generated rubric shown whole, one 0-9 score (`ares judge --mode holistic`).
     RubricHolistic,
     /// No rubric: one 0-9 score for the question and response (`templates/judge_plain.txt`).
@@ -107,8 +113,9 @@ pub enum Method {
 }
 
 impl Method {
-    pub const ALL: [Method; 5] = [
+    pub const ALL: [Method; 6] = [
         Method::RubricLogprob,
+        Method::RubricSupport,
         Method::RubricHolistic,
         Method::PlainHolistic,
         Method::ReferenceHolistic,
@@ -118,6 +125,7 @@ impl Method {
     pub fn as_str(self) -> &'static str {
         match self {
             Method::RubricLogprob => "rubric_logprob",
+            Method::RubricSupport => "rubric_support",
             Method::RubricHolistic => "rubric_holistic",
             Method::PlainHolistic => "plain_holistic",
             Method::ReferenceHolistic => "reference_holistic",
@@ -129,6 +137,7 @@ impl Method {
     pub fn label(self) -> &'static str {
         match self {
             Method::RubricLogprob => "rubric, logprob per criterion",
+            Method::RubricSupport => "rubric, support (likelihood) per criterion",
             Method::RubricHolistic => "rubric, holistic 0-9",
             Method::PlainHolistic => "no rubric, holistic 0-9",
             Method::ReferenceHolistic => "no rubric, reference answer, holistic 0-9",
@@ -417,7 +426,8 @@ pub struct EvalReport {
     /// The command line, as the binary saw it.
     pub command: String,
     pub model_sha256: String,
-    /// Template hashes: rubric, judge_criterion, judge_holistic, judge_plain, judge_reference.
+    /// Template hashes: rubric, judge_criterion, judge_holistic, judge_plain, judge_reference,
+    /// judge_pairwise, judge_support.
     pub templates: BTreeMap<String, String>,
     pub limit: Option<usize>,
     pub seed: u64,
@@ -610,6 +620,7 @@ pub fn run(
         ("judge_plain", plain_template()?),
         ("judge_reference", reference_template()?),
         ("judge_pairwise", PromptTemplate::pairwise()?),
+        ("judge_support", crate::judge::support::support_template()?),
     ] {
         templates.insert(name.to_string(), t.hash().to_string());
     }
@@ -1157,6 +1168,12 @@ fn reference_item(q: &Question) -> Option<RubricItem> {
     Some(item)
 }
 
+/// The judge of a method: the verdict judge (logprob or holistic mode) or the support judge.
+enum MethodJudge<'a> {
+    Verdicts(Judge<'a>),
+    Support(SupportJudge<'a>),
+}
+
 /// Judges every response with `method`: the reward of each (or why it has none: `no_rubric` or
 /// the judge status) and the method's result without its statistics and failure counts.
 /// Writes the records.
@@ -1171,6 +1188,7 @@ fn judge(
     let t0 = Instant::now();
     let mode = match method {
         Method::RubricLogprob => Mode::Logprob,
+        Method::RubricSupport => Mode::Support,
         Method::RubricHolistic | Method::PlainHolistic | Method::ReferenceHolistic => {
             Mode::Holistic
         }
@@ -1178,13 +1196,24 @@ fn judge(
             return judge_pairwise(ctx, dataset, questions, rubrics, responses);
         }
     };
-    let mut judge = ctx.judge(mode)?;
-    if method == Method::PlainHolistic {
-        judge = judge.with_template(plain_template()?);
-    }
-    if method == Method::ReferenceHolistic {
-        judge = judge.with_template(reference_template()?);
-    }
+    let judge = if mode == Mode::Support {
+        MethodJudge::Support(SupportJudge::new(
+            ctx.generator,
+            ctx.tokenizer,
+            ctx.model_sha256,
+            Aggregator::RarExplicit,
+            ctx.config.max_in_flight,
+        )?)
+    } else {
+        let mut judge = ctx.judge(mode)?;
+        if method == Method::PlainHolistic {
+            judge = judge.with_template(plain_template()?);
+        }
+        if method == Method::ReferenceHolistic {
+            judge = judge.with_template(reference_template()?);
+        }
+        MethodJudge::Verdicts(judge)
+    };
     let items: Vec<RubricItem> = if method.uses_rubric() {
         questions
             .iter()
@@ -1212,7 +1241,10 @@ fn judge(
         }
     }
     let progress = ctx.judge_progress(format!("{}: {}", dataset.as_str(), method.as_str()));
-    let (mut records, summary) = judge.score_each(&inputs, &progress);
+    let (mut records, summary) = match &judge {
+        MethodJudge::Verdicts(j) => j.score_each(&inputs, &progress),
+        MethodJudge::Support(j) => j.score_each(&inputs, &progress),
+    };
     for (record, &i) in records.iter_mut().zip(&positions) {
         // `line` is the response's position in the eval sample.
         record.line = i + 1;
@@ -1243,7 +1275,10 @@ fn judge(
             requests: summary.requests,
             cache_hits: summary.cache_hits,
             seconds: t0.elapsed().as_secs_f64(),
-            template_hash: judge.template_hash().to_string(),
+            template_hash: match &judge {
+                MethodJudge::Verdicts(j) => j.template_hash().to_string(),
+                MethodJudge::Support(j) => j.template_hash().to_string(),
+            },
             records: path,
         },
     ))

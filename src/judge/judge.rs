@@ -77,6 +77,12 @@ pub enum JudgeError {
     Template(#[from] TemplateError),
     #[error(transparent)]
     Cache(#[from] CacheError),
+    #[error("support mode is scored by judge::support::SupportJudge, not by Judge")]
+    SupportMode,
+    #[error(
+        "--mode support takes no --cache, --cache-file or --hard (its verdicts are not yes/no)"
+    )]
+    SupportOptions,
     #[error("{path}: {source}")]
     Write {
         path: PathBuf,
@@ -194,6 +200,7 @@ impl<'g> Judge<'g> {
             // The verdict tokens are not read in generate mode; they are kept so that
             // `answer_tokens` means the same in both per-criterion modes.
             Mode::Generate => (PromptTemplate::generate()?, AnswerTokens::verdicts(encode)?),
+            Mode::Support => return Err(JudgeError::SupportMode),
         };
         tracing::info!(
             "judge: {} mode, template {} ({}), answer tokens {:?}",
@@ -249,7 +256,7 @@ impl<'g> Judge<'g> {
             self.generator.chat_prompt(&messages)
         };
         match self.config.mode {
-            Mode::Logprob | Mode::Generate => item
+            Mode::Logprob | Mode::Generate | Mode::Support => item
                 .criteria
                 .iter()
                 .map(|c| {
@@ -287,7 +294,7 @@ impl<'g> Judge<'g> {
             model_sha256: self.model_sha256.clone(),
             template_hash: self.template.hash().to_string(),
             aggregator: match self.config.mode {
-                Mode::Logprob | Mode::Generate => Some(self.config.aggregator),
+                Mode::Logprob | Mode::Generate | Mode::Support => Some(self.config.aggregator),
                 Mode::Holistic => None,
             },
             holistic: None,
@@ -402,7 +409,7 @@ impl<'g> Judge<'g> {
                     Some(pair.response_id().to_string()),
                 );
                 let n = match self.config.mode {
-                    Mode::Logprob | Mode::Generate => item.criteria.len(),
+                    Mode::Logprob | Mode::Generate | Mode::Support => item.criteria.len(),
                     Mode::Holistic => 1,
                 };
                 Slot {
@@ -475,7 +482,7 @@ impl<'g> Judge<'g> {
                     }
                 }
                 let id = match self.config.mode {
-                    Mode::Logprob | Mode::Generate => {
+                    Mode::Logprob | Mode::Generate | Mode::Support => {
                         format!("{item_id}/{response_id}/{}", item.criteria[k].id)
                     }
                     Mode::Holistic => format!("{item_id}/{response_id}"),
@@ -521,7 +528,9 @@ impl<'g> Judge<'g> {
             .digest()
         };
         match self.config.mode {
-            Mode::Logprob | Mode::Generate => item.criteria.iter().map(|c| key(&c.text)).collect(),
+            Mode::Logprob | Mode::Generate | Mode::Support => {
+                item.criteria.iter().map(|c| key(&c.text)).collect()
+            }
             Mode::Holistic => vec![key(&render_rubric(item))],
         }
     }
@@ -593,23 +602,25 @@ impl<'g> Judge<'g> {
         let Some(&key) = slot.keys.get(k) else {
             return;
         };
-        let verdict =
-            match self.config.mode {
-                Mode::Logprob | Mode::Holistic => slot.results.get(k).cloned().flatten().map(|d| {
-                    CachedVerdict::SourcedDistribution {
-                        probs: d.probs,
-                        mass: d.mass,
-                        source: slot.matched.get(k).copied().flatten(),
-                    }
+        let verdict = match self.config.mode {
+            Mode::Logprob | Mode::Holistic | Mode::Support => slot
+                .results
+                .get(k)
+                .cloned()
+                .flatten()
+                .map(|d| CachedVerdict::SourcedDistribution {
+                    probs: d.probs,
+                    mass: d.mass,
+                    source: slot.matched.get(k).copied().flatten(),
                 }),
-                Mode::Generate => match slot.generated.get(k) {
-                    Some(Some(Ok((yes, reason)))) => Some(CachedVerdict::Generated {
-                        yes: *yes,
-                        reason: reason.clone(),
-                    }),
-                    _ => None,
-                },
-            };
+            Mode::Generate => match slot.generated.get(k) {
+                Some(Some(Ok((yes, reason)))) => Some(CachedVerdict::Generated {
+                    yes: *yes,
+                    reason: reason.clone(),
+                }),
+                _ => None,
+            },
+        };
         if let Some(v) = verdict {
             writes.push((key, v));
         }
@@ -632,7 +643,7 @@ impl<'g> Judge<'g> {
     /// The verdict request for one prompt; `generate_tokens` is the budget in generate mode.
     fn request(&self, id: String, prompt: String, generate_tokens: usize) -> Request {
         match self.config.mode {
-            Mode::Logprob | Mode::Holistic => Request {
+            Mode::Logprob | Mode::Holistic | Mode::Support => Request {
                 max_tokens: 1,
                 logprob_ids: self.tokens.ids(),
                 ..Request::new(id, Prompt::Text(prompt))
@@ -748,7 +759,7 @@ impl<'g> Judge<'g> {
         if slot.record.error.is_none() {
             let item = slot.item;
             match self.config.mode {
-                Mode::Logprob => self.finish_logprob(item, slot),
+                Mode::Logprob | Mode::Support => self.finish_logprob(item, slot),
                 Mode::Holistic => self.finish_holistic(slot),
                 Mode::Generate => self.finish_generate(item, slot),
             }
@@ -784,6 +795,7 @@ impl<'g> Judge<'g> {
                         verdict_mass: Some(d.mass),
                         reason: None,
                         matched_by: *matched,
+                        pmi: None,
                     }
                 }
                 None => {
@@ -837,6 +849,7 @@ impl<'g> Judge<'g> {
                         verdict_mass: None,
                         reason: Some(reason.clone()),
                         matched_by: None,
+                        pmi: None,
                     }
                 }
                 other => {
@@ -1099,6 +1112,7 @@ mod tests {
                 PromptTemplate::generate()?,
                 AnswerTokens::verdicts(fake_encode)?,
             ),
+            Mode::Support => return Err(JudgeError::SupportMode),
         };
         let judge = Judge {
             generator: g,

@@ -47,6 +47,7 @@ pub mod record;
 pub mod reference_check;
 pub mod rubric;
 pub mod rubric_gen;
+pub mod support;
 pub mod template;
 pub mod verdict;
 

@@ -23,6 +23,8 @@ pub enum Mode {
     Logprob,
     Holistic,
     Generate,
+    /// The likelihood of each criterion as a summary of the response (`judge::support`).
+    Support,
 }
 
 impl Mode {
@@ -31,6 +33,7 @@ impl Mode {
             Mode::Logprob => "logprob",
             Mode::Holistic => "holistic",
             Mode::Generate => "generate",
+            Mode::Support => "support",
         }
     }
 }
@@ -100,6 +103,10 @@ pub struct CriterionVerdict {
     /// Logprob mode: where the verdict tokens' probabilities came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub matched_by: Option<VerdictSource>,
+    /// Support mode: mean log-prob per token of the criterion after the response minus after no
+    /// answer; the verdict is its logistic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pmi: Option<f64>,
 }
 
 /// Where a verdict's answer-token probabilities came from: exactly the requested ids (the local
@@ -134,6 +141,7 @@ impl CriterionVerdict {
             verdict_mass: None,
             reason: None,
             matched_by: None,
+            pmi: None,
         }
     }
 }
@@ -255,6 +263,7 @@ mod tests {
                 verdict_mass: Some(0.9),
                 reason: None,
                 matched_by: Some(VerdictSource::Id),
+                pmi: None,
             }],
             mode: Mode::Logprob,
             model_sha256: "abc".into(),

@@ -235,6 +235,7 @@ mod tests {
                     verdict_mass: p.map(|_| 0.99),
                     reason: None,
                     matched_by: None,
+                    pmi: None,
                 })
                 .collect(),
             mode: Mode::Logprob,
