@@ -68,9 +68,11 @@ fn eval_on_a_small_sample_reports_every_method_and_a_rerun_reuses_rubrics_and_ve
     let table = String::from_utf8_lossy(&first.stdout);
     for row in [
         "| medquad | rubric, logprob per criterion |",
+        "| medquad | rubric, support (likelihood) per criterion |",
         "| medquad | rubric, holistic 0-9 |",
         "| medquad | no rubric, holistic 0-9 |",
         "| llmbar | rubric, logprob per criterion |",
+        "| llmbar | rubric, support (likelihood) per criterion |",
         "| llmbar | no rubric, holistic 0-9 |",
         "| llmbar | rubric, pairwise, both orders |",
     ] {
@@ -112,7 +114,7 @@ fn eval_on_a_small_sample_reports_every_method_and_a_rerun_reuses_rubrics_and_ve
             assert!(check.is_null(), "{d}");
         }
         let methods = d["methods"].as_array().expect("methods");
-        assert_eq!(methods.len(), 5);
+        assert_eq!(methods.len(), 6);
         for m in methods {
             // Every sample is scored or counted as failed with a reason, never dropped.
             let failed: u64 = m["failed"]
@@ -222,7 +224,10 @@ fn eval_on_a_small_sample_reports_every_method_and_a_rerun_reuses_rubrics_and_ve
             rubrics["questions"].as_u64().expect("n") - rubrics["failed"].as_u64().expect("n")
         );
         for m in d["methods"].as_array().expect("methods") {
-            assert_eq!(m["requests"], 0, "engine was not needed: {m}");
+            // Support mode keeps no verdict cache: its rerun scores again (same figures below).
+            if m["method"] != "rubric_support" {
+                assert_eq!(m["requests"], 0, "engine was not needed: {m}");
+            }
         }
     }
     assert_eq!(figures(&r2), figures(&r), "a rerun reproduces the figures");

@@ -1479,7 +1479,7 @@ mod tests {
         };
         // Medquad has no pairs: its pairwise method gets no row.
         let mut report = report;
-        let m = &mut report.datasets[0].methods[4];
+        let m = &mut report.datasets[0].methods[5];
         assert_eq!(m.method, Method::RubricPairwise);
         m.scored = 0;
         m.failed = BTreeMap::from([("pairs_only".to_string(), 12)]);
@@ -1488,42 +1488,45 @@ mod tests {
             .lines()
             .filter(|l| l.starts_with("| medquad") || l.starts_with("| llmbar"))
             .collect();
-        assert_eq!(rows.len(), 9, "{table}");
+        assert_eq!(rows.len(), 11, "{table}");
         assert!(
             rows[0].contains("0.250 [0.150, 0.350]") && rows[0].contains("| 10 | 2 |"),
             "{}",
             rows[0]
         );
         assert!(
-            rows[4].contains("0.600 [0.500, 0.700] (1 ties)"),
+            rows[5].contains("0.600 [0.500, 0.700] (1 ties)"),
             "{}",
-            rows[4]
+            rows[5]
         );
-        assert!(rows[6].contains("no rubric"), "{}", rows[6]);
-        assert!(rows[7].contains("reference answer"), "{}", rows[7]);
+        assert!(rows[6].contains("support"), "{}", rows[6]);
+        assert!(rows[8].contains("no rubric"), "{}", rows[8]);
+        assert!(rows[9].contains("reference answer"), "{}", rows[9]);
         assert!(
-            rows[8].contains("pairwise") && rows[8].contains("(1 ties); orders disagree 25%"),
+            rows[10].contains("pairwise") && rows[10].contains("(1 ties); orders disagree 25%"),
             "{}",
-            rows[8]
+            rows[10]
         );
-        assert!(rows[3].contains("| — |"), "no delta: {}", rows[3]);
+        assert!(rows[4].contains("| — |"), "no delta: {}", rows[4]);
         assert!(
             rows[0].contains("| 0.050 [-0.200, 0.150] (n 9) |"),
             "{}",
             rows[0]
         );
-        assert!(rows[2].contains("| — |"), "plain has no delta: {}", rows[2]);
+        assert!(rows[3].contains("| — |"), "plain has no delta: {}", rows[3]);
     }
 
     #[test]
     fn comparison_with_plain_uses_the_samples_both_scored() {
-        // Method order: rubric_logprob, rubric_holistic, plain_holistic, ... Pairwise accuracy:
-        // logprob gets pairs 0, 1, 3 right and 2 wrong; plain gets 0 right, 1 and 2 wrong, and
-        // did not score pair 3. Common pairs: 0, 1, 2 -> 2/3 - 1/3 = 1/3.
+        // Method order: rubric_logprob, rubric_support, rubric_holistic, plain_holistic, ...
+        // Pairwise accuracy: logprob gets pairs 0, 1, 3 right and 2 wrong; plain gets 0 right, 1
+        // and 2 wrong, and did not score pair 3. Common pairs: 0, 1, 2 -> 2/3 - 1/3 = 1/3.
         let right = Some((0.9, 0.1));
         let wrong = Some((0.1, 0.9));
         let samples = vec![
             vec![right, right, wrong, right],
+            // rubric_support: pairs 0 and 1 right, 2 right: 3/3 - 1/3 = 2/3.
+            vec![right, right, right, None],
             vec![None, None, None, None],
             vec![right, wrong, wrong, None],
             // reference_holistic (not compared), rubric_pairwise: pairs 1, 2 right of 0..=2.
@@ -1536,17 +1539,19 @@ mod tests {
         let delta = logprob.delta.expect("defined");
         assert!((delta.value - 1.0 / 3.0).abs() < 1e-12, "{delta:?}");
         assert!(delta.low <= delta.value && delta.value <= delta.high);
+        let support = vs[1].and_then(|v| v.delta).expect("support is compared");
+        assert!((support.value - 2.0 / 3.0).abs() < 1e-12, "{support:?}");
         // Nothing in common: no estimate, but the count is there.
         assert_eq!(
-            vs[1],
+            vs[2],
             Some(VsPlain {
                 common: 0,
                 delta: None
             })
         );
-        assert_eq!(vs[2], None, "plain is not compared with itself");
-        assert_eq!(vs[3], None, "the reference judge uses no rubric");
-        let pairwise = vs[4].and_then(|v| v.delta).expect("pairwise is compared");
+        assert_eq!(vs[3], None, "plain is not compared with itself");
+        assert_eq!(vs[4], None, "the reference judge uses no rubric");
+        let pairwise = vs[5].and_then(|v| v.delta).expect("pairwise is compared");
         assert!((pairwise.value - 1.0 / 3.0).abs() < 1e-12, "{pairwise:?}");
     }
 

@@ -31,7 +31,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 /// Every prompt template ares ships, by path under `templates/`.
-pub const TEMPLATE_SOURCES: [(&str, &str); 22] = [
+pub const TEMPLATE_SOURCES: [(&str, &str); 23] = [
     (
         "judge_criterion.txt",
         include_str!("../../templates/judge_criterion.txt"),
@@ -47,6 +47,10 @@ pub const TEMPLATE_SOURCES: [(&str, &str); 22] = [
     (
         "judge_pairwise.txt",
         include_str!("../../templates/judge_pairwise.txt"),
+    ),
+    (
+        "judge_support.txt",
+        include_str!("../../templates/judge_support.txt"),
     ),
     (
         "judge_plain.txt",

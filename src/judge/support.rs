@@ -15,9 +15,10 @@
 //!
 //! Why (issue 12): the 1.5B judge's P(yes) reflects whether a statement is true in general, not
 //! whether the response makes it (0.75 for "States that Coenzyme is a vital component of
-//! cellular metabolism" on a page about medicines in pregnancy). On the medquad dev sample
-//! (`ares eval --seed 1 --limit 100`), the rubric reward's Spearman with expert grades was 0.33
-//! with P(yes) and 0.60 with this mode (benches/RESULTS.md).
+//! cellular metabolism" on a page about medicines in pregnancy). Measured with `ares eval
+//! --limit 100` on medquad (benches/RESULTS.md), the rubric reward's Spearman with expert grades
+//! was 0.609 with this mode against 0.332 with P(yes) on the seed-1 sample, where it was tuned,
+//! but 0.167 against 0.388 on the seed-0 sample: an option, not the default.
 //!
 //! Invariants:
 //! - one record per input, in order; a record has a reward only with status `ok`, otherwise
