@@ -13,7 +13,7 @@ use crate::cli::backend::BackendArgs;
 use crate::engine::Generator;
 use crate::judge::cache::VerdictCache;
 use crate::judge::pairwise::{Comparison, PairwiseJudge, PairwiseSummary};
-use crate::judge::support::SupportJudge;
+use crate::judge::support::{ResponseJudge, SupportJudge};
 use crate::judge::{check, Checked, Pair};
 use crate::judge::{
     read_responses, Judge, JudgeConfig, JudgeError, JudgeProgress, JudgeRecord, JudgeSummary, Mode,
@@ -187,14 +187,30 @@ pub fn run(
     model_sha256: &str,
     progress: &dyn Fn(&JudgeProgress),
 ) -> Result<JudgeReport, JudgeError> {
-    if args.mode == ModeArg::Support {
-        return run_support(args, generator, tokenizer, model_sha256, progress);
-    }
-    let cache = args.open_cache()?;
-    let mut judge = Judge::new(generator, tokenizer, model_sha256, args.config())?;
-    if let Some(cache) = &cache {
-        judge = judge.with_cache(cache);
-    }
+    let cache = if args.mode == ModeArg::Support {
+        if args.cache.is_some() || args.cache_file.is_some() || args.hard {
+            return Err(JudgeError::SupportOptions);
+        }
+        None
+    } else {
+        args.open_cache()?
+    };
+    let config = args.config();
+    let judge = if args.mode == ModeArg::Support {
+        ResponseJudge::Support(SupportJudge::new(
+            generator,
+            tokenizer,
+            model_sha256,
+            config.aggregator,
+            config.max_in_flight,
+        )?)
+    } else {
+        let judge = Judge::new(generator, tokenizer, model_sha256, config)?;
+        ResponseJudge::Verdicts(match &cache {
+            Some(cache) => judge.with_cache(cache),
+            None => judge,
+        })
+    };
     let rubrics = RubricSet::read(&args.rubrics, args.format())?;
     let responses = shard_responses(args)?;
     let (records, summary) = judge.run(&rubrics, &responses, progress);
@@ -224,39 +240,6 @@ fn shard_responses(args: &JudgeArgs) -> Result<Vec<ResponseEntry>, JudgeError> {
         shard.contains(&key)
     });
     Ok(responses)
-}
-
-/// `--mode support`: the same job through [`SupportJudge`] (no verdict cache: each run scores
-/// every criterion).
-fn run_support(
-    args: &JudgeArgs,
-    generator: &dyn Generator,
-    tokenizer: &Tokenizer,
-    model_sha256: &str,
-    progress: &dyn Fn(&JudgeProgress),
-) -> Result<JudgeReport, JudgeError> {
-    if args.cache.is_some() || args.cache_file.is_some() || args.hard {
-        return Err(JudgeError::SupportOptions);
-    }
-    let config = args.config();
-    let judge = SupportJudge::new(
-        generator,
-        tokenizer,
-        model_sha256,
-        config.aggregator,
-        config.max_in_flight,
-    )?;
-    let rubrics = RubricSet::read(&args.rubrics, args.format())?;
-    let responses = shard_responses(args)?;
-    let (records, summary) = judge.run(&rubrics, &responses, progress);
-    write_records(&args.out, &records)?;
-    Ok(JudgeReport {
-        summary,
-        rubric_items: rubrics.len(),
-        rubric_errors: rubrics.errors.clone(),
-        template_hash: judge.template_hash().to_string(),
-        cache_path: None,
-    })
 }
 
 /// What a pairwise job reports back to the binary.

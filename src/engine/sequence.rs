@@ -104,9 +104,9 @@ impl Sequence {
     /// Positions in `from..from + n` whose logits give a scored prompt token's log-prob (the
     /// position before each scored token).
     pub fn score_positions(&self, from: usize, n: usize) -> std::ops::Range<usize> {
-        let first = self.n_prompt - 1 - self.prompt_logprobs.len();
-        let end = self.n_prompt - 1;
-        from.max(first)..(from + n).min(end).max(from.max(first))
+        let start = from.max(self.n_prompt - 1 - self.prompt_logprobs.len());
+        // Empty (start..start) when the run holds no position before a scored token.
+        start..(from + n).min(self.n_prompt - 1).max(start)
     }
 
     /// The logits at prompt position `pos` (a [`score_positions`](Self::score_positions) entry):

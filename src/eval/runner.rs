@@ -33,7 +33,7 @@ use crate::judge::reference_check::{check_against_reference, DroppedCriterion};
 use crate::judge::rubric_gen::{
     rubric_schema, Question, RubricGenConfig, RubricGenerator, RubricStatus,
 };
-use crate::judge::support::SupportJudge;
+use crate::judge::support::{ResponseJudge, SupportJudge};
 use crate::judge::template::{self, PromptTemplate};
 use crate::judge::Aggregator;
 use crate::judge::{formats, Category, Criterion, Format, RubricItem};
@@ -1168,12 +1168,6 @@ fn reference_item(q: &Question) -> Option<RubricItem> {
     Some(item)
 }
 
-/// The judge of a method: the verdict judge (logprob or holistic mode) or the support judge.
-enum MethodJudge<'a> {
-    Verdicts(Judge<'a>),
-    Support(SupportJudge<'a>),
-}
-
 /// Judges every response with `method`: the reward of each (or why it has none: `no_rubric` or
 /// the judge status) and the method's result without its statistics and failure counts.
 /// Writes the records.
@@ -1197,7 +1191,7 @@ fn judge(
         }
     };
     let judge = if mode == Mode::Support {
-        MethodJudge::Support(SupportJudge::new(
+        ResponseJudge::Support(SupportJudge::new(
             ctx.generator,
             ctx.tokenizer,
             ctx.model_sha256,
@@ -1212,7 +1206,7 @@ fn judge(
         if method == Method::ReferenceHolistic {
             judge = judge.with_template(reference_template()?);
         }
-        MethodJudge::Verdicts(judge)
+        ResponseJudge::Verdicts(judge)
     };
     let items: Vec<RubricItem> = if method.uses_rubric() {
         questions
@@ -1241,10 +1235,7 @@ fn judge(
         }
     }
     let progress = ctx.judge_progress(format!("{}: {}", dataset.as_str(), method.as_str()));
-    let (mut records, summary) = match &judge {
-        MethodJudge::Verdicts(j) => j.score_each(&inputs, &progress),
-        MethodJudge::Support(j) => j.score_each(&inputs, &progress),
-    };
+    let (mut records, summary) = judge.score_each(&inputs, &progress);
     for (record, &i) in records.iter_mut().zip(&positions) {
         // `line` is the response's position in the eval sample.
         record.line = i + 1;
@@ -1275,10 +1266,7 @@ fn judge(
             requests: summary.requests,
             cache_hits: summary.cache_hits,
             seconds: t0.elapsed().as_secs_f64(),
-            template_hash: match &judge {
-                MethodJudge::Verdicts(j) => j.template_hash().to_string(),
-                MethodJudge::Support(j) => j.template_hash().to_string(),
-            },
+            template_hash: judge.template_hash().to_string(),
             records: path,
         },
     ))

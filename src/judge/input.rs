@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::judge::formats::{self, Format, FormatError};
+use crate::judge::record::JudgeRecord;
 use crate::judge::rubric::RubricItem;
 
 /// A responses or rubrics file that cannot be read at all (bad lines are per-line errors).
@@ -94,6 +95,31 @@ pub enum Checked<'a> {
         response_id: Option<String>,
         error: String,
     },
+}
+
+/// (item, response id, response) triples made in code (the reward server, eval, synth's validity
+/// filter), each checked by [`Pair::new`], in order.
+pub fn check_each<'a>(inputs: &[(&'a RubricItem, &'a str, &'a str)]) -> Vec<Checked<'a>> {
+    inputs
+        .iter()
+        .map(
+            |&(item, response_id, response)| match Pair::new(item, response_id, response) {
+                Ok(p) => Checked::Ready(p),
+                Err(error) => Checked::Rejected {
+                    item_id: Some(item.id.clone()),
+                    response_id: Some(response_id.to_string()),
+                    error,
+                },
+            },
+        )
+        .collect()
+}
+
+/// Give each record of a file's entries (one per entry, in order) the entry's line in the file.
+pub fn number_by_file_line(records: &mut [JudgeRecord], responses: &[ResponseEntry]) {
+    for (record, entry) in records.iter_mut().zip(responses) {
+        record.line = entry.line;
+    }
 }
 
 /// The file-level checks of a job, entry by entry in order: a malformed line, a response id

@@ -54,7 +54,9 @@ use crate::engine::{Event, Generator, Prompt, Request};
 use crate::error::Error as EngineError;
 use crate::judge::aggregate::{holistic, holistic_expected, Aggregator, Scored, Verdict};
 use crate::judge::cache::{CacheError, CacheKey, CachedVerdict, VerdictCache};
-use crate::judge::input::{check, Checked, InputError, Pair, ResponseEntry, RubricSet};
+use crate::judge::input::{
+    check, check_each, number_by_file_line, Checked, InputError, Pair, ResponseEntry, RubricSet,
+};
 use crate::judge::record::{
     CriterionVerdict, HolisticScore, JudgeProgress, JudgeRecord, JudgeSummary, Mode, Status,
     VerdictSource, JUDGE_RECORD_VERSION,
@@ -314,9 +316,7 @@ impl<'g> Judge<'g> {
         progress: &dyn Fn(&JudgeProgress),
     ) -> (Vec<JudgeRecord>, JudgeSummary) {
         let (mut records, summary) = self.score_checked(check(rubrics, responses), progress);
-        for (record, entry) in records.iter_mut().zip(responses) {
-            record.line = entry.line;
-        }
+        number_by_file_line(&mut records, responses);
         (records, summary)
     }
 
@@ -328,20 +328,7 @@ impl<'g> Judge<'g> {
         inputs: &[(&RubricItem, &str, &str)],
         progress: &dyn Fn(&JudgeProgress),
     ) -> (Vec<JudgeRecord>, JudgeSummary) {
-        let checked = inputs
-            .iter()
-            .map(
-                |&(item, response_id, response)| match Pair::new(item, response_id, response) {
-                    Ok(p) => Checked::Ready(p),
-                    Err(error) => Checked::Rejected {
-                        item_id: Some(item.id.clone()),
-                        response_id: Some(response_id.to_string()),
-                        error,
-                    },
-                },
-            )
-            .collect();
-        self.score_checked(checked, progress)
+        self.score_checked(check_each(inputs), progress)
     }
 
     /// Scores the ready entries and gives the rejected ones their error records, in order.

@@ -30,6 +30,7 @@
 //!   with a clear error, recorded per response).
 
 use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
 use std::time::Instant;
 
 use crossbeam_channel::Receiver;
@@ -38,8 +39,10 @@ use crate::engine::generator::collect;
 use crate::engine::{Event, Generator, Prompt, Request};
 use crate::error::Error as EngineError;
 use crate::judge::aggregate::{Aggregator, Scored, Verdict};
-use crate::judge::input::{check, Checked, Pair, ResponseEntry, RubricSet};
-use crate::judge::judge::{defuse, JudgeError};
+use crate::judge::input::{
+    check, check_each, number_by_file_line, Checked, Pair, ResponseEntry, RubricSet,
+};
+use crate::judge::judge::{defuse, Judge, JudgeError};
 use crate::judge::record::{
     CriterionVerdict, JudgeProgress, JudgeRecord, JudgeSummary, Mode, Status, JUDGE_RECORD_VERSION,
 };
@@ -97,11 +100,15 @@ pub struct SupportJudge<'g> {
     max_in_flight: usize,
 }
 
-/// One scoring request: the prompt's tokens and how many at its end are scored.
+/// One scoring request: the shared context (question and response, rendered and tokenized once
+/// per response) and the criterion tokens scored after it.
 struct Scoring {
-    tokens: Vec<TokenId>,
-    n_scored: usize,
+    context: Rc<Vec<TokenId>>,
+    scored: Vec<TokenId>,
 }
+
+/// A scoring request's outcome: the mean log-prob per token, or the record status and error.
+type Outcome = Result<f64, (Status, String)>;
 
 /// Where a request's result goes.
 #[derive(Clone, Copy)]
@@ -120,15 +127,13 @@ impl<'g> SupportJudge<'g> {
         aggregator: Aggregator,
         max_in_flight: usize,
     ) -> Result<Self, JudgeError> {
-        let mut control_texts = tokenizer.control_token_texts();
-        control_texts.sort_by_key(|t| std::cmp::Reverse(t.len()));
         Ok(SupportJudge {
             generator,
             tokenizer,
             template: support_template()?,
             aggregator,
             model_sha256: model_sha256.to_string(),
-            control_texts,
+            control_texts: tokenizer.control_token_texts(),
             max_in_flight: max_in_flight.max(1),
         })
     }
@@ -137,33 +142,41 @@ impl<'g> SupportJudge<'g> {
         self.template.hash()
     }
 
-    /// The prompt for `question` and `response` followed by `criterion`, as tokens, with the
-    /// criterion's token count.
-    fn scoring(
-        &self,
-        question: &str,
-        response: &str,
-        criterion: &str,
-    ) -> Result<Scoring, EngineError> {
+    /// The prompt for `question` and `response` up to the criterion, as tokens.
+    fn context(&self, question: &str, response: &str) -> Result<Rc<Vec<TokenId>>, String> {
         let messages: Vec<_> = self
             .template
             .render(&[("question", question), ("response", response)])
-            .map_err(|e| EngineError::ChatTemplate(e.to_string()))?
+            .map_err(|e| EngineError::ChatTemplate(e.to_string()).to_string())?
             .into_iter()
             .filter(|m| !m.content.is_empty())
             .collect();
-        let context = self.generator.chat_prompt(&messages)? + SUMMARY_LEAD;
-        let mut tokens = self.tokenizer.encode_prompt(&context)?;
-        let scored = self.tokenizer.encode(&continuation(criterion))?;
+        let text = self
+            .generator
+            .chat_prompt(&messages)
+            .map_err(|e| e.to_string())?
+            + SUMMARY_LEAD;
+        let tokens = self
+            .tokenizer
+            .encode_prompt(&text)
+            .map_err(|e| e.to_string())?;
+        Ok(Rc::new(tokens))
+    }
+
+    /// The criterion's tokens as the rest of the summary.
+    fn criterion_tokens(&self, criterion: &str) -> Result<Vec<TokenId>, String> {
+        let scored = self
+            .tokenizer
+            .encode(&continuation(criterion))
+            .map_err(|e| e.to_string())?;
         if scored.is_empty() {
             return Err(EngineError::InvalidRequest {
                 request: criterion.to_string(),
                 reason: "the criterion has no tokens".into(),
-            });
+            }
+            .to_string());
         }
-        let n_scored = scored.len();
-        tokens.extend(scored);
-        Ok(Scoring { tokens, n_scored })
+        Ok(scored)
     }
 
     fn blank_record(
@@ -198,9 +211,7 @@ impl<'g> SupportJudge<'g> {
         progress: &dyn Fn(&JudgeProgress),
     ) -> (Vec<JudgeRecord>, JudgeSummary) {
         let (mut records, summary) = self.score_checked(check(rubrics, responses), progress);
-        for (record, entry) in records.iter_mut().zip(responses) {
-            record.line = entry.line;
-        }
+        number_by_file_line(&mut records, responses);
         (records, summary)
     }
 
@@ -211,20 +222,7 @@ impl<'g> SupportJudge<'g> {
         inputs: &[(&RubricItem, &str, &str)],
         progress: &dyn Fn(&JudgeProgress),
     ) -> (Vec<JudgeRecord>, JudgeSummary) {
-        let checked = inputs
-            .iter()
-            .map(
-                |&(item, response_id, response)| match Pair::new(item, response_id, response) {
-                    Ok(p) => Checked::Ready(p),
-                    Err(error) => Checked::Rejected {
-                        item_id: Some(item.id.clone()),
-                        response_id: Some(response_id.to_string()),
-                        error,
-                    },
-                },
-            )
-            .collect();
-        self.score_checked(checked, progress)
+        self.score_checked(check_each(inputs), progress)
     }
 
     /// Scores the ready entries; the rejected ones get their error records. One record per
@@ -260,7 +258,7 @@ impl<'g> SupportJudge<'g> {
             }
         }
         // Per entry: the mean log-prob per token of each criterion, once known.
-        let mut lp: Vec<Vec<Option<Result<f64, EngineError>>>> = pairs
+        let mut lp: Vec<Vec<Option<Outcome>>> = pairs
             .iter()
             .map(|p| match p {
                 Some(p) => p.item().criteria.iter().map(|_| None).collect(),
@@ -268,35 +266,45 @@ impl<'g> SupportJudge<'g> {
             })
             .collect();
         let mut baseline_index: HashMap<(String, String), usize> = HashMap::new();
-        let mut baselines: Vec<Option<Result<f64, EngineError>>> = Vec::new();
+        let mut baselines: Vec<Option<Outcome>> = Vec::new();
         let mut base_of: Vec<Vec<usize>> = vec![Vec::new(); pairs.len()];
-        let mut jobs: Vec<(Slot, Result<Scoring, EngineError>)> = Vec::new();
+        // The no-answer context of each question, rendered and tokenized once.
+        let mut no_answer: HashMap<&str, Result<Rc<Vec<TokenId>>, String>> = HashMap::new();
+        let mut jobs: Vec<(Slot, Result<Scoring, String>)> = Vec::new();
+        let job = |context: &Result<Rc<Vec<TokenId>>, String>, criterion: &str| {
+            let context = context.clone()?;
+            Ok(Scoring {
+                context,
+                scored: self.criterion_tokens(criterion)?,
+            })
+        };
         for (i, p) in pairs.iter().enumerate() {
             let Some(p) = p else { continue };
             let item = p.item();
-            let response = defuse(p.response(), &self.control_texts);
+            let context = self.context(&item.question, &defuse(p.response(), &self.control_texts));
+            let base_context = no_answer
+                .entry(item.question.as_str())
+                .or_insert_with(|| self.context(&item.question, NO_ANSWER));
             for (k, c) in item.criteria.iter().enumerate() {
                 let key = (item.question.clone(), c.text.clone());
                 let b = *baseline_index.entry(key).or_insert_with(|| {
                     baselines.push(None);
                     jobs.push((
                         Slot::Baseline(baselines.len() - 1),
-                        self.scoring(&item.question, NO_ANSWER, &c.text),
+                        job(base_context, &c.text),
                     ));
                     baselines.len() - 1
                 });
                 base_of[i].push(b);
-                jobs.push((
-                    Slot::Response(i, k),
-                    self.scoring(&item.question, &response, &c.text),
-                ));
+                jobs.push((Slot::Response(i, k), job(&context, &c.text)));
             }
         }
         let mut summary = JudgeSummary::default();
         let n_entries = records.len();
         let total = jobs.len();
-        let mut in_flight: VecDeque<(Slot, String, Result<Receiver<Event>, EngineError>)> =
-            VecDeque::new();
+        // A job whose prompt could not be built carries its error instead of a receiver.
+        type Submitted = Result<Result<Receiver<Event>, EngineError>, String>;
+        let mut in_flight: VecDeque<(Slot, String, Submitted)> = VecDeque::new();
         let mut jobs = jobs.into_iter().enumerate();
         let mut done = 0usize;
         loop {
@@ -305,10 +313,13 @@ impl<'g> SupportJudge<'g> {
                     break;
                 };
                 let id = format!("support-{n}");
-                let rx = scoring.and_then(|s| {
-                    let mut req = Request::new(id.clone(), Prompt::Tokens(s.tokens));
+                let rx = scoring.map(|s| {
+                    let mut tokens = Vec::with_capacity(s.context.len() + s.scored.len());
+                    tokens.extend_from_slice(&s.context);
+                    tokens.extend_from_slice(&s.scored);
+                    let mut req = Request::new(id.clone(), Prompt::Tokens(tokens));
                     req.max_tokens = 0;
-                    req.score_last = s.n_scored;
+                    req.score_last = s.scored.len();
                     self.generator.submit(req)
                 });
                 in_flight.push_back((slot, id, rx));
@@ -316,18 +327,32 @@ impl<'g> SupportJudge<'g> {
             let Some((slot, id, rx)) = in_flight.pop_front() else {
                 break;
             };
-            let result = rx.and_then(|rx| collect(id, rx)).and_then(|c| {
-                summary.prompt_tokens += c.usage.prompt_tokens;
-                summary.cached_tokens += c.usage.cached_tokens;
-                let n = c.prompt_logprobs.len();
-                if n == 0 || c.prompt_logprobs.iter().any(|x| !x.is_finite()) {
-                    return Err(EngineError::InvalidRequest {
-                        request: c.id,
-                        reason: format!("the engine reported {n} prompt log-probs, not all finite"),
-                    });
-                }
-                Ok(c.prompt_logprobs.iter().map(|&x| f64::from(x)).sum::<f64>() / n as f64)
-            });
+            let result = match rx {
+                Err(e) => Err((Status::Error, e)),
+                Ok(rx) => rx
+                    .and_then(|rx| collect(id, rx))
+                    .and_then(|c| {
+                        summary.prompt_tokens += c.usage.prompt_tokens;
+                        summary.cached_tokens += c.usage.cached_tokens;
+                        let n = c.prompt_logprobs.len();
+                        if n == 0 || c.prompt_logprobs.iter().any(|x| !x.is_finite()) {
+                            return Err(EngineError::InvalidRequest {
+                                request: c.id,
+                                reason: format!(
+                                    "the engine reported {n} prompt log-probs, not all finite"
+                                ),
+                            });
+                        }
+                        Ok(c.prompt_logprobs.iter().map(|&x| f64::from(x)).sum::<f64>() / n as f64)
+                    })
+                    .map_err(|e| {
+                        let status = match e {
+                            EngineError::PromptTooLong { .. } => Status::ResponseTooLong,
+                            _ => Status::Error,
+                        };
+                        (status, e.to_string())
+                    }),
+            };
             done += 1;
             summary.requests += 1;
             match slot {
@@ -354,12 +379,8 @@ impl<'g> SupportJudge<'g> {
             for (k, c) in item.criteria.iter().enumerate() {
                 let pair = match (&lp[i][k], &baselines[base_of[i][k]]) {
                     (Some(Ok(r)), Some(Ok(b))) => Some((*r, *b)),
-                    (Some(Err(e)), _) | (_, Some(Err(e))) => {
-                        let status = match e {
-                            EngineError::PromptTooLong { .. } => Status::ResponseTooLong,
-                            _ => Status::Error,
-                        };
-                        failure.get_or_insert((status, format!("criterion {}: {e}", c.id)));
+                    (Some(Err((status, e))), _) | (_, Some(Err((status, e)))) => {
+                        failure.get_or_insert((*status, format!("criterion {}: {e}", c.id)));
                         None
                     }
                     _ => None,
@@ -406,6 +427,49 @@ impl<'g> SupportJudge<'g> {
             seconds: summary.seconds,
         });
         (records, summary)
+    }
+}
+
+/// Either judge behind one interface, for the jobs that pick the mode at run time (`ares judge`,
+/// `ares eval`).
+pub enum ResponseJudge<'g> {
+    /// Logprob, holistic or generate mode.
+    Verdicts(Judge<'g>),
+    /// Support mode.
+    Support(SupportJudge<'g>),
+}
+
+impl ResponseJudge<'_> {
+    /// See [`Judge::run`].
+    pub fn run(
+        &self,
+        rubrics: &RubricSet,
+        responses: &[ResponseEntry],
+        progress: &dyn Fn(&JudgeProgress),
+    ) -> (Vec<JudgeRecord>, JudgeSummary) {
+        match self {
+            ResponseJudge::Verdicts(j) => j.run(rubrics, responses, progress),
+            ResponseJudge::Support(j) => j.run(rubrics, responses, progress),
+        }
+    }
+
+    /// See [`Judge::score_each`].
+    pub fn score_each(
+        &self,
+        inputs: &[(&RubricItem, &str, &str)],
+        progress: &dyn Fn(&JudgeProgress),
+    ) -> (Vec<JudgeRecord>, JudgeSummary) {
+        match self {
+            ResponseJudge::Verdicts(j) => j.score_each(inputs, progress),
+            ResponseJudge::Support(j) => j.score_each(inputs, progress),
+        }
+    }
+
+    pub fn template_hash(&self) -> &str {
+        match self {
+            ResponseJudge::Verdicts(j) => j.template_hash(),
+            ResponseJudge::Support(j) => j.template_hash(),
+        }
     }
 }
 
