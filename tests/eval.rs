@@ -68,6 +68,7 @@ fn eval_on_a_small_sample_reports_every_method_and_a_rerun_reuses_rubrics_and_ve
     let table = String::from_utf8_lossy(&first.stdout);
     for row in [
         "| medquad | rubric, logprob per criterion |",
+        "| medquad | rubric, logprob per criterion, topic gate |",
         "| medquad | rubric, support (likelihood) per criterion |",
         "| medquad | rubric, holistic 0-9 |",
         "| medquad | no rubric, holistic 0-9 |",
@@ -114,7 +115,7 @@ fn eval_on_a_small_sample_reports_every_method_and_a_rerun_reuses_rubrics_and_ve
             assert!(check.is_null(), "{d}");
         }
         let methods = d["methods"].as_array().expect("methods");
-        assert_eq!(methods.len(), 6);
+        assert_eq!(methods.len(), 7);
         for m in methods {
             // Every sample is scored or counted as failed with a reason, never dropped.
             let failed: u64 = m["failed"]
@@ -137,9 +138,14 @@ fn eval_on_a_small_sample_reports_every_method_and_a_rerun_reuses_rubrics_and_ve
             let no_reference = m["method"] == "reference_holistic" && d["dataset"] == "llmbar";
             // Medquad has no pairs for the pairwise judge.
             let no_pairs = m["method"] == "rubric_pairwise" && d["dataset"] == "medquad";
+            // Llmbar has no topic gate statement.
+            let no_gate = m["method"] == "rubric_logprob_gated" && d["dataset"] == "llmbar";
+            if no_gate {
+                assert_eq!(m["failed"]["no_gate"], 3, "{m}");
+            }
             let all_emptied = m["failed"]["no_rubric"].as_u64() == Some(3) && emptied > 0;
             assert!(
-                records.lines().count() > 0 || no_reference || no_pairs || all_emptied,
+                records.lines().count() > 0 || no_reference || no_pairs || no_gate || all_emptied,
                 "{m}"
             );
             if m["method"] == "rubric_pairwise" && d["dataset"] == "llmbar" {
@@ -149,6 +155,38 @@ fn eval_on_a_small_sample_reports_every_method_and_a_rerun_reuses_rubrics_and_ve
                 let rec: Value = serde_json::from_str(line).expect("record JSON");
                 assert_eq!(rec["model_sha256"], model_sha.as_str());
                 assert_eq!(rec["template_hash"], m["template_hash"]);
+                // A gated reward carries its gate; the reward is the gated one.
+                if m["method"] == "rubric_logprob_gated" && rec["status"] == "ok" {
+                    let p = rec["gate"]["p_yes"].as_f64().expect("gate p_yes");
+                    assert!((0.0..=1.0).contains(&p), "{rec}");
+                    assert!(rec["gate"]["statement"].is_string(), "{rec}");
+                }
+            }
+        }
+        // The gated reward is the rubric reward times the gate's P(yes), response by response.
+        if d["dataset"] == "medquad" {
+            let records = |method: &str| -> Vec<Value> {
+                let m = methods
+                    .iter()
+                    .find(|m| m["method"] == method)
+                    .expect("method");
+                std::fs::read_to_string(m["records"].as_str().expect("records path"))
+                    .expect("records file")
+                    .lines()
+                    .map(|l| serde_json::from_str(l).expect("record JSON"))
+                    .collect()
+            };
+            let plain = records("rubric_logprob");
+            let gated = records("rubric_logprob_gated");
+            assert_eq!(plain.len(), gated.len());
+            for (p, g) in plain.iter().zip(&gated) {
+                assert_eq!(p["line"], g["line"]);
+                if g["status"] == "ok" {
+                    let want = p["reward"].as_f64().expect("reward")
+                        * g["gate"]["p_yes"].as_f64().expect("p_yes");
+                    let got = g["reward"].as_f64().expect("gated reward");
+                    assert!((got - want).abs() < 1e-12, "{p} {g}");
+                }
             }
         }
         let stat = if d["dataset"] == "medquad" {
@@ -235,6 +273,30 @@ fn eval_on_a_small_sample_reports_every_method_and_a_rerun_reuses_rubrics_and_ve
         std::fs::read_to_string(&rubric_file).expect("rubric file"),
         generated
     );
+
+    // --methods runs a subset: only that row, the same figure, nothing to compare with.
+    let mut subset = args.to_vec();
+    subset.extend(["--methods", "rubric-logprob"]);
+    let third = ares(&subset);
+    let stderr = String::from_utf8_lossy(&third.stderr);
+    assert_eq!(third.status.code(), Some(0), "stderr: {stderr}");
+    let r3 = report(&out);
+    for (d3, d) in r3["datasets"]
+        .as_array()
+        .expect("datasets")
+        .iter()
+        .zip(r["datasets"].as_array().expect("datasets"))
+    {
+        let methods = d3["methods"].as_array().expect("methods");
+        assert_eq!(methods.len(), 1, "{d3}");
+        assert_eq!(methods[0]["method"], "rubric_logprob");
+        assert!(methods[0].get("vs_plain").is_none(), "{}", methods[0]);
+        assert_eq!(methods[0]["spearman"], d["methods"][0]["spearman"]);
+        assert_eq!(
+            methods[0]["pairwise_accuracy"],
+            d["methods"][0]["pairwise_accuracy"]
+        );
+    }
 }
 
 fn paris_rubric() -> String {

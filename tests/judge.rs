@@ -395,3 +395,83 @@ fn support_mode_records_pmi_verdicts_batch_invariantly() {
     assert_eq!(alone[0].reward, records[1].reward, "batch-invariant reward");
     assert_eq!(alone[0].criteria[0].pmi, records[1].criteria[0].pmi);
 }
+
+#[test]
+fn a_topic_gate_multiplies_each_reward_by_its_p_yes_in_every_mode() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let rubrics = dir.path().join("rubrics.jsonl");
+    std::fs::write(&rubrics, serde_json::to_string(&paris()).expect("json")).expect("write");
+    let responses = dir.path().join("responses.jsonl");
+    let lines = [
+        line("paris", "r1", "The capital of France is Paris."),
+        line("paris", "r2", "Bananas grow in warm climates."),
+        line("paris", "r3", "   "),
+    ];
+    std::fs::write(&responses, lines.join("\n")).expect("write");
+    let model = model_arg();
+    let run = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "judge",
+            "-m",
+            &model,
+            "--rubrics",
+            rubrics.to_str().expect("utf-8"),
+            "--responses",
+            responses.to_str().expect("utf-8"),
+            "--out",
+            out.to_str().expect("utf-8"),
+        ];
+        args.extend_from_slice(extra);
+        let o = ares(&args);
+        // r3 is empty: exit code 1, the others judged.
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        records(out)
+    };
+    let statement = "Is about the capital of France.";
+    for mode in ["logprob", "support", "holistic"] {
+        let plain = run(&dir.path().join(format!("{mode}.jsonl")), &["--mode", mode]);
+        let gated = run(
+            &dir.path().join(format!("{mode}-gated.jsonl")),
+            &["--mode", mode, "--gate", statement],
+        );
+        assert_eq!(gated.len(), 3);
+        for (p, g) in plain.iter().zip(&gated[..2]) {
+            assert_eq!(g["status"], "ok", "{g}");
+            assert_eq!(g["gate"]["statement"], statement);
+            let p_yes = g["gate"]["p_yes"].as_f64().expect("p_yes");
+            assert!((0.0..=1.0).contains(&p_yes), "{g}");
+            let want = p["reward"].as_f64().expect("reward") * p_yes;
+            let got = g["reward"].as_f64().expect("gated reward");
+            assert!((got - want).abs() < 1e-12, "{mode}: {p} {g}");
+            // The rubric's own verdicts are unchanged.
+            assert_eq!(p["criteria"], g["criteria"], "{mode}");
+        }
+        assert_eq!(gated[2]["status"], "error");
+        assert!(gated[2].get("gate").is_none(), "{}", gated[2]);
+    }
+    // An empty statement is refused before any work.
+    let o = ares(&[
+        "judge",
+        "-m",
+        &model,
+        "--rubrics",
+        rubrics.to_str().expect("utf-8"),
+        "--responses",
+        responses.to_str().expect("utf-8"),
+        "--out",
+        dir.path().join("x.jsonl").to_str().expect("utf-8"),
+        "--gate",
+        " ",
+    ]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("gate statement is empty"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

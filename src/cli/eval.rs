@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 
 use crate::engine::Generator;
-use crate::eval::runner::{self, Dataset, EvalConfig, EvalProgress, EvalReport};
+use crate::eval::runner::{self, Dataset, EvalConfig, EvalProgress, EvalReport, Method};
 use crate::eval::EvalError;
 use crate::judge::rubric_gen::{RubricGenConfig, DEFAULT_MAX_TOKENS};
 use crate::judge::DEFAULT_MAX_IN_FLIGHT;
@@ -21,6 +21,50 @@ pub enum DatasetArg {
     Llmbar,
 }
 
+/// `--methods`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MethodArg {
+    /// The generated rubric, one yes/no log-prob verdict per criterion.
+    RubricLogprob,
+    /// As rubric-logprob, times the P(yes) of a topic gate (medquad: "Is about the same
+    /// condition, medicine or test that the question asks about.").
+    RubricLogprobGated,
+    /// The generated rubric, each criterion's likelihood as a summary of the response.
+    RubricSupport,
+    /// The generated rubric shown whole, one 0-9 score.
+    RubricHolistic,
+    /// No rubric, one 0-9 score.
+    PlainHolistic,
+    /// No rubric, the reference answer shown, one 0-9 score.
+    ReferenceHolistic,
+    /// The generated rubric, the two outputs of a pair compared (llmbar only).
+    RubricPairwise,
+}
+
+impl MethodArg {
+    pub const ALL: [MethodArg; 7] = [
+        MethodArg::RubricLogprob,
+        MethodArg::RubricLogprobGated,
+        MethodArg::RubricSupport,
+        MethodArg::RubricHolistic,
+        MethodArg::PlainHolistic,
+        MethodArg::ReferenceHolistic,
+        MethodArg::RubricPairwise,
+    ];
+
+    fn method(self) -> Method {
+        match self {
+            MethodArg::RubricLogprob => Method::RubricLogprob,
+            MethodArg::RubricLogprobGated => Method::RubricLogprobGated,
+            MethodArg::RubricSupport => Method::RubricSupport,
+            MethodArg::RubricHolistic => Method::RubricHolistic,
+            MethodArg::PlainHolistic => Method::PlainHolistic,
+            MethodArg::ReferenceHolistic => Method::ReferenceHolistic,
+            MethodArg::RubricPairwise => Method::RubricPairwise,
+        }
+    }
+}
+
 #[derive(Args, Clone, Debug)]
 pub struct EvalArgs {
     /// The eval data folder (medquad_expert_judged/, llmbar/).
@@ -33,6 +77,10 @@ pub struct EvalArgs {
     /// Data sets to evaluate, comma-separated.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [DatasetArg::Medquad, DatasetArg::Llmbar])]
     pub datasets: Vec<DatasetArg>,
+    /// Methods to run, comma-separated (all by default). The comparison with the plain judge
+    /// needs plain-holistic among them.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = MethodArg::ALL)]
+    pub methods: Vec<MethodArg>,
     /// Items per data set (medquad answers, llmbar pairs): a seeded random sample. All when
     /// left out.
     #[arg(long)]
@@ -85,6 +133,7 @@ impl EvalArgs {
             max_in_flight: self.max_in_flight.max(1),
             cache: !self.no_cache,
             reference_check: !self.keep_failed_criteria,
+            methods: self.methods.iter().map(|m| m.method()).collect(),
         }
     }
 }

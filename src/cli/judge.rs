@@ -14,7 +14,7 @@ use crate::engine::Generator;
 use crate::judge::cache::VerdictCache;
 use crate::judge::pairwise::{Comparison, PairwiseJudge, PairwiseSummary};
 use crate::judge::support::{ResponseJudge, SupportJudge};
-use crate::judge::{check, Checked, Pair};
+use crate::judge::{check, gate, Checked, Pair};
 use crate::judge::{
     read_responses, Judge, JudgeConfig, JudgeError, JudgeProgress, JudgeRecord, JudgeSummary, Mode,
     ResponseEntry, RubricSet, DEFAULT_MAX_IN_FLIGHT,
@@ -111,6 +111,12 @@ pub struct JudgeArgs {
     /// per pair with the preference, margin, winner and whether the orders disagreed.
     #[arg(long, conflicts_with_all = ["cache", "cache_file"])]
     pub pairwise: bool,
+    /// Topic gate: a statement every response is also checked against in logprob mode ("Is
+    /// about the same condition, medicine or test that the question asks about."); the reward
+    /// is the rubric reward times its P(yes), and each record gets `gate`. Off-topic answers
+    /// that share words with the question then score near 0.
+    #[arg(long, value_name = "STATEMENT", conflicts_with = "pairwise")]
+    pub gate: Option<String>,
 }
 
 impl JudgeArgs {
@@ -205,15 +211,40 @@ pub fn run(
             config.max_in_flight,
         )?)
     } else {
-        let judge = Judge::new(generator, tokenizer, model_sha256, config)?;
+        let judge = Judge::new(generator, tokenizer, model_sha256, config.clone())?;
         ResponseJudge::Verdicts(match &cache {
             Some(cache) => judge.with_cache(cache),
             None => judge,
         })
     };
+    let gate = args
+        .gate
+        .as_deref()
+        .map(gate::check_statement)
+        .transpose()?;
     let rubrics = RubricSet::read(&args.rubrics, args.format())?;
     let responses = shard_responses(args)?;
-    let (records, summary) = judge.run(&rubrics, &responses, progress);
+    let (mut records, mut summary) = judge.run(&rubrics, &responses, progress);
+    if let Some(statement) = gate {
+        let gate_judge = Judge::new(
+            generator,
+            tokenizer,
+            model_sha256,
+            JudgeConfig {
+                mode: Mode::Logprob,
+                hard: false,
+                ..config.clone()
+            },
+        )?;
+        let gate_judge = match &cache {
+            Some(cache) => gate_judge.with_cache(cache),
+            None => gate_judge,
+        };
+        let gate_set = rubrics.map_items(|item| gate::gate_item(item, statement));
+        let (gates, gate_summary) = gate_judge.run(&gate_set, &responses, progress);
+        gate::apply(&mut records, &gates, statement);
+        summary.gate(&records, &gate_summary);
+    }
     write_records(&args.out, &records)?;
     Ok(JudgeReport {
         summary,

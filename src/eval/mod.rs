@@ -60,4 +60,6 @@ pub enum EvalError {
     Template(#[from] TemplateError),
     #[error("no data set chosen")]
     NoDatasets,
+    #[error("no method chosen")]
+    NoMethods,
 }

@@ -28,6 +28,7 @@ use crate::eval::datasets::{self, LlmBarPair, MedQuadAnswer};
 use crate::eval::stats::{self, Estimate};
 use crate::eval::EvalError;
 use crate::judge::cache::VerdictCache;
+use crate::judge::gate::{self, MEDICAL_GATE};
 use crate::judge::pairwise::{Comparison, PairwiseJudge};
 use crate::judge::reference_check::{check_against_reference, DroppedCriterion};
 use crate::judge::rubric_gen::{
@@ -94,6 +95,10 @@ pub enum Method {
     /// The generated rubric, one logprob verdict per criterion, RaR explicit aggregation (the
     /// `ares judge` default).
     RubricLogprob,
+    /// As [`Method::RubricLogprob`], times the P(yes) of a topic gate (`judge::gate`,
+    /// [`MEDICAL_GATE`] on medquad). Llmbar has no gate statement: its outputs count as failed
+    /// `no_gate`.
+    RubricLogprobGated,
     /// The generated rubric, each criterion's support by the response read off its likelihood
     /// as a summary of the response against after no answer (`judge::support`), RaR explicit
     /// aggregation.
@@ -113,8 +118,9 @@ pub enum Method {
 }
 
 impl Method {
-    pub const ALL: [Method; 6] = [
+    pub const ALL: [Method; 7] = [
         Method::RubricLogprob,
+        Method::RubricLogprobGated,
         Method::RubricSupport,
         Method::RubricHolistic,
         Method::PlainHolistic,
@@ -125,6 +131,7 @@ impl Method {
     pub fn as_str(self) -> &'static str {
         match self {
             Method::RubricLogprob => "rubric_logprob",
+            Method::RubricLogprobGated => "rubric_logprob_gated",
             Method::RubricSupport => "rubric_support",
             Method::RubricHolistic => "rubric_holistic",
             Method::PlainHolistic => "plain_holistic",
@@ -137,6 +144,7 @@ impl Method {
     pub fn label(self) -> &'static str {
         match self {
             Method::RubricLogprob => "rubric, logprob per criterion",
+            Method::RubricLogprobGated => "rubric, logprob per criterion, topic gate",
             Method::RubricSupport => "rubric, support (likelihood) per criterion",
             Method::RubricHolistic => "rubric, holistic 0-9",
             Method::PlainHolistic => "no rubric, holistic 0-9",
@@ -170,6 +178,8 @@ pub struct EvalConfig {
     /// Drop the generated criteria a question's reference answer fails before judging
     /// (`judge::reference_check`, as in `ares synth`); questions without a reference keep theirs.
     pub reference_check: bool,
+    /// The methods to run, a non-empty subset of [`Method::ALL`] (in that order in the report).
+    pub methods: Vec<Method>,
 }
 
 /// Progress of a running job.
@@ -305,20 +315,20 @@ pub struct VsPlain {
     pub delta: Option<Estimate>,
 }
 
-/// For each method of [`Method::ALL`] that uses a rubric, `stat` of its samples minus `stat` of
-/// plain judging's, on the samples both have (`samples[k][i]`: sample i of method k, `None` when
-/// not scored), bootstrapped over those samples.
+/// For each of `methods` that uses a rubric, `stat` of its samples minus `stat` of plain
+/// judging's, on the samples both have (`samples[k][i]`: sample i of `methods[k]`, `None` when
+/// not scored), bootstrapped over those samples; all `None` when plain judging was not run.
 fn compare_with_plain<T: Copy>(
+    methods: &[Method],
     samples: &[Vec<Option<T>>],
     stat: &dyn Fn(&[T]) -> Option<f64>,
     resamples: usize,
     seed: u64,
 ) -> Vec<Option<VsPlain>> {
-    let plain = Method::ALL
-        .iter()
-        .position(|&m| m == Method::PlainHolistic)
-        .expect("plain holistic is one of the methods");
-    Method::ALL
+    let Some(plain) = methods.iter().position(|&m| m == Method::PlainHolistic) else {
+        return vec![None; methods.len()];
+    };
+    methods
         .iter()
         .enumerate()
         .map(|(k, m)| {
@@ -346,8 +356,11 @@ fn compare_with_plain<T: Copy>(
 impl MethodResult {
     /// False for a method that does not apply to its data set (pairwise on medquad, which has no
     /// pairs: every answer failed `pairs_only`); tables and pages give it no row.
+    /// False for a method that cannot apply to the data set at all (pairwise on medquad, the
+    /// topic gate where the data set has no gate statement): the table leaves its row out.
     pub fn applies(&self) -> bool {
-        !(self.scored == 0 && self.failed.keys().eq(["pairs_only"]))
+        !(self.scored == 0
+            && (self.failed.keys().eq(["pairs_only"]) || self.failed.keys().eq(["no_gate"])))
     }
 
     pub fn failed_total(&self) -> usize {
@@ -595,6 +608,9 @@ pub fn run(
     if config.datasets.is_empty() {
         return Err(EvalError::NoDatasets);
     }
+    if config.methods.is_empty() {
+        return Err(EvalError::NoMethods);
+    }
     std::fs::create_dir_all(&config.out_dir).map_err(|source| EvalError::Io {
         path: config.out_dir.clone(),
         source,
@@ -778,14 +794,18 @@ fn score(ctx: &Context<'_>, d: Prepared) -> Result<DatasetResult, EvalError> {
     let mut methods = Vec::new();
     // Per method, per scored unit: (reward, grade) or (preferred, other) when scored.
     let mut samples: Vec<Vec<Option<(f64, f64)>>> = Vec::new();
-    for method in Method::ALL {
+    let chosen: Vec<Method> = Method::ALL
+        .into_iter()
+        .filter(|m| config.methods.contains(m))
+        .collect();
+    for &method in &chosen {
         let (rewards, mut result) =
             judge(ctx, d.dataset, method, &d.questions, &rubrics, &d.responses)?;
         samples.push(d.agreement.measure(&rewards, &mut result, config));
         methods.push(result);
     }
     let statistic = |s: &[(f64, f64)]| d.agreement.statistic(s);
-    let vs = compare_with_plain(&samples, &statistic, config.resamples, config.seed);
+    let vs = compare_with_plain(&chosen, &samples, &statistic, config.resamples, config.seed);
     for (m, v) in methods.iter_mut().zip(vs) {
         m.vs_plain = v;
     }
@@ -1181,7 +1201,7 @@ fn judge(
 ) -> Result<(Vec<Result<f64, String>>, MethodResult), EvalError> {
     let t0 = Instant::now();
     let mode = match method {
-        Method::RubricLogprob => Mode::Logprob,
+        Method::RubricLogprob | Method::RubricLogprobGated => Mode::Logprob,
         Method::RubricSupport => Mode::Support,
         Method::RubricHolistic | Method::PlainHolistic | Method::ReferenceHolistic => {
             Mode::Holistic
@@ -1218,11 +1238,19 @@ fn judge(
     } else {
         questions.iter().map(plain_item).collect()
     };
-    let set = RubricSet::from_items(items);
-    let missing = if method == Method::ReferenceHolistic {
-        "no_reference"
+    let gate = match (method, dataset) {
+        (Method::RubricLogprobGated, Dataset::Medquad) => Some(MEDICAL_GATE),
+        _ => None,
+    };
+    let set = if method == Method::RubricLogprobGated && gate.is_none() {
+        RubricSet::default()
     } else {
-        "no_rubric"
+        RubricSet::from_items(items)
+    };
+    let missing = match method {
+        Method::ReferenceHolistic => "no_reference",
+        Method::RubricLogprobGated if gate.is_none() => "no_gate",
+        _ => "no_rubric",
     };
     let mut rewards: Vec<Result<f64, String>> = vec![Err(missing.into()); responses.len()];
     // Responses with an item to judge against, and where each one sits in `responses`.
@@ -1235,7 +1263,25 @@ fn judge(
         }
     }
     let progress = ctx.judge_progress(format!("{}: {}", dataset.as_str(), method.as_str()));
-    let (mut records, summary) = judge.score_each(&inputs, &progress);
+    let (mut records, mut summary) = judge.score_each(&inputs, &progress);
+    if let Some(statement) = gate {
+        let gate_items: Vec<RubricItem> = inputs
+            .iter()
+            .map(|(item, _, _)| gate::gate_item(item, statement))
+            .collect();
+        let gate_inputs: Vec<(&RubricItem, &str, &str)> = gate_items
+            .iter()
+            .zip(&inputs)
+            .map(|(g, (_, id, text))| (g, *id, *text))
+            .collect();
+        let gate_progress =
+            ctx.judge_progress(format!("{}: {} (gate)", dataset.as_str(), method.as_str()));
+        let (gates, gate_summary) = ctx
+            .judge(Mode::Logprob)?
+            .score_each(&gate_inputs, &gate_progress);
+        gate::apply(&mut records, &gates, statement);
+        summary.gate(&records, &gate_summary);
+    }
     for (record, &i) in records.iter_mut().zip(&positions) {
         // `line` is the response's position in the eval sample.
         record.line = i + 1;
@@ -1467,8 +1513,11 @@ mod tests {
         };
         // Medquad has no pairs: its pairwise method gets no row.
         let mut report = report;
-        let m = &mut report.datasets[0].methods[5];
-        assert_eq!(m.method, Method::RubricPairwise);
+        let m = report.datasets[0]
+            .methods
+            .iter_mut()
+            .find(|m| m.method == Method::RubricPairwise)
+            .expect("pairwise");
         m.scored = 0;
         m.failed = BTreeMap::from([("pairs_only".to_string(), 12)]);
         let table = report.to_markdown();
@@ -1476,37 +1525,38 @@ mod tests {
             .lines()
             .filter(|l| l.starts_with("| medquad") || l.starts_with("| llmbar"))
             .collect();
-        assert_eq!(rows.len(), 11, "{table}");
+        assert_eq!(rows.len(), 13, "{table}");
         assert!(
             rows[0].contains("0.250 [0.150, 0.350]") && rows[0].contains("| 10 | 2 |"),
             "{}",
             rows[0]
         );
         assert!(
-            rows[5].contains("0.600 [0.500, 0.700] (1 ties)"),
+            rows[6].contains("0.600 [0.500, 0.700] (1 ties)"),
             "{}",
-            rows[5]
+            rows[6]
         );
-        assert!(rows[6].contains("support"), "{}", rows[6]);
-        assert!(rows[8].contains("no rubric"), "{}", rows[8]);
-        assert!(rows[9].contains("reference answer"), "{}", rows[9]);
+        assert!(rows[1].contains("topic gate"), "{}", rows[1]);
+        assert!(rows[8].contains("support"), "{}", rows[8]);
+        assert!(rows[10].contains("no rubric"), "{}", rows[10]);
+        assert!(rows[11].contains("reference answer"), "{}", rows[11]);
         assert!(
-            rows[10].contains("pairwise") && rows[10].contains("(1 ties); orders disagree 25%"),
+            rows[12].contains("pairwise") && rows[12].contains("(1 ties); orders disagree 25%"),
             "{}",
-            rows[10]
+            rows[12]
         );
-        assert!(rows[4].contains("| — |"), "no delta: {}", rows[4]);
+        assert!(rows[5].contains("| — |"), "no delta: {}", rows[5]);
         assert!(
             rows[0].contains("| 0.050 [-0.200, 0.150] (n 9) |"),
             "{}",
             rows[0]
         );
-        assert!(rows[3].contains("| — |"), "plain has no delta: {}", rows[3]);
+        assert!(rows[4].contains("| — |"), "plain has no delta: {}", rows[4]);
     }
 
     #[test]
     fn comparison_with_plain_uses_the_samples_both_scored() {
-        // Method order: rubric_logprob, rubric_support, rubric_holistic, plain_holistic, ...
+        // Methods: rubric_logprob, rubric_support, rubric_holistic, plain_holistic, ...
         // Pairwise accuracy: logprob gets pairs 0, 1, 3 right and 2 wrong; plain gets 0 right, 1
         // and 2 wrong, and did not score pair 3. Common pairs: 0, 1, 2 -> 2/3 - 1/3 = 1/3.
         let right = Some((0.9, 0.1));
@@ -1521,7 +1571,15 @@ mod tests {
             vec![None, None, None, None],
             vec![wrong, right, right, None],
         ];
-        let vs = compare_with_plain(&samples, &stats::pairwise_accuracy, 500, 3);
+        let methods = [
+            Method::RubricLogprob,
+            Method::RubricSupport,
+            Method::RubricHolistic,
+            Method::PlainHolistic,
+            Method::ReferenceHolistic,
+            Method::RubricPairwise,
+        ];
+        let vs = compare_with_plain(&methods, &samples, &stats::pairwise_accuracy, 500, 3);
         let logprob = vs[0].expect("a rubric method is compared");
         assert_eq!(logprob.common, 3);
         let delta = logprob.delta.expect("defined");
@@ -1541,6 +1599,10 @@ mod tests {
         assert_eq!(vs[4], None, "the reference judge uses no rubric");
         let pairwise = vs[5].and_then(|v| v.delta).expect("pairwise is compared");
         assert!((pairwise.value - 1.0 / 3.0).abs() < 1e-12, "{pairwise:?}");
+        // A run without the plain judge (--methods) compares nothing.
+        let only = [Method::RubricLogprob, Method::RubricSupport];
+        let vs = compare_with_plain(&only, &samples[..2], &stats::pairwise_accuracy, 500, 3);
+        assert_eq!(vs, vec![None, None]);
     }
 
     /// Answers rubric requests: valid rubric JSON, or a cut-off output when the prompt contains
@@ -1577,6 +1639,7 @@ mod tests {
             max_in_flight: 8,
             cache: false,
             reference_check: true,
+            methods: Method::ALL.to_vec(),
         };
         let q = |id: &str, text: &str| Question {
             id: id.into(),

@@ -339,6 +339,16 @@ impl RubricSet {
         self.items.insert(id, item);
     }
 
+    /// The same set with every usable item replaced by `f(item)` (same ids); rejected ids stay
+    /// rejected with their reasons.
+    pub fn map_items(&self, f: impl Fn(&RubricItem) -> RubricItem) -> RubricSet {
+        RubricSet {
+            items: self.items.iter().map(|(k, v)| (k.clone(), f(v))).collect(),
+            rejected: self.rejected.clone(),
+            errors: self.errors.clone(),
+        }
+    }
+
     pub fn get(&self, id: &str) -> Option<&RubricItem> {
         self.items.get(id)
     }

@@ -79,6 +79,8 @@ pub enum JudgeError {
     Template(#[from] TemplateError),
     #[error(transparent)]
     Cache(#[from] CacheError),
+    #[error("--gate: {0}")]
+    Gate(#[from] crate::judge::gate::GateError),
     #[error("support mode is scored by judge::support::SupportJudge, not by Judge")]
     SupportMode,
     #[error(
@@ -300,6 +302,7 @@ impl<'g> Judge<'g> {
                 Mode::Holistic => None,
             },
             holistic: None,
+            gate: None,
             error: None,
             line,
             schema_version: JUDGE_RECORD_VERSION,

@@ -19,6 +19,7 @@
 //! - `verdict`: answer tokens and the verdict read from the model's output;
 //! - `record`: what a job writes (records, statuses) and reports (progress, summary);
 //! - `judge`: the [`Judge`] itself, which talks to a `Generator`;
+//! - `gate`: the topic gate, one extra statement whose P(yes) multiplies a rubric reward;
 //! - `pairwise`: two responses compared against one rubric in both orders (`--pairwise`);
 //! - `template`: the judge and rubric prompt templates.
 //!
@@ -40,6 +41,7 @@ pub mod aggregate;
 pub mod cache;
 pub mod criterion_check;
 pub mod formats;
+pub mod gate;
 pub mod input;
 pub mod judge;
 pub mod pairwise;

@@ -109,6 +109,14 @@ pub struct CriterionVerdict {
     pub pmi: Option<f64>,
 }
 
+/// A topic gate's verdict on one response (`judge::gate`), as a record carries it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateVerdict {
+    pub statement: String,
+    /// P(yes) of the statement, renormalised over the yes/no tokens as in logprob mode.
+    pub p_yes: f64,
+}
+
 /// Where a verdict's answer-token probabilities came from: exactly the requested ids (the local
 /// engine, `ares serve`), or found by id or by text among a remote server's top alternatives. A
 /// verdict cache hit keeps the source of the run that computed it.
@@ -179,6 +187,10 @@ pub struct JudgeRecord {
     pub aggregator: Option<Aggregator>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holistic: Option<HolisticScore>,
+    /// With a topic gate (`judge::gate`): its statement and P(yes); `reward` is then the rubric
+    /// reward times that P(yes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GateVerdict>,
     /// Why the status is not `ok`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -231,6 +243,28 @@ impl JudgeSummary {
         self.requests as f64 / self.seconds.max(1e-9)
     }
 
+    /// Folds in a topic gate's pass (`judge::gate`): its requests, tokens, time and cache
+    /// counts, and the statuses recounted from the gated `records`.
+    pub fn gate(&mut self, records: &[JudgeRecord], gate: &JudgeSummary) {
+        self.responses = 0;
+        self.ok = 0;
+        self.judge_unparseable = 0;
+        self.response_too_long = 0;
+        self.error = 0;
+        for r in records {
+            self.count(r.status);
+        }
+        self.requests += gate.requests;
+        self.prompt_tokens += gate.prompt_tokens;
+        self.cached_tokens += gate.cached_tokens;
+        self.seconds += gate.seconds;
+        self.cache_hits += gate.cache_hits;
+        self.cache_misses += gate.cache_misses;
+        if self.cache_error.is_none() {
+            self.cache_error = gate.cache_error.clone();
+        }
+    }
+
     pub(crate) fn count(&mut self, status: Status) {
         self.responses += 1;
         match status {
@@ -270,6 +304,7 @@ mod tests {
             template_hash: "0123456789abcdef".into(),
             aggregator: Some(Aggregator::RarExplicit),
             holistic: None,
+            gate: None,
             error: Some("too long".into()),
             line: 3,
             schema_version: JUDGE_RECORD_VERSION,

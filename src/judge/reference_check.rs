@@ -243,6 +243,7 @@ mod tests {
             template_hash: "t".into(),
             aggregator: Some(Aggregator::RarExplicit),
             holistic: None,
+            gate: None,
             error: None,
             line: 1,
             schema_version: 1,

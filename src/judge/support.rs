@@ -196,6 +196,7 @@ impl<'g> SupportJudge<'g> {
             template_hash: self.template.hash().to_string(),
             aggregator: Some(self.aggregator),
             holistic: None,
+            gate: None,
             error: None,
             line,
             schema_version: JUDGE_RECORD_VERSION,
