@@ -113,8 +113,7 @@ pub struct JudgeArgs {
     pub pairwise: bool,
     /// Topic gate: a statement every response is also checked against in logprob mode ("Is
     /// about the same condition, medicine or test that the question asks about."); the reward
-    /// is the rubric reward times its P(yes), and each record gets `gate`. Off-topic answers
-    /// that share words with the question then score near 0.
+    /// is the rubric reward times its P(yes), and each record gets `gate`.
     #[arg(long, value_name = "STATEMENT", conflicts_with = "pairwise")]
     pub gate: Option<String>,
 }

@@ -2,13 +2,15 @@
 //! whose P(yes) multiplies the rubric reward. A rubric checks facts; with the 1.5B judge an
 //! off-topic answer that shares words with the question still gets "yes" on many of them (a page
 //! on "blockage of upper airway" for a question on bundle branch block, medquad). A gate such as
-//! [`MEDICAL_GATE`] asks the one thing such pages fail, so their reward goes towards 0 while an
-//! on-topic answer keeps its rubric score.
+//! [`MEDICAL_GATE`] asks the one thing such pages fail, so their reward is scaled down by the
+//! judge's doubt (with the 1.5B judge that doubt is mild: P(yes) 0.51-0.66 on clearly off-topic
+//! medquad pages).
 //!
 //! Measured (benches/RESULTS.md, `ares eval` on medquad, Qwen2.5-Coder-1.5B, 100 answers per
 //! seeded sample), Spearman of the reward with expert grades, rubric logprob without / with
 //! [`MEDICAL_GATE`]: 0.332 / 0.386 on the seed-1 sample the statement was chosen on, 0.388 /
-//! 0.433 on the held-out seed-0 sample. General wordings ("Is about the same topic as the
+//! 0.433 and 0.320 / 0.331 on the held-out seed-0 and seed-2 samples (paired gain on those two,
+//! +0.025 [-0.016, 0.063]: small, not significant; an option). General wordings ("Is about the same topic as the
 //! question.") gained nothing on either sample: the gate works when it names the kind of thing
 //! to match, so it is the user's statement (`ares judge --gate`), not a built-in default.
 //!
