@@ -409,7 +409,7 @@ fn a_topic_gate_multiplies_each_reward_by_its_p_yes_in_every_mode() {
     ];
     std::fs::write(&responses, lines.join("\n")).expect("write");
     let model = model_arg();
-    let run = |out: &Path, extra: &[&str]| {
+    let invoke = |out: &Path, extra: &[&str]| {
         let mut args = vec![
             "judge",
             "-m",
@@ -422,7 +422,10 @@ fn a_topic_gate_multiplies_each_reward_by_its_p_yes_in_every_mode() {
             out.to_str().expect("utf-8"),
         ];
         args.extend_from_slice(extra);
-        let o = ares(&args);
+        ares(&args)
+    };
+    let run = |out: &Path, extra: &[&str]| {
+        let o = invoke(out, extra);
         // r3 is empty: exit code 1, the others judged.
         assert_eq!(
             o.status.code(),
@@ -455,19 +458,7 @@ fn a_topic_gate_multiplies_each_reward_by_its_p_yes_in_every_mode() {
         assert!(gated[2].get("gate").is_none(), "{}", gated[2]);
     }
     // An empty statement is refused before any work.
-    let o = ares(&[
-        "judge",
-        "-m",
-        &model,
-        "--rubrics",
-        rubrics.to_str().expect("utf-8"),
-        "--responses",
-        responses.to_str().expect("utf-8"),
-        "--out",
-        dir.path().join("x.jsonl").to_str().expect("utf-8"),
-        "--gate",
-        " ",
-    ]);
+    let o = invoke(&dir.path().join("x.jsonl"), &["--gate", " "]);
     assert_ne!(o.status.code(), Some(0));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("gate statement is empty"),
