@@ -28,6 +28,7 @@ use crate::eval::datasets::{self, LlmBarPair, MedQuadAnswer};
 use crate::eval::stats::{self, Estimate};
 use crate::eval::EvalError;
 use crate::judge::cache::VerdictCache;
+use crate::judge::criterion_check::check_criterion_as;
 use crate::judge::gate::{self, MEDICAL_GATE};
 use crate::judge::pairwise::{Comparison, PairwiseJudge};
 use crate::judge::reference_check::{check_against_reference, DroppedCriterion};
@@ -916,7 +917,8 @@ fn generation_settings(config: &RubricGenConfig) -> Value {
 }
 
 /// A rubric per question: reused from `rubrics-<dataset>.jsonl` when it was made for the same
-/// question, reference answer, template, model and settings; generated (all missing ones in one
+/// question, reference answer, template, model and settings and every criterion passes today's
+/// criterion check; generated (all missing ones in one
 /// batch) otherwise. The file is rewritten with every usable rubric it held plus the new ones.
 fn rubrics(
     config: &EvalConfig,
@@ -953,6 +955,11 @@ fn rubrics(
             && extra("template_hash").and_then(Value::as_str) == Some(gen.template_hash())
             && extra("model_sha256").and_then(Value::as_str) == Some(model_sha256)
             && extra("eval_generation") == Some(&settings)
+            // Made under an older criterion check: generated again, as a fresh run would.
+            && item
+                .criteria
+                .iter()
+                .all(|c| check_criterion_as(&c.text, c.category).is_ok())
     };
     let mut stored_failures: BTreeMap<String, RubricFailure> = BTreeMap::new();
     if failed_path.exists() {
@@ -1681,6 +1688,25 @@ mod tests {
             (s.generated, s.reused, s.failed, s.failures_reused),
             (0, 2, 1, 1)
         );
+        assert_eq!(again, items);
+
+        // A stored rubric that today's criterion check would refuse (a pitfall written as
+        // advice, as an older build kept) is generated again, alone.
+        let path = dir.path().join("rubrics-medquad.jsonl");
+        let edited: Vec<String> = std::fs::read_to_string(&path)?
+            .lines()
+            .enumerate()
+            .map(|(i, l)| match i {
+                0 => l.replace("Invents a cure.", "Warns about a cure."),
+                _ => l.to_string(),
+            })
+            .collect();
+        assert!(edited[0].contains("Warns about a cure."));
+        std::fs::write(&path, edited.join("\n") + "\n")?;
+        let (_, s, submits) = run(&config, &questions)?;
+        assert_eq!((submits, s.generated, s.reused), (1, 1, 1));
+        let (again, _, submits) = run(&config, &questions)?;
+        assert_eq!(submits, 0);
         assert_eq!(again, items);
 
         // A changed question is generated again, alone.

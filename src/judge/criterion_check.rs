@@ -13,14 +13,20 @@
 //!   ends on a comma, semicolon, colon, open bracket or dangling "and" / "or" / "the" ("Mentions
 //!   that body asymmetry may be present at birth (congenital),"), or a Latin letter runs straight
 //!   into a CJK, kana or Hangul character ("... are key for診", a 1.5B-model glitch): a grader
-//!   cannot tell what such a criterion asks.
+//!   cannot tell what such a criterion asks; or
+//! - is a pitfall that does not name a mistake ([`CriterionProblem::PitfallNotAMistake`], only
+//!   through [`check_pitfall`]): a pitfall opening with one of [`ADVICE_VERBS`] ("Warns that …",
+//!   "Explains …") describes what a good response does, so its negative weight would charge a
+//!   response for doing it, and an off-topic response "avoids" it and earns its weight (issue 12:
+//!   about a third of the 1.5B model's medquad pitfalls were "Warns about the risk of …").
+//!   `rubric_gen::to_item` keeps such a text as an important criterion, which is what it states.
 //!
 //! An example is any double-quoted text of three or more words in the body of a template file
 //! under `templates/` (every file is compiled in, [`TEMPLATE_SOURCES`]; a unit test fails when a
 //! file there is missing from the list). Comment lines (`#` before the first section) are not
 //! examples.
 //!
-//! One function, [`check_criterion`], used by `ares rubric`, `ares synth` and `ares eval` through
+//! One function, [`check_criterion`] (and [`check_pitfall`] for a pitfall), used by `ares rubric`, `ares synth` and `ares eval` through
 //! `rubric_gen::to_item`, which drops a failing criterion and records it with its reason.
 //! Pure and model-free; it does no I/O beyond the compiled-in templates.
 
@@ -29,6 +35,8 @@ use std::sync::OnceLock;
 
 use regex::Regex;
 use serde::{Deserialize, Serialize};
+
+use crate::judge::rubric::Category;
 
 /// Every prompt template ares ships, by path under `templates/`.
 pub const TEMPLATE_SOURCES: [(&str, &str); 23] = [
@@ -162,6 +170,8 @@ pub enum CriterionProblem {
     CutOff { end: String },
     #[error("is garbled: a Latin letter runs into another script at {at:?}")]
     MixedScript { at: String },
+    #[error("is a pitfall that names no mistake: \"{verb} …\" describes what a good response does; a pitfall is written as the mistake (\"Claims that …\", \"Recommends …\")")]
+    PitfallNotAMistake { verb: String },
 }
 
 /// A dangling last word that marks a cut-off criterion (lower case only: "Side A" is a name).
@@ -257,6 +267,33 @@ pub const CRITERION_VERBS: &[&str] = &[
     "Encourages",
     "Discourages",
     "Proposes",
+];
+
+/// Lead verbs (of [`CRITERION_VERBS`]) that describe what a good response does; a pitfall that
+/// opens with one of them names no mistake ([`CriterionProblem::PitfallNotAMistake`]). Verbs
+/// that can name a wrong claim or a harmful action ("Claims", "States", "Recommends", "Advises",
+/// "Suggests", "Encourages", "Confuses", "Omits", …) stay allowed.
+pub const ADVICE_VERBS: &[&str] = &[
+    "Warns",
+    "Explains",
+    "Mentions",
+    "Lists",
+    "Describes",
+    "Identifies",
+    "Defines",
+    "Notes",
+    "Includes",
+    "Specifies",
+    "Provides",
+    "Shows",
+    "Compares",
+    "Distinguishes",
+    "Clarifies",
+    "Emphasizes",
+    "Acknowledges",
+    "Answers",
+    "Addresses",
+    "Avoids",
 ];
 
 /// A criterion dropped by the check, as recorded in the item's `extra.rejected_criteria`.
@@ -406,6 +443,31 @@ pub fn check_criterion(text: &str) -> Result<(), CriterionProblem> {
     CriterionCheck::shipped().check(text)
 }
 
+/// [`check_criterion`] for a pitfall: also refused when it opens with one of [`ADVICE_VERBS`].
+pub fn check_pitfall(text: &str) -> Result<(), CriterionProblem> {
+    check_criterion(text)?;
+    let first = text
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .trim_matches(|c: char| !c.is_alphanumeric());
+    match ADVICE_VERBS.iter().find(|v| v.eq_ignore_ascii_case(first)) {
+        Some(verb) => Err(CriterionProblem::PitfallNotAMistake {
+            verb: verb.to_string(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The check a criterion of `category` goes through: [`check_pitfall`] for a pitfall,
+/// [`check_criterion`] otherwise.
+pub fn check_criterion_as(text: &str, category: Category) -> Result<(), CriterionProblem> {
+    match category {
+        Category::Pitfall => check_pitfall(text),
+        _ => check_criterion(text),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -434,6 +496,42 @@ mod tests {
         }
         assert_eq!(found.len(), TEMPLATE_SOURCES.len());
         Ok(())
+    }
+
+    #[test]
+    fn a_pitfall_must_name_a_mistake_not_advice() {
+        for t in [
+            "Warns about the risk of renal dysplasia.",
+            "Explains the risk of taking too much iron.",
+            "identifies the conditions it is contraindicated in.",
+            "Warns, without cause, that the vaccine is unsafe.",
+        ] {
+            let r = check_pitfall(t);
+            assert!(
+                matches!(r, Err(CriterionProblem::PitfallNotAMistake { .. })),
+                "{t}: {r:?}"
+            );
+            // The same text is a fine positive criterion.
+            assert_eq!(check_criterion_as(t, Category::Important), Ok(()), "{t}");
+        }
+        for t in [
+            "Claims that antibiotics cure viral infections.",
+            "Recommends stopping insulin when blood sugar is normal.",
+            "States that peroxide drops dissolve the eardrum.",
+            "Confuses shingles with chickenpox.",
+            "Advises doubling the dose after a missed one.",
+        ] {
+            assert_eq!(check_pitfall(t), Ok(()), "{t}");
+        }
+        // The other rules still apply to a pitfall.
+        assert!(matches!(
+            check_pitfall("Claims that the reference answer is wrong."),
+            Err(CriterionProblem::RefersToUnseen { .. })
+        ));
+        // Every advice verb is a lead verb the generation schema allows.
+        for v in ADVICE_VERBS {
+            assert!(CRITERION_VERBS.contains(v), "{v}");
+        }
     }
 
     #[test]

@@ -13,9 +13,12 @@
 //!   never an empty rubric);
 //! - every item returned is valid ([`RubricItem::validate`]) and has 3-12 criteria with ids
 //!   `c1..cn` in generated order; exact duplicate texts (case and surrounding space ignored) and
-//!   criteria failing [`check_criterion`] (about the reference answer or the document, or copied
-//!   from a prompt example) are dropped before counting, the latter recorded with their reason in
-//!   `extra.rejected_criteria` (`[{text, reason}]`, absent when none);
+//!   criteria failing [`check_criterion_as`] (about the reference answer or the document, or
+//!   copied from a prompt example) are dropped before counting, the latter recorded with their
+//!   reason in `extra.rejected_criteria` (`[{text, reason}]`, absent when none);
+//! - a pitfall written as advice ("Warns that …", see `criterion_check::ADVICE_VERBS`) names no
+//!   mistake but what a good response does: it is kept as an important criterion with its weight
+//!   clamped to [`IMPORTANT_WEIGHTS`], recorded in `extra.recategorized_criteria` (same shape);
 //! - the sign convention of `rubric.rs`: a pitfall's text names the mistake and its weight is
 //!   stored negative (`-weight`); other categories keep the generated weight (1-10);
 //! - every item carries `template_hash` (16 hex digits of the template's sha256) and
@@ -31,7 +34,7 @@ use serde_json::{json, Map, Value};
 use crate::engine::{Constraint, FinishReason, Generator, Prompt, Request, SamplingParams};
 use crate::error::Error as EngineError;
 pub use crate::judge::criterion_check::CRITERION_VERBS;
-use crate::judge::criterion_check::{check_criterion, RejectedCriterion};
+use crate::judge::criterion_check::{check_criterion_as, CriterionProblem, RejectedCriterion};
 use crate::judge::formats::derived_id;
 use crate::judge::formats::FormatError;
 use crate::judge::rubric::RubricError;
@@ -63,6 +66,9 @@ pub fn criterion_pattern() -> String {
 
 /// Generated weights are integers in `1..=MAX_WEIGHT`.
 pub const MAX_WEIGHT: i64 = 10;
+/// The weights of an important criterion (the rubric prompt's 4-7), which a pitfall written as
+/// advice gets when it is kept as one.
+pub const IMPORTANT_WEIGHTS: (i64, i64) = (4, 7);
 /// Default token budget of one rubric (12 criteria of about 40 tokens each, with room to spare).
 pub const DEFAULT_MAX_TOKENS: usize = 1024;
 /// Default repetition penalty: with greedy decoding (1.0) the 135M default model writes the same
@@ -297,6 +303,7 @@ pub fn to_item(
     let mut seen = HashSet::new();
     let mut criteria = Vec::new();
     let mut rejected = Vec::new();
+    let mut recategorized = Vec::new();
     for (index, g) in generated.criteria.into_iter().enumerate() {
         if !(1..=MAX_WEIGHT).contains(&g.weight) {
             return Err(RubricGenError::Weight {
@@ -308,21 +315,36 @@ pub fn to_item(
         if !seen.insert(text.to_lowercase()) {
             continue;
         }
-        // A criterion must be checkable in the response alone and not a prompt example.
-        if let Err(problem) = check_criterion(&text) {
-            rejected.push(RejectedCriterion {
-                text,
-                reason: problem.to_string(),
-            });
-            continue;
+        // A criterion must be checkable in the response alone and not a prompt example. A
+        // pitfall must name a mistake: one written as advice ("Warns that ...") states what a
+        // good response does, so it is kept as that, an important criterion.
+        let mut category = g.category;
+        let mut weight = g.weight;
+        match check_criterion_as(&text, g.category) {
+            Ok(()) => {}
+            Err(problem @ CriterionProblem::PitfallNotAMistake { .. }) => {
+                recategorized.push(RejectedCriterion {
+                    text: text.clone(),
+                    reason: format!("{problem}; kept as an important criterion"),
+                });
+                category = Category::Important;
+                weight = weight.clamp(IMPORTANT_WEIGHTS.0, IMPORTANT_WEIGHTS.1);
+            }
+            Err(problem) => {
+                rejected.push(RejectedCriterion {
+                    text,
+                    reason: problem.to_string(),
+                });
+                continue;
+            }
         }
         // Pitfall texts name the mistake: meeting one costs (rubric.rs sign convention).
-        let weight = match g.category {
-            Category::Pitfall => -(g.weight as f64),
-            _ => g.weight as f64,
+        let weight = match category {
+            Category::Pitfall => -(weight as f64),
+            _ => weight as f64,
         };
         let id = format!("c{}", criteria.len() + 1);
-        criteria.push(Criterion::new(id, text, weight, g.category));
+        criteria.push(Criterion::new(id, text, weight, category));
     }
     if !(MIN_CRITERIA..=MAX_CRITERIA).contains(&criteria.len()) {
         return Err(RubricGenError::CriteriaCount {
@@ -340,6 +362,12 @@ pub fn to_item(
         extra.insert(
             "rejected_criteria".into(),
             serde_json::to_value(&rejected).expect("plain data"),
+        );
+    }
+    if !recategorized.is_empty() {
+        extra.insert(
+            "recategorized_criteria".into(),
+            serde_json::to_value(&recategorized).expect("plain data"),
         );
     }
     item.extra = extra;
@@ -555,6 +583,70 @@ mod tests {
         assert_eq!(item.criteria[2].category, Category::Pitfall);
         assert_eq!(item.extra["template_hash"], "0123456789abcdef");
         assert_eq!(item.extra["model_sha256"], "abc");
+        item.validate()?;
+        Ok(())
+    }
+
+    #[test]
+    fn a_pitfall_written_as_advice_is_kept_as_an_important_criterion_and_recorded() -> TestResult {
+        let g = GeneratedRubric {
+            criteria: vec![
+                gc(
+                    "States that blue light scatters most.",
+                    Category::Essential,
+                    9,
+                ),
+                gc(
+                    "Warns about the risk of looking at the sun.",
+                    Category::Pitfall,
+                    10,
+                ),
+                gc("Explains the risk of sunburn.", Category::Pitfall, 2),
+                gc(
+                    "Claims that the sky reflects the ocean.",
+                    Category::Pitfall,
+                    5,
+                ),
+            ],
+        };
+        let item = to_item(&question(), g, "h", "m")?;
+        let got: Vec<(&str, f64, Category)> = item
+            .criteria
+            .iter()
+            .map(|c| (c.text.as_str(), c.weight, c.category))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "States that blue light scatters most.",
+                    9.0,
+                    Category::Essential
+                ),
+                (
+                    "Warns about the risk of looking at the sun.",
+                    7.0,
+                    Category::Important
+                ),
+                ("Explains the risk of sunburn.", 4.0, Category::Important),
+                (
+                    "Claims that the sky reflects the ocean.",
+                    -5.0,
+                    Category::Pitfall
+                ),
+            ]
+        );
+        assert!(item.extra.get("rejected_criteria").is_none());
+        let moved: Vec<RejectedCriterion> =
+            serde_json::from_value(item.extra["recategorized_criteria"].clone())?;
+        assert_eq!(moved.len(), 2);
+        assert_eq!(moved[0].text, "Warns about the risk of looking at the sun.");
+        assert!(
+            moved[0].reason.contains("names no mistake")
+                && moved[0].reason.contains("kept as an important criterion"),
+            "{}",
+            moved[0].reason
+        );
         item.validate()?;
         Ok(())
     }

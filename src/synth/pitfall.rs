@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use unicode_segmentation::UnicodeSegmentation;
 
-use crate::judge::criterion_check::{check_criterion, content_words};
+use crate::judge::criterion_check::{check_criterion_as, content_words};
 use crate::judge::rubric_gen::{GeneratedCriterion, MAX_CRITERIA};
 use crate::judge::Category;
 use crate::synth::filters::{word_jaccard, NEAR_DUPLICATE_CRITERIA};
@@ -328,10 +328,16 @@ impl<'r> Additions<'r> {
         }
     }
 
-    /// Why `text` cannot be added, if it cannot: it fails the criterion check, it is within
-    /// `near_limit` (word Jaccard) of a criterion already there (`duplicate` says how) or of
-    /// one the reference check dropped, or the item is full.
-    fn refusal(&self, text: &str, near_limit: f64, duplicate: &str) -> Option<String> {
+    /// Why `text` cannot be added, if it cannot: it fails the criterion check for `category`,
+    /// it is within `near_limit` (word Jaccard) of a criterion already there (`duplicate` says
+    /// how) or of one the reference check dropped, or the item is full.
+    fn refusal(
+        &self,
+        text: &str,
+        category: Category,
+        near_limit: f64,
+        duplicate: &str,
+    ) -> Option<String> {
         let nearest = |list: &[String]| {
             list.iter()
                 .map(|t| word_jaccard(t, text))
@@ -339,7 +345,7 @@ impl<'r> Additions<'r> {
         };
         let near = nearest(&self.there);
         let near_dropped = nearest(self.dropped);
-        if let Err(problem) = check_criterion(text) {
+        if let Err(problem) = check_criterion_as(text, category) {
             Some(problem.to_string())
         } else if near >= near_limit {
             Some(format!("{duplicate} (word Jaccard {near:.2})"))
@@ -412,6 +418,7 @@ pub fn repair_from(
         } else {
             adds.refusal(
                 &claim,
+                Category::Pitfall,
                 NEAR_DUPLICATE_CRITERIA,
                 "near duplicate of a criterion already there",
             )
@@ -450,7 +457,12 @@ pub fn repair_from(
                 words.len()
             ))
         } else {
-            adds.refusal(&text, FACT_NEAR_DUPLICATE, "a criterion already checks it")
+            adds.refusal(
+                &text,
+                Category::Important,
+                FACT_NEAR_DUPLICATE,
+                "a criterion already checks it",
+            )
         };
         match skip {
             Some(reason) => outcome.skipped_facts.push(SkippedStatement {
