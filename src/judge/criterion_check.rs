@@ -12,7 +12,8 @@
 //! - is cut off or garbled ([`CriterionProblem::CutOff`], [`CriterionProblem::MixedScript`]): it
 //!   ends on a comma, semicolon, colon, open bracket or dangling "and" / "or" / "the" ("Mentions
 //!   that body asymmetry may be present at birth (congenital),"), or a Latin letter runs straight
-//!   into a CJK, kana or Hangul character ("... are key for診", a 1.5B-model glitch): a grader
+//!   into a CJK, kana or Hangul character, directly or through a comma with no space ("... are
+//!   key for診", "deafness,眼": 1.5B-model glitches): a grader
 //!   cannot tell what such a criterion asks; or
 //! - is a pitfall that does not name a mistake ([`CriterionProblem::PitfallNotAMistake`], only
 //!   through [`check_pitfall`]): a pitfall opening with one of [`ADVICE_VERBS`] ("Warns that …",
@@ -187,12 +188,27 @@ fn is_cjk(c: char) -> bool {
 fn garbled(text: &str) -> Option<CriterionProblem> {
     let t = text.trim();
     let chars: Vec<char> = t.chars().collect();
-    if let Some(i) = chars.windows(2).position(|w| {
-        (w[0].is_ascii_alphabetic() && is_cjk(w[1])) || (is_cjk(w[0]) && w[1].is_ascii_alphabetic())
-    }) {
-        let from = i.saturating_sub(8);
+    // A Latin letter straight into CJK ("for診"), or through a list comma or full stop with no
+    // space ("deafness,眼"); a quoted or spaced term ("東京", "(ラーメン)") is fine.
+    // The end of the joint that starts at i, if one does.
+    let joint = |i: usize| {
+        let (a, b) = (chars[i], chars[i + 1]);
+        if (a.is_ascii_alphabetic() && is_cjk(b)) || (is_cjk(a) && b.is_ascii_alphabetic()) {
+            Some(i + 2)
+        } else if a.is_ascii_alphabetic()
+            && matches!(b, ',' | ';' | ':' | '.')
+            && chars.get(i + 2).is_some_and(|&c| is_cjk(c))
+        {
+            Some(i + 3)
+        } else {
+            None
+        }
+    };
+    if let Some((i, end)) =
+        (0..chars.len().saturating_sub(1)).find_map(|i| joint(i).map(|e| (i, e)))
+    {
         return Some(CriterionProblem::MixedScript {
-            at: chars[from..(i + 2).min(chars.len())].iter().collect(),
+            at: chars[i.saturating_sub(8)..end].iter().collect(),
         });
     }
     let last = *chars.last()?;
@@ -624,6 +640,14 @@ mod tests {
             r,
             Err(CriterionProblem::MixedScript {
                 at: "e key for診".into()
+            })
+        );
+        // Seen in a tenth-session synth item: a list running into another script after a comma.
+        let r = check_criterion("Mentions intellectual disability, deafness,眼");
+        assert_eq!(
+            r,
+            Err(CriterionProblem::MixedScript {
+                at: " deafness,眼".into()
             })
         );
         for text in [
