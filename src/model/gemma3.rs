@@ -18,7 +18,7 @@ use crate::model::batch::Batch;
 use crate::model::config::ModelConfig;
 use crate::model::gguf::{GgufFile, Weight};
 use crate::model::kv::KvStorage;
-use crate::model::layers::{self, linear, linear_many};
+use crate::model::layers::{self, linear_into, linear_many_into, Scratch};
 use crate::model::Model;
 
 /// Every `SWA_PATTERN`-th layer is global (Gemma 3: 5 local : 1 global; llama.cpp
@@ -167,14 +167,17 @@ impl Model for Gemma3 {
         let tables = layers::raw_block_tables(batch);
         let mut hbuf = vec![0f32; n * h];
         let mut attn = vec![0f32; n * cfg.n_head * hd];
+        let mut s = Scratch::default();
         let last = self.blocks.len().saturating_sub(1);
         for (l, b) in self.blocks.iter().enumerate() {
             let (cos, sin) = if b.window.is_some() { &local } else { &global };
             layers::rms_norm_into(&x, &b.attn_norm, cfg.rms_eps, &mut hbuf);
             // q: (n, n_head, head_dim); k, v: (n, n_kv_head, head_dim)
-            let [mut q, mut k, v] = linear_many([&b.m.wq, &b.m.wk, &b.m.wv], &hbuf);
-            layers::rms_norm(&mut q, &b.q_norm, cfg.rms_eps);
-            layers::rms_norm(&mut k, &b.k_norm, cfg.rms_eps);
+            let qkv = [&mut s.q, &mut s.k, &mut s.v];
+            linear_many_into([&b.m.wq, &b.m.wk, &b.m.wv], &hbuf, qkv);
+            let (q, k, v) = (&mut s.q, &mut s.k, &s.v);
+            layers::rms_norm(q, &b.q_norm, cfg.rms_eps);
+            layers::rms_norm(k, &b.k_norm, cfg.rms_eps);
             let params = layers::AttnParams {
                 scale: self.attn_scale,
                 window: b.window,
@@ -187,15 +190,15 @@ impl Model for Gemma3 {
                 let widths = (h, cfg.n_head * hd);
                 layers::keep_logit_rows(batch, widths, &mut x, &mut attn, &mut hbuf);
             }
-            let mut o = linear(&b.m.wo, &attn);
-            layers::rms_norm(&mut o, &b.post_attn_norm, cfg.rms_eps);
-            x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+            linear_into(&b.m.wo, &attn, &mut s.o);
+            layers::rms_norm(&mut s.o, &b.post_attn_norm, cfg.rms_eps);
+            x.iter_mut().zip(&s.o).for_each(|(a, b)| *a += b);
             layers::rms_norm_into(&x, &b.ffn_norm, cfg.rms_eps, &mut hbuf);
-            let [mut g, u] = linear_many([&b.m.w_gate, &b.m.w_up], &hbuf);
-            layers::gelu_tanh_mul(&mut g, &u);
-            let mut d = linear(&b.m.w_down, &g);
-            layers::rms_norm(&mut d, &b.post_ffn_norm, cfg.rms_eps);
-            x.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
+            linear_many_into([&b.m.w_gate, &b.m.w_up], &hbuf, [&mut s.gate, &mut s.up]);
+            layers::gelu_tanh_mul(&mut s.gate, &s.up);
+            linear_into(&b.m.w_down, &s.gate, &mut s.down);
+            layers::rms_norm(&mut s.down, &b.post_ffn_norm, cfg.rms_eps);
+            x.iter_mut().zip(&s.down).for_each(|(a, b)| *a += b);
         }
         if self.blocks.is_empty() {
             x = layers::gather_logit_rows(batch, h, &x);

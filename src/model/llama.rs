@@ -17,7 +17,7 @@ use crate::model::batch::Batch;
 use crate::model::config::ModelConfig;
 use crate::model::gguf::{GgufFile, Weight};
 use crate::model::kv::KvStorage;
-use crate::model::layers::{self, linear, linear_many};
+use crate::model::layers::{self, linear_into, linear_many_into, Scratch};
 use crate::model::Model;
 
 struct Block {
@@ -126,19 +126,22 @@ impl Model for Llama {
         let tables = layers::raw_block_tables(batch);
         let mut hbuf = vec![0f32; n * h];
         let mut attn = vec![0f32; n * cfg.n_head * hd];
+        let mut s = Scratch::default();
         let last = self.blocks.len().saturating_sub(1);
         for (l, b) in self.blocks.iter().enumerate() {
             layers::rms_norm_into(&x, &b.attn_norm, cfg.rms_eps, &mut hbuf);
             // q: (n, n_head, head_dim); k, v: (n, n_kv_head, head_dim)
-            let [mut q, mut k, mut v] = linear_many([&b.m.wq, &b.m.wk, &b.m.wv], &hbuf);
+            let qkv = [&mut s.q, &mut s.k, &mut s.v];
+            linear_many_into([&b.m.wq, &b.m.wk, &b.m.wv], &hbuf, qkv);
+            let (q, k, v) = (&mut s.q, &mut s.k, &mut s.v);
             if let Some([bq, bk, bv]) = &b.bias {
-                layers::add_bias(&mut q, bq);
-                layers::add_bias(&mut k, bk);
-                layers::add_bias(&mut v, bv);
+                layers::add_bias(q, bq);
+                layers::add_bias(k, bk);
+                layers::add_bias(v, bv);
             }
             if let Some([qn, kn]) = &b.qk_norm {
-                layers::rms_norm(&mut q, qn, cfg.rms_eps);
-                layers::rms_norm(&mut k, kn, cfg.rms_eps);
+                layers::rms_norm(q, qn, cfg.rms_eps);
+                layers::rms_norm(k, kn, cfg.rms_eps);
             }
             let params = layers::AttnParams {
                 scale,
@@ -152,14 +155,15 @@ impl Model for Llama {
                 let widths = (h, cfg.n_head * hd);
                 layers::keep_logit_rows(batch, widths, &mut x, &mut attn, &mut hbuf);
             }
-            let o = linear(&b.m.wo, &attn);
-            x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+            linear_into(&b.m.wo, &attn, &mut s.o);
+            x.iter_mut().zip(&s.o).for_each(|(a, b)| *a += b);
             layers::swiglu_residual(
                 &mut x,
                 &b.ffn_norm,
                 cfg.rms_eps,
                 [&b.m.w_gate, &b.m.w_up, &b.m.w_down],
                 &mut hbuf,
+                &mut s,
             );
         }
         if self.blocks.is_empty() {
