@@ -248,6 +248,10 @@ pub struct RubricSummary {
     /// Of `failed`: failures recorded by an earlier run for the same fingerprint, not retried.
     pub failures_reused: usize,
     pub mean_criteria: Option<f64>,
+    /// Criteria of the sample's rubrics that the model labelled pitfall but wrote as advice, kept
+    /// as important criteria (`extra.recategorized_criteria`, see `rubric_gen::to_item`).
+    #[serde(default)]
+    pub recategorized: usize,
     pub seconds: f64,
     pub file: PathBuf,
     /// What the reference check did (absent when it was off or no question had a reference).
@@ -520,7 +524,7 @@ impl EvalReport {
         for d in &self.datasets {
             let r = &d.rubrics;
             out.push_str(&format!(
-                "{}: {} of {} samples; {} questions, rubrics {} generated + {} reused, {} failed ({} known from an earlier run){}\n",
+                "{}: {} of {} samples; {} questions, rubrics {} generated + {} reused, {} failed ({} known from an earlier run){}{}\n",
                 d.dataset.as_str(),
                 d.samples,
                 d.available,
@@ -532,6 +536,10 @@ impl EvalReport {
                 r.mean_criteria
                     .map(|c| format!(", {c:.1} criteria on average"))
                     .unwrap_or_default(),
+                match r.recategorized {
+                    0 => String::new(),
+                    n => format!(", {n} pitfalls written as advice kept as important criteria"),
+                },
             ));
             if let Some(c) = &r.reference_check {
                 out.push_str(&format!(
@@ -1045,6 +1053,12 @@ fn rubrics(
         source,
     })?;
     let criteria: Vec<f64> = out.values().map(|i| i.criteria.len() as f64).collect();
+    let recategorized = out
+        .values()
+        .filter_map(|i| i.extra.get("recategorized_criteria"))
+        .filter_map(Value::as_array)
+        .map(Vec::len)
+        .sum();
     let summary = RubricSummary {
         questions: questions.len(),
         reused,
@@ -1052,6 +1066,7 @@ fn rubrics(
         failed: failures + failures_reused,
         failures_reused,
         mean_criteria: mean(&criteria),
+        recategorized,
         seconds: t0.elapsed().as_secs_f64(),
         file: path,
         reference_check: None,
@@ -1493,6 +1508,7 @@ mod tests {
             failed: 0,
             failures_reused: 0,
             mean_criteria: Some(6.0),
+            recategorized: 2,
             seconds: 0.0,
             file: PathBuf::from("r"),
             reference_check: None,
@@ -1533,6 +1549,12 @@ mod tests {
             .filter(|l| l.starts_with("| medquad") || l.starts_with("| llmbar"))
             .collect();
         assert_eq!(rows.len(), 13, "{table}");
+        assert!(
+            table.contains(
+                "6.0 criteria on average, 2 pitfalls written as advice kept as important criteria"
+            ),
+            "{table}"
+        );
         assert!(
             rows[0].contains("0.250 [0.150, 0.350]") && rows[0].contains("| 10 | 2 |"),
             "{}",
@@ -1623,7 +1645,8 @@ mod tests {
                     serde_json::json!({"criteria": [
                         {"text": "Names the cause.", "category": "essential", "weight": 9},
                         {"text": "Gives a source.", "category": "optional", "weight": 2},
-                        {"text": "Invents a cure.", "category": "pitfall", "weight": 5}
+                        {"text": "Invents a cure.", "category": "pitfall", "weight": 5},
+                        {"text": "Warns about side effects.", "category": "pitfall", "weight": 3}
                     ]})
                     .to_string(),
                 )
@@ -1672,8 +1695,12 @@ mod tests {
             (2, 0, 1, 0)
         );
         assert_eq!(items.len(), 2);
-        assert_eq!(items["a"].criteria.len(), 3);
+        assert_eq!(items["a"].criteria.len(), 4);
         assert_eq!(items["a"].criteria[2].weight, -5.0, "pitfall sign");
+        // The advice "pitfall" is kept as an important criterion, and counted.
+        assert_eq!(items["a"].criteria[3].category, Category::Important);
+        assert_eq!(items["a"].criteria[3].weight, 4.0);
+        assert_eq!(s.recategorized, 2);
         // The stored file is the ares rubric format.
         let stored = formats::read_jsonl(&dir.path().join("rubrics-medquad.jsonl"), Format::Ares)?;
         assert_eq!(stored.len(), 2);
@@ -1688,6 +1715,7 @@ mod tests {
             (s.generated, s.reused, s.failed, s.failures_reused),
             (0, 2, 1, 1)
         );
+        assert_eq!(s.recategorized, 2, "counted on reused rubrics too");
         assert_eq!(again, items);
 
         // A stored rubric that today's criterion check would refuse (a pitfall written as
