@@ -12,9 +12,9 @@
 //! - is cut off or garbled ([`CriterionProblem::CutOff`], [`CriterionProblem::MixedScript`]): it
 //!   ends on a comma, semicolon, colon, open bracket or dangling "and" / "or" / "the" ("Mentions
 //!   that body asymmetry may be present at birth (congenital),"), or a Latin letter runs straight
-//!   into a CJK, kana or Hangul character, directly or through a comma with no space ("... are
-//!   key for診", "deafness,眼": 1.5B-model glitches): a grader
-//!   cannot tell what such a criterion asks; or
+//!   into a CJK, kana or Hangul character, directly or through a comma or full stop with no space
+//!   ("... are key for診", "deafness,眼": 1.5B-model glitches): a grader cannot tell what such a
+//!   criterion asks; or
 //! - is a pitfall that does not name a mistake ([`CriterionProblem::PitfallNotAMistake`], only
 //!   through [`check_pitfall`]): a pitfall opening with one of [`ADVICE_VERBS`] ("Warns that …",
 //!   "Explains …") describes what a good response does, so its negative weight would charge a
@@ -27,8 +27,10 @@
 //! file there is missing from the list). Comment lines (`#` before the first section) are not
 //! examples.
 //!
-//! One function, [`check_criterion`] (and [`check_pitfall`] for a pitfall), used by `ares rubric`, `ares synth` and `ares eval` through
-//! `rubric_gen::to_item`, which drops a failing criterion and records it with its reason.
+//! One function, [`check_criterion_as`] ([`check_criterion`], plus [`check_pitfall`] for a
+//! pitfall), used by `ares rubric`, `ares synth` and `ares eval` through `rubric_gen::to_item`,
+//! which drops a failing criterion and records it with its reason (a pitfall written as advice
+//! is kept as an important criterion instead).
 //! Pure and model-free; it does no I/O beyond the compiled-in templates.
 
 use std::collections::HashSet;
@@ -188,9 +190,9 @@ fn is_cjk(c: char) -> bool {
 fn garbled(text: &str) -> Option<CriterionProblem> {
     let t = text.trim();
     let chars: Vec<char> = t.chars().collect();
-    // A Latin letter straight into CJK ("for診"), or through a list comma or full stop with no
-    // space ("deafness,眼"); a quoted or spaced term ("東京", "(ラーメン)") is fine.
-    // The end of the joint that starts at i, if one does.
+    // Where a joint starting at i ends, if one does: a Latin letter straight into CJK ("for診"),
+    // or through a comma or full stop with no space ("deafness,眼"); a quoted or spaced term
+    // ("東京", "(ラーメン)") is fine.
     let joint = |i: usize| {
         let (a, b) = (chars[i], chars[i + 1]);
         if (a.is_ascii_alphabetic() && is_cjk(b)) || (is_cjk(a) && b.is_ascii_alphabetic()) {

@@ -153,22 +153,14 @@ pub fn linear(w: &Weight, x: &[f32]) -> Vec<f32> {
     y
 }
 
-/// y = x · Wᵀ into `y`, resized to (n_tokens, w.n). A matmul writes every element of its output,
-/// so a reused buffer is zeroed only where it grows (see [`Scratch`]).
+/// y = x · Wᵀ into `y`, resized to (n_tokens, w.n) (see [`linear_many_into`]).
 pub fn linear_into(w: &Weight, x: &[f32], y: &mut Vec<f32>) {
-    let m = x.len() / w.k;
-    y.resize(m * w.n, 0.0);
-    ares_kernels::matmul_many(&[w.mat()], x, &mut [y.as_mut_slice()]);
+    linear_many_into([w], x, [y]);
 }
 
-/// Several projections of the same input in one parallel region.
-pub fn linear_many<const N: usize>(ws: [&Weight; N], x: &[f32]) -> [Vec<f32>; N] {
-    let mut ys: [Vec<f32>; N] = std::array::from_fn(|_| Vec::new());
-    linear_many_into(ws, x, ys.each_mut());
-    ys
-}
-
-/// [`linear_many`] into reused buffers, each resized as in [`linear_into`].
+/// Several projections of the same input in one parallel region, each into its buffer resized to
+/// (n_tokens, w.n). A matmul writes every element of its output, so a reused buffer is zeroed
+/// only where it grows (see [`Scratch`]).
 pub fn linear_many_into<const N: usize>(ws: [&Weight; N], x: &[f32], ys: [&mut Vec<f32>; N]) {
     let m = x.len() / ws[0].k;
     let mats: Vec<_> = ws.iter().map(|w| w.mat()).collect();
