@@ -309,17 +309,18 @@ impl Engine {
                 deferred.push_back(seq);
                 continue;
             }
-            let mut blocks = self.kv.match_prefix(&seq.tokens[..seq.cacheable_prefix()]);
-            let n_matched = blocks.len();
-            if !self.kv.grow(&mut blocks, seq.max_len()) {
-                self.kv.release(&blocks);
+            let Some((blocks, n_cached)) = self
+                .kv
+                .reserve(&seq.tokens[..seq.cacheable_prefix()], seq.max_len())
+            else {
                 self.waiting.push_front(seq);
                 break;
-            }
-            // match_prefix leaves at least one prompt token to compute.
-            seq.n_computed = n_matched * self.kv.block_size();
-            seq.n_cached = seq.n_computed;
-            seq.committed_blocks = n_matched;
+            };
+            // reserve leaves at least one prompt token to compute; a partly reused block is the
+            // sequence's own, so only the full blocks before it are already committed.
+            seq.n_computed = n_cached;
+            seq.n_cached = n_cached;
+            seq.committed_blocks = n_cached / self.kv.block_size();
             seq.blocks = blocks;
             self.running.push(seq);
         }
@@ -332,13 +333,16 @@ impl Engine {
     /// Whether `seq` shares full blocks of its prompt with a running sequence that has not
     /// computed them yet. Such a sequence waits a step or two and then reuses those blocks from the
     /// prefix cache instead of computing the same prefix again (32 criteria of one response
-    /// arriving together compute their common prefix once).
+    /// arriving together compute their common prefix once). It then also waits for the block
+    /// holding the end of the shared prefix, when the running prompt fills it, so the tokens in
+    /// it are copied rather than recomputed; a shared part shorter than a block alone never makes
+    /// it wait.
     fn prefix_in_flight(&self, seq: &Sequence) -> bool {
         let bs = self.kv.block_size();
         let cacheable = seq.cacheable_prefix();
         let cached = self.kv.peek_prefix(&seq.tokens[..cacheable]);
-        let wanted_limit = (cacheable - 1) / bs; // match_prefix leaves one token to compute
-        if cached >= wanted_limit {
+        let wanted = cacheable - 1; // reserve leaves one token to compute
+        if cached >= wanted {
             return false;
         }
         self.running.iter().any(|r| {
@@ -346,9 +350,15 @@ impl Engine {
                 .iter()
                 .zip(&seq.tokens[..seq.n_prompt])
                 .take_while(|(a, b)| a == b)
-                .count();
-            let shared_blocks = (shared / bs).min(wanted_limit);
-            shared_blocks > cached && r.n_computed < shared_blocks * bs
+                .count()
+                .min(wanted);
+            // What r will leave in the cache: its full prompt blocks only.
+            let reusable = if shared.div_ceil(bs) <= r.n_prompt / bs {
+                shared
+            } else {
+                shared / bs * bs
+            };
+            reusable / bs > cached / bs && r.n_computed < reusable.div_ceil(bs) * bs
         })
     }
 

@@ -1,6 +1,10 @@
 //! The KV cache: fixed-size blocks of K/V storage, reference-counted so sequences can share a
 //! prefix, and a prefix index from (previous block, tokens of this block) to a cached block
-//! (vLLM's automatic prefix caching: a chained hash per full block).
+//! (vLLM's automatic prefix caching: a chained hash per full block), plus token-granular reuse of
+//! the block after the last full match: the leading tokens a cached child block shares with the
+//! prompt are copied into the sequence's own block (llama.cpp reuses the common prefix to the
+//! token; SGLang's radix cache too), so prompts that share a prefix ending mid-block (32 criteria
+//! of one response) recompute only what differs.
 //!
 //! Only this module changes cache metadata (reference counts, the index, the free lists). The model
 //! writes K/V values into the slots a batch names and reads them back; it never allocates.
@@ -47,11 +51,17 @@ pub struct KvCache {
     block_tokens: Vec<Vec<TokenId>>,
     block_parent: Vec<u64>,
     index: HashMap<u64, BlockId>,
+    /// Indexed blocks by their parent's key (the candidates for a partial match after it).
+    children: HashMap<u64, Vec<BlockId>>,
     tick: u64,
     stats: PrefixStats,
 }
 
 const ROOT_KEY: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// Cached children of one block compared for a partial match (the most recently indexed first):
+/// bounds the lookup where many distinct prompts follow one prefix (or none, at the root).
+const MAX_PARTIAL_CANDIDATES: usize = 64;
 
 fn chain_key(parent: u64, tokens: &[TokenId]) -> u64 {
     // SipHash with fixed keys: deterministic across runs; hits are verified against stored tokens.
@@ -124,6 +134,7 @@ impl KvCache {
             block_tokens: vec![Vec::new(); n_blocks],
             block_parent: vec![0; n_blocks],
             index: HashMap::new(),
+            children: HashMap::new(),
             tick: 0,
             stats: PrefixStats::default(),
         }
@@ -135,7 +146,7 @@ impl KvCache {
     }
 
     /// The K/V values for one forward to write into the slots its batch names (blocks this cache
-    /// handed out through [`KvCache::grow`] or [`KvCache::match_prefix`]). Metadata (reference
+    /// handed out through [`KvCache::grow`] or [`KvCache::reserve`]). Metadata (reference
     /// counts, the prefix index, the free lists) is not reachable through it.
     pub fn values_for_forward(&mut self) -> &mut KvStorage {
         &mut self.storage
@@ -235,26 +246,55 @@ impl KvCache {
         self.touch(b);
     }
 
-    /// Longest cached run of full blocks at the start of `tokens`, leaving at least one token to
-    /// compute (its logits are needed). The returned blocks are now held by the caller.
-    pub fn match_prefix(&mut self, tokens: &[TokenId]) -> Vec<BlockId> {
-        let out = self.lookup(tokens);
-        for &b in &out {
+    /// Blocks for a sequence of `n_total` tokens whose prompt (the cacheable part) is `tokens`:
+    /// the longest cached run of full blocks at its start, held by the caller, then new blocks, the
+    /// first of which already holds the tokens it shares with a cached block (copied). Returns the
+    /// table and the number of leading tokens whose K/V it already holds (at most
+    /// `tokens.len() - 1`: the last prompt token is always computed, its logits are needed), or
+    /// `None`, with nothing held, when the blocks do not fit.
+    pub fn reserve(&mut self, tokens: &[TokenId], n_total: usize) -> Option<(Vec<BlockId>, usize)> {
+        let bs = self.storage.block_size;
+        let (mut table, partial) = self.lookup(tokens);
+        for &b in &table {
             self.acquire(b);
         }
-        let bs = self.storage.block_size;
+        // Hold the copy source so allocating the sequence's blocks cannot evict it.
+        if let Some((src, _)) = partial {
+            self.acquire(src);
+        }
+        let n_full = table.len();
+        let fits = self.grow(&mut table, n_total.max(tokens.len()));
+        let mut n_cached = n_full * bs;
+        if let (true, Some((src, n))) = (fits, partial) {
+            match self.copy_block_prefix(src, table[n_full], n) {
+                Ok(()) => n_cached += n,
+                // The tokens are computed instead: slower, never wrong.
+                Err(e) => tracing::warn!("partial prefix copy failed, recomputing: {e}"),
+            }
+        }
+        if let Some((src, _)) = partial {
+            self.release(&[src]);
+        }
+        if !fits {
+            self.release(&table);
+            return None;
+        }
         self.stats.queried_tokens += tokens.len() as u64;
-        self.stats.hit_tokens += (out.len() * bs) as u64;
-        out
+        self.stats.hit_tokens += n_cached as u64;
+        Some((table, n_cached))
     }
 
-    /// How many leading full blocks of `tokens` [`match_prefix`](Self::match_prefix) would reuse,
-    /// without holding them or counting a lookup.
+    /// How many leading tokens of `tokens` [`reserve`](Self::reserve) would reuse, without
+    /// holding anything or counting a lookup.
     pub fn peek_prefix(&self, tokens: &[TokenId]) -> usize {
-        self.lookup(tokens).len()
+        let (full, partial) = self.lookup(tokens);
+        full.len() * self.storage.block_size + partial.map_or(0, |(_, n)| n)
     }
 
-    fn lookup(&self, tokens: &[TokenId]) -> Vec<BlockId> {
+    /// The cached full blocks at the start of `tokens`, then the cached block (child of the last
+    /// one) sharing the most leading tokens with the rest, and how many, leaving at least one
+    /// token of `tokens` unmatched.
+    fn lookup(&self, tokens: &[TokenId]) -> (Vec<BlockId>, Option<(BlockId, usize)>) {
         let bs = self.storage.block_size;
         let mut out = Vec::new();
         let mut parent = ROOT_KEY;
@@ -271,7 +311,25 @@ impl KvCache {
             out.push(b);
             parent = key;
         }
-        out
+        let start = out.len() * bs;
+        let limit = (tokens.len().saturating_sub(1).saturating_sub(start)).min(bs - 1);
+        let rest = &tokens[start..start + limit];
+        let partial = self.children.get(&parent).and_then(|kids| {
+            kids.iter()
+                .rev()
+                .take(MAX_PARTIAL_CANDIDATES)
+                .map(|&c| {
+                    let shared = self.block_tokens[c.0 as usize]
+                        .iter()
+                        .zip(rest)
+                        .take_while(|(a, b)| a == b)
+                        .count();
+                    (c, shared)
+                })
+                .filter(|&(_, n)| n > 0)
+                .max_by_key(|&(_, n)| n)
+        });
+        (out, partial)
     }
 
     /// One block for new content, evicting the least recently used cached block if needed.
@@ -294,6 +352,13 @@ impl KvCache {
         if let Some(key) = self.block_key[i].take() {
             if self.index.get(&key) == Some(&b) {
                 self.index.remove(&key);
+                let parent = self.block_parent[i];
+                if let Some(kids) = self.children.get_mut(&parent) {
+                    kids.retain(|&c| c != b);
+                    if kids.is_empty() {
+                        self.children.remove(&parent);
+                    }
+                }
             }
         }
         self.block_tokens[i].clear();
@@ -341,7 +406,10 @@ impl KvCache {
                 self.block_key[i] = Some(key);
                 self.block_parent[i] = parent;
                 self.block_tokens[i] = chunk.to_vec();
-                self.index.entry(key).or_insert(b);
+                if let std::collections::hash_map::Entry::Vacant(e) = self.index.entry(key) {
+                    e.insert(b);
+                    self.children.entry(parent).or_default().push(b);
+                }
             }
             parent = key;
         }
@@ -403,26 +471,109 @@ mod tests {
     fn prefix_is_shared_and_refcounted() {
         let mut kv = KvCache::new(1, 4, 4, 16);
         let a = toks(10, 1);
-        let mut ta = kv.match_prefix(&a);
-        assert!(ta.is_empty());
-        assert!(kv.grow(&mut ta, a.len()));
+        let (ta, hit) = kv.reserve(&a, a.len()).expect("fits");
+        assert_eq!((ta.len(), hit), (3, 0));
         kv.commit(&ta, &a, a.len(), 0);
         // Same first 8 tokens, different tail: the two full blocks are shared.
         let mut b = a[..8].to_vec();
         b.extend([999, 998, 997]);
-        let tb = kv.match_prefix(&b);
-        assert_eq!(tb, ta[..2].to_vec());
+        let (tb, hit) = kv.reserve(&b, b.len()).expect("fits");
+        assert_eq!(tb[..2], ta[..2]);
+        assert_ne!(tb[2], ta[2], "the tail block is the sequence's own");
+        assert_eq!(hit, 8);
         kv.release(&ta);
         // Still held by b: not evictable, not free.
-        assert_eq!(kv.used_blocks(), 2);
+        assert_eq!(kv.used_blocks(), 3);
         kv.release(&tb);
         assert_eq!(kv.used_blocks(), 0);
         assert_eq!(kv.cached_blocks(), 2);
-        // A fully cached prompt leaves its last block to compute.
-        let tc = kv.match_prefix(&a[..8]);
-        assert_eq!(tc.len(), 1);
+        // A fully cached prompt leaves its last token to compute: one full block, then 3 of the
+        // next block's 4 tokens copied.
+        let (tc, hit) = kv.reserve(&a[..8], 8).expect("fits");
+        assert_eq!((tc.len(), hit), (2, 7));
+        assert_eq!(tc[0], ta[0]);
         kv.release(&tc);
-        assert!(kv.prefix_stats().hit_tokens >= 12);
+        assert_eq!(kv.prefix_stats().hit_tokens, 15);
+        assert_eq!(kv.prefix_stats().queried_tokens, 10 + 11 + 8);
+    }
+
+    /// Fill the K/V of `table`'s positions with values unique to (layer, block, position, dim).
+    fn fill(kv: &mut KvCache, table: &[BlockId]) {
+        let (bs, dim) = (kv.block_size(), kv.storage().kv_dim);
+        let s = kv.values_for_forward();
+        for (l, layer) in s.layers.iter_mut().enumerate() {
+            for &b in table {
+                for off in 0..bs {
+                    for d in 0..dim {
+                        let x = (l * 100_000 + b.0 as usize * 1000 + off * 10 + d) as f32;
+                        layer.v[(b.0 as usize * bs + off) * dim + d] = x;
+                        layer.k[(b.0 as usize * dim + d) * bs + off] = -x;
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_prefix_ending_mid_block_is_copied_to_the_token() {
+        let mut kv = KvCache::new(2, 3, 4, 16);
+        let a = toks(12, 1);
+        let (ta, _) = kv.reserve(&a, 12).expect("fits");
+        fill(&mut kv, &ta);
+        kv.commit(&ta, &a, 12, 0);
+        kv.release(&ta);
+        // Shares a's first 6 tokens: block 0 whole, then 2 tokens of a's block 1.
+        let mut b = a[..6].to_vec();
+        b.extend([500, 501, 502]);
+        assert_eq!(kv.peek_prefix(&b), 6);
+        let (tb, hit) = kv.reserve(&b, 9).expect("fits");
+        assert_eq!(hit, 6);
+        assert_eq!(tb[0], ta[0]);
+        assert!(!ta.contains(&tb[1]), "copied into the sequence's own block");
+        let (bs, dim) = (4, 3);
+        let s = kv.storage();
+        for layer in &s.layers {
+            for off in 0..2 {
+                for d in 0..dim {
+                    let (src, dst) = (ta[1].0 as usize, tb[1].0 as usize);
+                    assert_eq!(
+                        layer.v[(dst * bs + off) * dim + d],
+                        layer.v[(src * bs + off) * dim + d]
+                    );
+                    assert_eq!(
+                        layer.k[(dst * dim + d) * bs + off],
+                        layer.k[(src * dim + d) * bs + off]
+                    );
+                }
+            }
+        }
+        kv.release(&tb);
+        // Nothing in common beyond the cached blocks' first token: no partial match on 0 tokens.
+        let c = [a[0] + 1, a[1], a[2]];
+        assert_eq!(kv.peek_prefix(&c), 0);
+    }
+
+    #[test]
+    fn the_copy_source_is_not_evicted_by_the_sequences_own_blocks() {
+        let mut kv = KvCache::new(1, 4, 4, 3);
+        let a = toks(8, 3);
+        let (ta, _) = kv.reserve(&a, 8).expect("fits");
+        kv.commit(&ta, &a, 8, 0);
+        kv.release(&ta);
+        assert_eq!(kv.cached_blocks(), 2);
+        // Needs 3 blocks while its copy source (a's first block) is held: does not fit, and
+        // nothing stays held.
+        let mut b = a[..2].to_vec();
+        b.extend(900..907);
+        assert!(kv.reserve(&b, b.len()).is_none());
+        assert_eq!(kv.used_blocks(), 0);
+        // Two blocks fit: the free one and a's second block, evicted; a's first is copied from.
+        b.truncate(8);
+        let (tb, hit) = kv.reserve(&b, 8).expect("fits");
+        assert_eq!(hit, 2);
+        assert!(!tb.contains(&ta[0]));
+        kv.release(&tb);
+        assert_eq!(kv.peek_prefix(&a[..3]), 2, "the source is still cached");
     }
 
     #[test]
@@ -439,9 +590,10 @@ mod tests {
         assert_eq!(kv.cached_blocks(), 0);
         assert!(!kv.grow(&mut t, 20), "over capacity must fail");
         kv.release(&t);
-        assert!(
-            kv.match_prefix(&toks(9, 3)).is_empty(),
-            "evicted content must not be matched"
+        assert_eq!(
+            kv.reserve(&toks(9, 3), 9).map(|(_, hit)| hit),
+            Some(0),
+            "evicted content must not be matched, whole or in part"
         );
     }
 }
