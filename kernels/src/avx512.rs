@@ -34,6 +34,18 @@ pub const MAX_TILE: usize = 6;
 /// 315-320 GOPS on one thread at m = 128; 10 rows spill and fall to 266).
 pub const MAX_TILE_K: usize = 8;
 
+/// Where block `b` of activation row `i` (of `m` rows of `nb` blocks) sits in the k-quant
+/// kernels' interleaved layout: rows go in tiles of [`MAX_TILE_K`] starting at multiples of it
+/// (the last one shorter), each tile occupying its rows' usual span (`i0·nb .. (i0 + R)·nb`) with
+/// its blocks ordered (block, row). A tile of R rows starting at row i0 is then `nb · R`
+/// contiguous blocks at `i0 · nb`.
+#[inline]
+pub fn tiled_index(i: usize, b: usize, m: usize, nb: usize) -> usize {
+    let i0 = i / MAX_TILE_K * MAX_TILE_K;
+    let r = (m - i0).min(MAX_TILE_K);
+    i0 * nb + b * r + (i - i0)
+}
+
 /// Q5_0's tag for [`gemm16`] (the other tags are `crate::x86`'s).
 pub const Q5_0: u8 = 3;
 
@@ -72,14 +84,12 @@ pub fn block_sums(a: &[BlockQ8], out: &mut [i32]) {
     }
 }
 
-/// Sums of each activation block's two 16-value halves as one i16 pair (low half first; each
+/// Sums of an activation block's two 16-value halves as one i16 pair (low half first; each
 /// |sum| <= 16·128 fits), the operand of Q6_K's `vpdpwssd` offset step.
-pub fn half_sums(a: &[BlockQ8], out: &mut [i32]) {
-    for (o, b) in out.iter_mut().zip(a) {
-        let lo: i32 = b.qs[..16].iter().map(|&q| q as i32).sum();
-        let hi: i32 = b.qs[16..].iter().map(|&q| q as i32).sum();
-        *o = (lo & 0xFFFF) | (hi << 16);
-    }
+pub fn half_sum(b: &BlockQ8) -> i32 {
+    let lo: i32 = b.qs[..16].iter().map(|&q| q as i32).sum();
+    let hi: i32 = b.qs[16..].iter().map(|&q| q as i32).sum();
+    (lo & 0xFFFF) | (hi << 16)
 }
 
 /// 16 weight rows (one `Vnni16` group, `g` = its first block) × `R` activation rows.
@@ -236,14 +246,19 @@ unsafe fn prefetch_lines(p: *const u8, lines: usize) {
 /// per super-block; `d·sc_j` and `dmin·m_j` are exact in f32: 11 × 6 bits; for odd j the kernel
 /// multiplies 16·q by d·sc_j / 16, which gives the same products).
 ///
+/// The tile's activations are interleaved ([`tiled_index`]): block b of row r at `a[b·R + r]`, so
+/// every activation operand is one pointer plus a constant (no index register, no per-row
+/// pointers in registers).
+///
 /// # Safety
-/// As [`gemm16`]; `nb` is a multiple of 8 and `g` holds `nb / 8` Q4_K group blocks.
+/// As [`gemm16`]; `nb` is a multiple of 8, `g` holds `nb / 8` Q4_K group blocks and `a` holds
+/// `nb · R` blocks.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub unsafe fn gemm16_q4_k<const R: usize>(
     g: *const u8,
     nb: usize,
-    a: [*const BlockQ8; R],
+    a: *const BlockQ8,
     out: &mut [[f32; 16]; R],
 ) {
     let (gb, hdr) = vnni_geometry(WeightType::Q4_K);
@@ -254,6 +269,7 @@ pub unsafe fn gemm16_q4_k<const R: usize>(
     let top = _mm512_set1_epi8(0x30);
     for sb in 0..nb / 8 {
         let base = g.add(sb * gb);
+        let at = a.add(8 * sb * R);
         let d = _mm512_cvtph_ps(_mm256_loadu_si256(base as *const __m256i));
         let d16 = _mm512_mul_ps(d, _mm512_set1_ps(1.0 / 16.0));
         let dmin = _mm512_cvtph_ps(_mm256_loadu_si256(base.add(32) as *const __m256i));
@@ -296,7 +312,7 @@ pub unsafe fn gemm16_q4_k<const R: usize>(
                     *wc = _mm512_and_si512(raw, mask);
                 }
                 for r in 0..R {
-                    let ab = &*a[r].add(8 * sb + j);
+                    let ab = &*at.add(j * R + r);
                     let q = ab.qs.as_ptr() as *const i32;
                     // One chain: the tile's 8 rows give the independent chains.
                     let mut s = _mm512_setzero_si512();
@@ -310,7 +326,7 @@ pub unsafe fn gemm16_q4_k<const R: usize>(
             }
         }
         for r in 0..R {
-            let da = _mm512_set1_ps((*a[r].add(8 * sb)).d);
+            let da = _mm512_set1_ps((*at.add(r)).d);
             acc[r] = _mm512_fmadd_ps(da, u[r], acc[r]);
         }
     }
@@ -327,16 +343,18 @@ pub unsafe fn gemm16_q4_k<const R: usize>(
 /// super-block `acc = fma(d·d_a, isum, acc)` as the scalar reference (the activations share d_a
 /// per super-block).
 ///
+/// The activations and their half sums are interleaved as in [`gemm16_q4_k`].
+///
 /// # Safety
-/// As [`gemm16`]; `nb` is a multiple of 8, `g` holds `nb / 8` Q6_K group blocks and every
-/// `hsum[r]` holds `nb` half-sum pairs.
+/// As [`gemm16`]; `nb` is a multiple of 8, `g` holds `nb / 8` Q6_K group blocks, `a` holds
+/// `nb · R` blocks and `hsum` their `nb · R` half-sum pairs, in [`tiled_index`] order.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub unsafe fn gemm16_q6_k<const R: usize>(
     g: *const u8,
     nb: usize,
-    a: [*const BlockQ8; R],
-    hsum: [*const i32; R],
+    a: *const BlockQ8,
+    hsum: *const i32,
     out: &mut [[f32; 16]; R],
 ) {
     use crate::packed::Q6K_BLOCK;
@@ -347,6 +365,7 @@ pub unsafe fn gemm16_q6_k<const R: usize>(
     for sb in 0..nb / 8 {
         let base = g.add(sb * gb);
         let d = _mm512_cvtph_ps(_mm256_loadu_si256(base as *const __m256i));
+        let (at, hs) = (a.add(8 * sb * R), hsum.add(8 * sb * R));
         let mut isum = [_mm512_setzero_si512(); R];
         for b in 0..8 {
             prefetch_lines(base.add(PF_AHEAD * gb + 420 * b), 7);
@@ -385,7 +404,7 @@ pub unsafe fn gemm16_q6_k<const R: usize>(
                 );
             }
             for r in 0..R {
-                let ab = &*a[r].add(8 * sb + b);
+                let ab = &*at.add(b * R + r);
                 let q = ab.qs.as_ptr() as *const i32;
                 let mut s0 = _mm512_setzero_si512();
                 let mut s1 = _mm512_setzero_si512();
@@ -397,11 +416,11 @@ pub unsafe fn gemm16_q6_k<const R: usize>(
                 }
                 let t = _mm512_add_epi32(isum[r], _mm512_mullo_epi32(s0, sc_lo));
                 let t = _mm512_add_epi32(t, _mm512_mullo_epi32(s1, sc_hi));
-                isum[r] = _mm512_dpwssd_epi32(t, off, _mm512_set1_epi32(*hsum[r].add(8 * sb + b)));
+                isum[r] = _mm512_dpwssd_epi32(t, off, _mm512_set1_epi32(*hs.add(b * R + r)));
             }
         }
         for r in 0..R {
-            let dd = _mm512_mul_ps(d, _mm512_set1_ps((*a[r].add(8 * sb)).d));
+            let dd = _mm512_mul_ps(d, _mm512_set1_ps((*at.add(r)).d));
             acc[r] = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(isum[r]), acc[r]);
         }
     }

@@ -89,6 +89,9 @@ impl OutPtr {
 const TW: usize = 16;
 /// Activation rows per panel (kept hot while a chunk of weight rows streams past).
 const PANEL: usize = 48;
+// The k-quant tiles of `panel_vnni` start at multiples of MAX_TILE_K, as `tiled_index` assumes.
+#[cfg(target_arch = "x86_64")]
+const _: () = assert!(PANEL.is_multiple_of(crate::avx512::MAX_TILE_K));
 
 /// y (m × n, row-major) = x (m × k, row-major) · Wᵀ.
 ///
@@ -162,24 +165,32 @@ pub fn matmul_many(ws: &[Mat<'_>], x: &[f32], ys: &mut [&mut [f32]]) {
     // allocation per call costs page faults and a memset as large as the work on big batches.
     let mut a = ACT_SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
     let mut ak = ACT_SCRATCH_K.with(|s| std::mem::take(&mut *s.borrow_mut()));
-    let quantized = |sb: bool| {
-        ws.iter()
-            .any(|w| w.ty().quantizes_activations() && super_block_acts(w.ty()) == sb)
-    };
-    let (need_a, need_ak) = (quantized(false), quantized(true));
+    let mut akt = ACT_SCRATCH_KT.with(|s| std::mem::take(&mut *s.borrow_mut()));
     // Sums the VNNI kernels need besides the blocks: Σ of each block for the offset formats,
     // Q6_K's per-16 sums as i16 pairs. Computed with the quantization, in the same parallel tasks.
     let vnni = crate::dispatch::vnni();
+    let vnni_packed = |w: &Mat<'_>| vnni && matches!(w, Mat::Packed(_));
     let packed_as = |tys: &[WeightType]| {
         vnni && ws
             .iter()
             .any(|w| matches!(w, Mat::Packed(p) if tys.contains(&p.ty)))
     };
+    // The k-quants' activations go row by row to every kernel but the VNNI ones, which read them
+    // interleaved per tile (`crate::avx512::tiled_index`); each layout is made only when used.
+    let need_a = ws
+        .iter()
+        .any(|w| w.ty().quantizes_activations() && !super_block_acts(w.ty()));
+    let need_ak = ws
+        .iter()
+        .any(|w| w.ty().quantizes_activations() && super_block_acts(w.ty()) && !vnni_packed(w));
+    let need_akt = ws
+        .iter()
+        .any(|w| super_block_acts(w.ty()) && vnni_packed(w));
     let need_asum = packed_as(&[WeightType::Q4_0, WeightType::Q5_0, WeightType::Q8_0]);
     let need_hsum = packed_as(&[WeightType::Q6_K]);
     let mut asum = vec![0i32; if need_asum { m * nb } else { 0 }];
     let mut hsum = vec![0i32; if need_hsum { m * nb } else { 0 }];
-    if need_a || need_ak {
+    if need_a || need_ak || need_akt {
         assert!(k.is_multiple_of(QK), "k={k} is not a multiple of {QK}");
         if need_a {
             a.resize(m * nb, BlockQ8::default());
@@ -187,10 +198,18 @@ pub fn matmul_many(ws: &[Mat<'_>], x: &[f32], ys: &mut [&mut [f32]]) {
         if need_ak {
             ak.resize(m * nb, BlockQ8::default());
         }
-        let (ap, akp) = (ActPtr(a.as_mut_ptr()), ActPtr(ak.as_mut_ptr()));
+        if need_akt {
+            akt.resize(m * nb, BlockQ8::default());
+        }
+        let (ap, akp, aktp) = (
+            ActPtr(a.as_mut_ptr()),
+            ActPtr(ak.as_mut_ptr()),
+            ActPtr(akt.as_mut_ptr()),
+        );
         let (sp, hp) = (SumPtr(asum.as_mut_ptr()), SumPtr(hsum.as_mut_ptr()));
         let rows_per_task = m.div_ceil(threads * 2).max(1);
         parallel_for(m.div_ceil(rows_per_task), |t| {
+            let mut row = Vec::new();
             for i in t * rows_per_task..((t + 1) * rows_per_task).min(m) {
                 let xi = &x[i * k..(i + 1) * k];
                 if need_a {
@@ -204,28 +223,45 @@ pub fn matmul_many(ws: &[Mat<'_>], x: &[f32], ys: &mut [&mut [f32]]) {
                         crate::avx512::block_sums(blk, s);
                     }
                 }
-                if need_ak {
-                    // SAFETY: as above.
-                    let blk = unsafe { std::slice::from_raw_parts_mut(akp.at(i * nb), nb) };
+                if need_ak || need_akt {
+                    let blk: &mut [BlockQ8] = if need_ak {
+                        // SAFETY: as above.
+                        unsafe { std::slice::from_raw_parts_mut(akp.at(i * nb), nb) }
+                    } else {
+                        row.resize(nb, BlockQ8::default());
+                        &mut row
+                    };
                     quantize_row_q8_k(xi, blk);
                     #[cfg(target_arch = "x86_64")]
-                    if need_hsum {
-                        // SAFETY: as above.
-                        let s = unsafe { std::slice::from_raw_parts_mut(hp.at(i * nb), nb) };
-                        crate::avx512::half_sums(blk, s);
+                    if need_akt {
+                        for (b, blk) in blk.iter().enumerate() {
+                            let at = crate::avx512::tiled_index(i, b, m, nb);
+                            // SAFETY: tiled_index maps row i's blocks to slots of its own
+                            // (distinct rows, distinct slots), within m × nb.
+                            unsafe {
+                                *aktp.at(at) = *blk;
+                                if need_hsum {
+                                    *hp.at(at) = crate::avx512::half_sum(blk);
+                                }
+                            }
+                        }
                     }
                 }
             }
         });
     }
-    let (act, act_k) = (&mut a, &mut ak);
-    let (a32, a256, asum, hsum) = (&act[..], &act_k[..], &asum, &hsum);
-    let acts_for = |ty: WeightType| if super_block_acts(ty) { a256 } else { a32 };
+    let (act, act_k, act_kt) = (&mut a, &mut ak, &mut akt);
+    let (a32, a256, a256t, asum, hsum) = (&act[..], &act_k[..], &act_kt[..], &asum, &hsum);
+    let acts_for = |w: &Mat<'_>| match () {
+        _ if !super_block_acts(w.ty()) => a32,
+        _ if vnni_packed(w) => a256t,
+        _ => a256,
+    };
     let use_avx2 = isa() == Isa::Avx2;
     parallel_for(chunks.len(), |c| {
         let (wi, j0, j1) = chunks[c];
         let (n, out) = (ws[wi].n(), outs[wi]);
-        let a = acts_for(ws[wi].ty());
+        let a = acts_for(&ws[wi]);
         let w = match ws[wi] {
             Mat::Rows(w) => w,
             Mat::Packed(p) if vnni => {
@@ -295,11 +331,13 @@ pub fn matmul_many(ws: &[Mat<'_>], x: &[f32], ys: &mut [&mut [f32]]) {
     });
     ACT_SCRATCH.with(|s| *s.borrow_mut() = std::mem::take(act));
     ACT_SCRATCH_K.with(|s| *s.borrow_mut() = std::mem::take(act_k));
+    ACT_SCRATCH_KT.with(|s| *s.borrow_mut() = std::mem::take(act_kt));
 }
 
 thread_local! {
     static ACT_SCRATCH: std::cell::RefCell<Vec<BlockQ8>> = const { std::cell::RefCell::new(Vec::new()) };
     static ACT_SCRATCH_K: std::cell::RefCell<Vec<BlockQ8>> = const { std::cell::RefCell::new(Vec::new()) };
+    static ACT_SCRATCH_KT: std::cell::RefCell<Vec<BlockQ8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 #[derive(Clone, Copy)]
@@ -494,7 +532,8 @@ unsafe fn panel_avx2_packed(
 ///
 /// # Safety
 /// The VNNI tier was detected; the packed groups covering j0..j1 exist; `asum` holds the block
-/// sums of `a` for Q4_0/Q5_0/Q8_0 and the half sums (`crate::avx512::half_sums`) for Q6_K; `put`
+/// sums of `a` for Q4_0/Q5_0/Q8_0 and the half sums (`crate::avx512::half_sum`) for Q6_K; for the
+/// k-quants both are in the interleaved order of `crate::avx512::tiled_index`; `put`
 /// writes only this chunk's columns.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
@@ -527,13 +566,15 @@ unsafe fn panel_vnni(
             let mut out = [[0f32; 16]; $r];
             let acts: [*const BlockQ8; $r] = std::array::from_fn(|r| act($i + r));
             let ss: [*const i32; $r] = std::array::from_fn(|r| sums($i + r));
+            // The k-quants' tile: its nb · R interleaved blocks (and half sums) at row $i's place.
+            let (tile, tile_sums) = (act($i), sums($i));
             match ty {
                 WeightType::Q4_0 => gemm16::<Q4_0, $r>($g, nb, acts, ss, &mut out),
                 WeightType::Q4_1 => gemm16::<Q4_1, $r>($g, nb, acts, ss, &mut out),
                 WeightType::Q8_0 => gemm16::<Q8_0, $r>($g, nb, acts, ss, &mut out),
                 WeightType::Q5_0 => gemm16::<Q5_0, $r>($g, nb, acts, ss, &mut out),
-                WeightType::Q4_K => gemm16_q4_k::<$r>($g, nb, acts, &mut out),
-                WeightType::Q6_K => gemm16_q6_k::<$r>($g, nb, acts, ss, &mut out),
+                WeightType::Q4_K => gemm16_q4_k::<$r>($g, nb, tile, &mut out),
+                WeightType::Q6_K => gemm16_q6_k::<$r>($g, nb, tile, tile_sums, &mut out),
                 WeightType::F32 | WeightType::F16 => {
                     unreachable!("float weights have no packed layout")
                 }
