@@ -403,7 +403,7 @@ pub unsafe fn gemm16_q6_k<const R: usize>(
                     top,
                 );
             }
-            for r in 0..R {
+            for (r, isum) in isum.iter_mut().enumerate() {
                 let ab = &*at.add(b * R + r);
                 let q = ab.qs.as_ptr() as *const i32;
                 let mut s0 = _mm512_setzero_si512();
@@ -414,9 +414,9 @@ pub unsafe fn gemm16_q6_k<const R: usize>(
                     s0 = _mm512_dpbusd_epi32(s0, w[c], x0);
                     s1 = _mm512_dpbusd_epi32(s1, w[c + 4], x1);
                 }
-                let t = _mm512_add_epi32(isum[r], _mm512_mullo_epi32(s0, sc_lo));
+                let t = _mm512_add_epi32(*isum, _mm512_mullo_epi32(s0, sc_lo));
                 let t = _mm512_add_epi32(t, _mm512_mullo_epi32(s1, sc_hi));
-                isum[r] = _mm512_dpwssd_epi32(t, off, _mm512_set1_epi32(*hs.add(b * R + r)));
+                *isum = _mm512_dpwssd_epi32(t, off, _mm512_set1_epi32(*hs.add(b * R + r)));
             }
         }
         for r in 0..R {
