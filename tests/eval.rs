@@ -69,6 +69,8 @@ fn eval_on_a_small_sample_reports_every_method_and_a_rerun_reuses_rubrics_and_ve
     for row in [
         "| medquad | rubric, logprob per criterion |",
         "| medquad | rubric, logprob per criterion, topic gate |",
+        "| medquad | rubric, logprob per criterion, relevance gate |",
+        "| llmbar | rubric, logprob per criterion, relevance gate |",
         "| medquad | rubric, support (likelihood) per criterion |",
         "| medquad | rubric, holistic 0-9 |",
         "| medquad | no rubric, holistic 0-9 |",
@@ -115,7 +117,7 @@ fn eval_on_a_small_sample_reports_every_method_and_a_rerun_reuses_rubrics_and_ve
             assert!(check.is_null(), "{d}");
         }
         let methods = d["methods"].as_array().expect("methods");
-        assert_eq!(methods.len(), 7);
+        assert_eq!(methods.len(), 8);
         for m in methods {
             // Every sample is scored or counted as failed with a reason, never dropped.
             let failed: u64 = m["failed"]
@@ -156,15 +158,29 @@ fn eval_on_a_small_sample_reports_every_method_and_a_rerun_reuses_rubrics_and_ve
                 assert_eq!(rec["model_sha256"], model_sha.as_str());
                 assert_eq!(rec["template_hash"], m["template_hash"]);
                 // A gated reward carries its gate; the reward is the gated one.
-                if m["method"] == "rubric_logprob_gated" && rec["status"] == "ok" {
+                let gated = ["rubric_logprob_gated", "rubric_logprob_relevance"];
+                if gated.contains(&m["method"].as_str().unwrap_or("")) && rec["status"] == "ok" {
                     let p = rec["gate"]["p_yes"].as_f64().expect("gate p_yes");
                     assert!((0.0..=1.0).contains(&p), "{rec}");
                     assert!(rec["gate"]["statement"].is_string(), "{rec}");
                 }
+                // The relevance gate records the PMI its factor came from.
+                if m["method"] == "rubric_logprob_relevance" && rec["status"] == "ok" {
+                    let pmi = rec["gate"]["pmi"].as_f64().expect("gate pmi");
+                    let p = rec["gate"]["p_yes"].as_f64().expect("gate p_yes");
+                    assert!(
+                        (p - 1.0 / (1.0 + (-4.0 * pmi).exp())).abs() < 1e-12,
+                        "{rec}"
+                    );
+                }
             }
         }
-        // The gated reward is the rubric reward times the gate's P(yes), response by response.
-        if d["dataset"] == "medquad" {
+        // A gated reward is the rubric reward times the gate's factor, response by response
+        // (the topic gate on medquad, the relevance gate on both).
+        for gated_method in ["rubric_logprob_gated", "rubric_logprob_relevance"] {
+            if gated_method == "rubric_logprob_gated" && d["dataset"] != "medquad" {
+                continue;
+            }
             let records = |method: &str| -> Vec<Value> {
                 let m = methods
                     .iter()
@@ -177,7 +193,7 @@ fn eval_on_a_small_sample_reports_every_method_and_a_rerun_reuses_rubrics_and_ve
                     .collect()
             };
             let plain = records("rubric_logprob");
-            let gated = records("rubric_logprob_gated");
+            let gated = records(gated_method);
             assert_eq!(plain.len(), gated.len());
             for (p, g) in plain.iter().zip(&gated) {
                 assert_eq!(p["line"], g["line"]);
@@ -262,8 +278,9 @@ fn eval_on_a_small_sample_reports_every_method_and_a_rerun_reuses_rubrics_and_ve
             rubrics["questions"].as_u64().expect("n") - rubrics["failed"].as_u64().expect("n")
         );
         for m in d["methods"].as_array().expect("methods") {
-            // Support mode keeps no verdict cache: its rerun scores again (same figures below).
-            if m["method"] != "rubric_support" {
+            // Support mode and the relevance gate keep no verdict cache: their rerun scores
+            // again (same figures below).
+            if m["method"] != "rubric_support" && m["method"] != "rubric_logprob_relevance" {
                 assert_eq!(m["requests"], 0, "engine was not needed: {m}");
             }
         }

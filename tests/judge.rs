@@ -396,8 +396,50 @@ fn support_mode_records_pmi_verdicts_batch_invariantly() {
     assert_eq!(alone[0].criteria[0].pmi, records[1].criteria[0].pmi);
 }
 
+/// The relevance gate's scorer on the real default model: one finite PMI per pair in order, the
+/// same alone and in a batch, the same for a question asked twice, and a question with no tokens
+/// an error naming it (never a silent 0).
 #[test]
-fn a_topic_gate_multiplies_each_reward_by_its_p_yes_in_every_mode() {
+fn relevance_pmi_is_per_pair_batch_invariant_and_fails_loudly() {
+    use ares::judge::relevance::RelevanceScorer;
+    let m = default_model();
+    let eng = engine(m, EngineConfig::default());
+    let scorer = RelevanceScorer::new(&eng, &m.tokenizer, 4).expect("scorer");
+    let q = "What is the capital of France?";
+    let pairs = [
+        (q, "The capital of France is Paris."),
+        (
+            q,
+            "Bananas are a good source of potassium and grow in warm climates.",
+        ),
+        ("   ", "The capital of France is Paris."),
+        (
+            q,
+            "Paris has been the capital of France since the 10th century.",
+        ),
+        (q, "The capital of France is Paris."),
+    ];
+    let calls = std::cell::Cell::new(0);
+    let pmis = scorer.score(&pairs, &|done, total| {
+        calls.set(calls.get() + 1);
+        assert!(done <= total && total == pairs.len());
+    });
+    assert_eq!(pmis.len(), pairs.len());
+    assert_eq!(calls.get(), 2, "progress after each batch of 4");
+    for i in [0, 1, 3, 4] {
+        let p = pmis[i].as_ref().expect("scored");
+        assert!(p.is_finite(), "pair {i}: {p}");
+    }
+    let err = pmis[2].as_ref().expect_err("empty question");
+    assert!(err.contains("question has no tokens"), "{err}");
+    assert_eq!(pmis[0], pmis[4], "same pair, same PMI");
+    let alone = scorer.score(&pairs[1..2], &|_, _| {});
+    assert_eq!(alone[0], pmis[1], "batch-invariant PMI");
+}
+
+#[test]
+fn a_topic_gate_multiplies_each_reward_by_its_p_yes_in_every_mode_and_the_relevance_gate_by_its_factor(
+) {
     let dir = tempfile::tempdir().expect("tmp");
     let rubrics = dir.path().join("rubrics.jsonl");
     std::fs::write(&rubrics, serde_json::to_string(&paris()).expect("json")).expect("write");
@@ -457,6 +499,22 @@ fn a_topic_gate_multiplies_each_reward_by_its_p_yes_in_every_mode() {
         assert_eq!(gated[2]["status"], "error");
         assert!(gated[2].get("gate").is_none(), "{}", gated[2]);
     }
+    // The relevance gate: the reward times σ(4·PMI), the PMI recorded.
+    let plain = run(&dir.path().join("logprob.jsonl"), &["--mode", "logprob"]);
+    let gated = run(&dir.path().join("relevance.jsonl"), &["--relevance-gate"]);
+    assert_eq!(gated.len(), 3);
+    for (p, g) in plain.iter().zip(&gated[..2]) {
+        assert_eq!(g["status"], "ok", "{g}");
+        let pmi = g["gate"]["pmi"].as_f64().expect("pmi");
+        let factor = 1.0 / (1.0 + (-4.0 * pmi).exp());
+        assert!((g["gate"]["p_yes"].as_f64().expect("factor") - factor).abs() < 1e-12);
+        let want = p["reward"].as_f64().expect("reward") * factor;
+        let got = g["reward"].as_f64().expect("gated reward");
+        assert!((got - want).abs() < 1e-12, "{p} {g}");
+        assert_eq!(p["criteria"], g["criteria"]);
+    }
+    assert_eq!(gated[2]["status"], "error");
+    assert!(gated[2].get("gate").is_none(), "{}", gated[2]);
     // An empty statement is refused before any work.
     let o = invoke(&dir.path().join("x.jsonl"), &["--gate", " "]);
     assert_ne!(o.status.code(), Some(0));

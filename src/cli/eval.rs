@@ -29,6 +29,9 @@ pub enum MethodArg {
     /// As rubric-logprob, times the P(yes) of a topic gate (medquad: "Is about the same
     /// condition, medicine or test that the question asks about.").
     RubricLogprobGated,
+    /// As rubric-logprob, times the relevance gate: σ(4·PMI) of the question's likelihood given
+    /// the response against given no text (any data set, no statement to write).
+    RubricLogprobRelevance,
     /// The generated rubric, each criterion's likelihood as a summary of the response.
     RubricSupport,
     /// The generated rubric shown whole, one 0-9 score.
@@ -42,9 +45,10 @@ pub enum MethodArg {
 }
 
 impl MethodArg {
-    pub const ALL: [MethodArg; 7] = [
+    pub const ALL: [MethodArg; 8] = [
         MethodArg::RubricLogprob,
         MethodArg::RubricLogprobGated,
+        MethodArg::RubricLogprobRelevance,
         MethodArg::RubricSupport,
         MethodArg::RubricHolistic,
         MethodArg::PlainHolistic,
@@ -56,6 +60,7 @@ impl MethodArg {
         match self {
             MethodArg::RubricLogprob => Method::RubricLogprob,
             MethodArg::RubricLogprobGated => Method::RubricLogprobGated,
+            MethodArg::RubricLogprobRelevance => Method::RubricLogprobRelevance,
             MethodArg::RubricSupport => Method::RubricSupport,
             MethodArg::RubricHolistic => Method::RubricHolistic,
             MethodArg::PlainHolistic => Method::PlainHolistic,

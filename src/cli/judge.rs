@@ -13,11 +13,12 @@ use crate::cli::backend::BackendArgs;
 use crate::engine::Generator;
 use crate::judge::cache::VerdictCache;
 use crate::judge::pairwise::{Comparison, PairwiseJudge, PairwiseSummary};
+use crate::judge::relevance::{self, RelevanceScorer};
 use crate::judge::support::{ResponseJudge, SupportJudge};
 use crate::judge::{check, gate, Checked, Pair};
 use crate::judge::{
     read_responses, Judge, JudgeConfig, JudgeError, JudgeProgress, JudgeRecord, JudgeSummary, Mode,
-    ResponseEntry, RubricSet, DEFAULT_MAX_IN_FLIGHT,
+    ResponseEntry, RubricSet, Status, DEFAULT_MAX_IN_FLIGHT,
 };
 use crate::judge::{Aggregator, Format};
 use crate::model::tokenizer::Tokenizer;
@@ -116,6 +117,12 @@ pub struct JudgeArgs {
     /// is the rubric reward times its P(yes), and each record gets `gate`.
     #[arg(long, value_name = "STATEMENT", conflicts_with = "pairwise")]
     pub gate: Option<String>,
+    /// Relevance gate: the reward is also multiplied by σ(4·PMI), the per-token PMI of the
+    /// question given the response against given no text (how well the response predicts the
+    /// question: low for a response about something else). Needs the local engine; each record
+    /// gets `gate` with the PMI. Combines with --gate (both factors apply).
+    #[arg(long, conflicts_with = "pairwise")]
+    pub relevance_gate: bool,
 }
 
 impl JudgeArgs {
@@ -243,6 +250,36 @@ pub fn run(
         let (gates, gate_summary) = gate_judge.run(&gate_set, &responses, progress);
         gate::apply(&mut records, &gates, statement);
         summary.gate(&records, &gate_summary);
+    }
+    if args.relevance_gate {
+        let t0 = std::time::Instant::now();
+        let scorer = RelevanceScorer::new(generator, tokenizer, config.max_in_flight)?;
+        // The (question, response) of each record that has a reward to gate.
+        let pairs: Vec<Option<(&str, &str)>> = records
+            .iter()
+            .zip(&responses)
+            .map(|(r, e)| {
+                let line = e.parsed.as_ref().ok()?;
+                let item = rubrics.get(&line.item_id)?;
+                (r.status == Status::Ok).then_some((item.question.as_str(), line.response.as_str()))
+            })
+            .collect();
+        let todo: Vec<(&str, &str)> = pairs.iter().flatten().copied().collect();
+        let mut scored = scorer.score(&todo, &|_, _| {}).into_iter();
+        let pmis: Vec<Result<f64, String>> = pairs
+            .iter()
+            .map(|p| match p {
+                Some(_) => scored.next().expect("one PMI per scored pair"),
+                None => Err("not scored".into()),
+            })
+            .collect();
+        relevance::apply(&mut records, &pmis);
+        let stage = JudgeSummary {
+            requests: todo.len(),
+            seconds: t0.elapsed().as_secs_f64(),
+            ..JudgeSummary::default()
+        };
+        summary.gate(&records, &stage);
     }
     write_records(&args.out, &records)?;
     Ok(JudgeReport {

@@ -32,6 +32,7 @@ use crate::judge::criterion_check::check_criterion_as;
 use crate::judge::gate::{self, MEDICAL_GATE};
 use crate::judge::pairwise::{Comparison, PairwiseJudge};
 use crate::judge::reference_check::{check_against_reference, DroppedCriterion};
+use crate::judge::relevance::{self, RelevanceScorer};
 use crate::judge::rubric_gen::{
     rubric_schema, Question, RubricGenConfig, RubricGenerator, RubricStatus,
 };
@@ -39,7 +40,9 @@ use crate::judge::support::{ResponseJudge, SupportJudge};
 use crate::judge::template::{self, PromptTemplate};
 use crate::judge::Aggregator;
 use crate::judge::{formats, Category, Criterion, Format, RubricItem};
-use crate::judge::{Judge, JudgeConfig, JudgeProgress, JudgeRecord, Mode, RubricSet, Status};
+use crate::judge::{
+    Judge, JudgeConfig, JudgeProgress, JudgeRecord, JudgeSummary, Mode, RubricSet, Status,
+};
 use crate::model::tokenizer::Tokenizer;
 
 /// Version of the [`EvalReport`] this build writes.
@@ -100,6 +103,9 @@ pub enum Method {
     /// [`MEDICAL_GATE`] on medquad). Llmbar has no gate statement: its outputs count as failed
     /// `no_gate`.
     RubricLogprobGated,
+    /// As [`Method::RubricLogprob`], times the relevance gate (`judge::relevance`): σ(4·PMI) of
+    /// the question's likelihood given the response against given no text. Any data set.
+    RubricLogprobRelevance,
     /// The generated rubric, each criterion's support by the response read off its likelihood
     /// as a summary of the response against after no answer (`judge::support`), RaR explicit
     /// aggregation.
@@ -119,9 +125,10 @@ pub enum Method {
 }
 
 impl Method {
-    pub const ALL: [Method; 7] = [
+    pub const ALL: [Method; 8] = [
         Method::RubricLogprob,
         Method::RubricLogprobGated,
+        Method::RubricLogprobRelevance,
         Method::RubricSupport,
         Method::RubricHolistic,
         Method::PlainHolistic,
@@ -133,6 +140,7 @@ impl Method {
         match self {
             Method::RubricLogprob => "rubric_logprob",
             Method::RubricLogprobGated => "rubric_logprob_gated",
+            Method::RubricLogprobRelevance => "rubric_logprob_relevance",
             Method::RubricSupport => "rubric_support",
             Method::RubricHolistic => "rubric_holistic",
             Method::PlainHolistic => "plain_holistic",
@@ -146,6 +154,7 @@ impl Method {
         match self {
             Method::RubricLogprob => "rubric, logprob per criterion",
             Method::RubricLogprobGated => "rubric, logprob per criterion, topic gate",
+            Method::RubricLogprobRelevance => "rubric, logprob per criterion, relevance gate",
             Method::RubricSupport => "rubric, support (likelihood) per criterion",
             Method::RubricHolistic => "rubric, holistic 0-9",
             Method::PlainHolistic => "no rubric, holistic 0-9",
@@ -445,7 +454,7 @@ pub struct EvalReport {
     pub command: String,
     pub model_sha256: String,
     /// Template hashes: rubric, judge_criterion, judge_holistic, judge_plain, judge_reference,
-    /// judge_pairwise, judge_support.
+    /// judge_pairwise, judge_support, judge_relevance.
     pub templates: BTreeMap<String, String>,
     pub limit: Option<usize>,
     pub seed: u64,
@@ -646,6 +655,10 @@ pub fn run(
         ("judge_reference", reference_template()?),
         ("judge_pairwise", PromptTemplate::pairwise()?),
         ("judge_support", crate::judge::support::support_template()?),
+        (
+            "judge_relevance",
+            crate::judge::relevance::relevance_template()?,
+        ),
     ] {
         templates.insert(name.to_string(), t.hash().to_string());
     }
@@ -1223,7 +1236,9 @@ fn judge(
 ) -> Result<(Vec<Result<f64, String>>, MethodResult), EvalError> {
     let t0 = Instant::now();
     let mode = match method {
-        Method::RubricLogprob | Method::RubricLogprobGated => Mode::Logprob,
+        Method::RubricLogprob | Method::RubricLogprobGated | Method::RubricLogprobRelevance => {
+            Mode::Logprob
+        }
         Method::RubricSupport => Mode::Support,
         Method::RubricHolistic | Method::PlainHolistic | Method::ReferenceHolistic => {
             Mode::Holistic
@@ -1303,6 +1318,35 @@ fn judge(
             .score_each(&gate_inputs, &gate_progress);
         gate::apply(&mut records, &gates, statement);
         summary.gate(&records, &gate_summary);
+    }
+    if method == Method::RubricLogprobRelevance {
+        let t1 = Instant::now();
+        let scorer = RelevanceScorer::new(ctx.generator, ctx.tokenizer, ctx.config.max_in_flight)?;
+        let pairs: Vec<(&str, &str)> = inputs
+            .iter()
+            .map(|(item, _, text)| (item.question.as_str(), *text))
+            .collect();
+        let stage_progress = ctx.judge_progress(format!(
+            "{}: {} (relevance)",
+            dataset.as_str(),
+            method.as_str()
+        ));
+        let pmis = scorer.score(&pairs, &|done, total| {
+            stage_progress(&JudgeProgress {
+                responses_done: done,
+                responses_total: total,
+                requests_done: done,
+                requests_total: total,
+                seconds: t1.elapsed().as_secs_f64(),
+            })
+        });
+        relevance::apply(&mut records, &pmis);
+        let stage = JudgeSummary {
+            requests: pmis.len(),
+            seconds: t1.elapsed().as_secs_f64(),
+            ..JudgeSummary::default()
+        };
+        summary.gate(&records, &stage);
     }
     for (record, &i) in records.iter_mut().zip(&positions) {
         // `line` is the response's position in the eval sample.

@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use crate::judge::rubric::Category;
 
 /// Every prompt template ares ships, by path under `templates/`.
-pub const TEMPLATE_SOURCES: [(&str, &str); 23] = [
+pub const TEMPLATE_SOURCES: [(&str, &str); 24] = [
     (
         "judge_criterion.txt",
         include_str!("../../templates/judge_criterion.txt"),
@@ -62,6 +62,10 @@ pub const TEMPLATE_SOURCES: [(&str, &str); 23] = [
     (
         "judge_support.txt",
         include_str!("../../templates/judge_support.txt"),
+    ),
+    (
+        "judge_relevance.txt",
+        include_str!("../../templates/judge_relevance.txt"),
     ),
     (
         "judge_plain.txt",

@@ -80,6 +80,7 @@ pub fn apply(records: &mut [JudgeRecord], gates: &[JudgeRecord], statement: &str
                 record.gate = Some(GateVerdict {
                     statement: statement.to_string(),
                     p_yes: p,
+                    pmi: None,
                 });
             }
             (status, _, _) => {

@@ -20,6 +20,8 @@
 //! - `record`: what a job writes (records, statuses) and reports (progress, summary);
 //! - `judge`: the [`Judge`] itself, which talks to a `Generator`;
 //! - `gate`: the topic gate, one extra statement whose P(yes) multiplies a rubric reward;
+//! - `relevance`: the relevance gate, the question's likelihood given the response against given
+//!   nothing, whose logistic multiplies a rubric reward;
 //! - `pairwise`: two responses compared against one rubric in both orders (`--pairwise`);
 //! - `template`: the judge and rubric prompt templates.
 //!
@@ -47,6 +49,7 @@ pub mod judge;
 pub mod pairwise;
 pub mod record;
 pub mod reference_check;
+pub mod relevance;
 pub mod rubric;
 pub mod rubric_gen;
 pub mod support;

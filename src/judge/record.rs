@@ -113,8 +113,12 @@ pub struct CriterionVerdict {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GateVerdict {
     pub statement: String,
-    /// P(yes) of the statement, renormalised over the yes/no tokens as in logprob mode.
+    /// The factor the reward was multiplied by: the statement's P(yes), renormalised over the
+    /// yes/no tokens as in logprob mode, or the relevance gate's σ(4·pmi) (`judge::relevance`).
     pub p_yes: f64,
+    /// The relevance gate's per-token PMI of the question given the response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pmi: Option<f64>,
 }
 
 /// Where a verdict's answer-token probabilities came from: exactly the requested ids (the local
