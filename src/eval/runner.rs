@@ -1592,7 +1592,7 @@ mod tests {
             .lines()
             .filter(|l| l.starts_with("| medquad") || l.starts_with("| llmbar"))
             .collect();
-        assert_eq!(rows.len(), 13, "{table}");
+        assert_eq!(rows.len(), 15, "{table}");
         assert!(
             table.contains(
                 "6.0 criteria on average, 2 pitfalls written as advice kept as important criteria"
