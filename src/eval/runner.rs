@@ -1605,26 +1605,28 @@ mod tests {
             rows[0]
         );
         assert!(
-            rows[6].contains("0.600 [0.500, 0.700] (1 ties)"),
+            rows[7].contains("0.600 [0.500, 0.700] (1 ties)"),
             "{}",
-            rows[6]
+            rows[7]
         );
         assert!(rows[1].contains("topic gate"), "{}", rows[1]);
-        assert!(rows[8].contains("support"), "{}", rows[8]);
-        assert!(rows[10].contains("no rubric"), "{}", rows[10]);
-        assert!(rows[11].contains("reference answer"), "{}", rows[11]);
+        assert!(rows[2].contains("relevance gate"), "{}", rows[2]);
+        assert!(rows[9].contains("relevance gate"), "{}", rows[9]);
+        assert!(rows[10].contains("support"), "{}", rows[10]);
+        assert!(rows[12].contains("no rubric"), "{}", rows[12]);
+        assert!(rows[13].contains("reference answer"), "{}", rows[13]);
         assert!(
-            rows[12].contains("pairwise") && rows[12].contains("(1 ties); orders disagree 25%"),
+            rows[14].contains("pairwise") && rows[14].contains("(1 ties); orders disagree 25%"),
             "{}",
-            rows[12]
+            rows[14]
         );
-        assert!(rows[5].contains("| — |"), "no delta: {}", rows[5]);
+        assert!(rows[6].contains("| — |"), "no delta: {}", rows[6]);
         assert!(
             rows[0].contains("| 0.050 [-0.200, 0.150] (n 9) |"),
             "{}",
             rows[0]
         );
-        assert!(rows[4].contains("| — |"), "plain has no delta: {}", rows[4]);
+        assert!(rows[5].contains("| — |"), "plain has no delta: {}", rows[5]);
     }
 
     #[test]
