@@ -63,6 +63,10 @@ impl Fixture {
 }
 
 fn start(limits: Limits, api_key: Option<&str>) -> Fixture {
+    start_with(limits, api_key, false)
+}
+
+fn start_with(limits: Limits, api_key: Option<&str>, relevance_gate: bool) -> Fixture {
     let engine = engine(
         default_model(),
         EngineConfig {
@@ -78,6 +82,7 @@ fn start(limits: Limits, api_key: Option<&str>) -> Fixture {
         judge: JudgeConfig::default(),
         failed_reward: None,
         monitor: Default::default(),
+        relevance_gate,
     };
     let state = AppState::new(
         engine.clone(),
@@ -1170,5 +1175,39 @@ fn reward_monitors_report_groups_variance_and_criteria_in_stats_and_metrics() {
         "ares_monitor_window_status{status=\"ok\"} 6",
     ] {
         assert!(metrics.contains(needle), "{needle} in {metrics}");
+    }
+}
+
+/// `ares serve --relevance-gate`: every reward is the judge's times σ(4·PMI), the PMI in the
+/// record's gate, the same as `ares judge`'s relevance scorer gives for the same pair.
+#[test]
+fn a_relevance_gate_server_multiplies_each_reward_by_its_recorded_factor() {
+    use ares::judge::relevance::{gate_value, RelevanceScorer};
+    let f = start_with(test_limits(), None, true);
+    let base = f.base();
+    let responses = [
+        "The capital of France is Paris.",
+        "Bananas grow in warm climates.",
+    ];
+    let (code, v) = post(
+        &format!("{base}/v1/rubric/score"),
+        &json!({"item_id": "paris", "responses": responses}),
+    );
+    assert_eq!(code, 200, "{v}");
+    let local = local_rewards(&f.engine, &paris(), &responses, JudgeConfig::default());
+    let scorer = RelevanceScorer::new(&f.engine, f.engine.tokenizer(), 8).expect("scorer");
+    let q = paris().question;
+    let pmis = scorer.score(
+        &[(q.as_str(), responses[0]), (q.as_str(), responses[1])],
+        &|_, _| {},
+    );
+    for (i, rec) in v["records"].as_array().expect("records").iter().enumerate() {
+        assert_eq!(rec["status"], "ok", "{rec}");
+        let pmi = rec["gate"]["pmi"].as_f64().expect("pmi");
+        let want_pmi = *pmis[i].as_ref().expect("scored");
+        assert!((pmi - want_pmi).abs() < 1e-12, "{pmi} vs {want_pmi}");
+        let want = local[i].expect("reward") * gate_value(want_pmi);
+        let got = rec["reward"].as_f64().expect("reward");
+        assert!((got - want).abs() < 1e-12, "{got} vs {want}");
     }
 }

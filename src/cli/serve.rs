@@ -48,6 +48,11 @@ pub struct ServeArgs {
     /// status and error say why).
     #[arg(long)]
     pub failed_reward: Option<f64>,
+    /// Multiply every reward by the relevance gate, as `ares judge --relevance-gate`: σ(4·PMI)
+    /// of the question's likelihood given the response against given no text (a response about
+    /// something else gets a reward near 0). One more scoring request per response.
+    #[arg(long)]
+    pub relevance_gate: bool,
     /// Request body bytes at most (413 beyond).
     #[arg(long, default_value_t = 4 << 20)]
     pub max_body_bytes: usize,
@@ -148,6 +153,7 @@ impl ServeArgs {
             api_key: self.api_key.clone(),
             judge: self.judge_config(),
             failed_reward: self.failed_reward,
+            relevance_gate: self.relevance_gate,
             monitor: crate::server::MonitorConfig {
                 max_groups: self.monitor_groups,
                 max_records: self.monitor_records,

@@ -66,6 +66,9 @@ pub struct ServeConfig {
     pub failed_reward: Option<f64>,
     /// Window of the reward monitors.
     pub monitor: MonitorConfig,
+    /// Multiply every reward by the relevance gate (`judge::relevance`): σ(4·PMI) of the
+    /// question's likelihood given the response; records get `gate` with the PMI.
+    pub relevance_gate: bool,
 }
 
 pub(crate) struct Inner {

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::judge::formats::{self, Format};
+use crate::judge::relevance::{self, RelevanceScorer};
 use crate::judge::{Aggregator, RubricItem};
 use crate::judge::{Judge, JudgeConfig, JudgeRecord, JudgeSummary, Mode, RubricSet, Status};
 use crate::server::bridge::{CancelFlag, Cancellable};
@@ -212,6 +213,7 @@ async fn judge(
     let flag = CancelFlag::default();
     let guard = flag.guard();
     let st = state.clone();
+    let max_in_flight = config.max_in_flight;
     let job = tokio::task::spawn_blocking(move || {
         let generator = Cancellable {
             inner: st.engine().clone(),
@@ -235,7 +237,24 @@ async fn judge(
             })?;
             inputs.push((item, q.response_id.as_str(), q.response.as_str()));
         }
-        let (records, summary) = judge.score_each(&inputs, &|_| {});
+        let (mut records, mut summary) = judge.score_each(&inputs, &|_| {});
+        if st.inner.config.relevance_gate {
+            let t0 = std::time::Instant::now();
+            let scorer = RelevanceScorer::new(&generator, st.engine().tokenizer(), max_in_flight)
+                .map_err(|e| ApiError::internal(format!("relevance gate: {e}")))?;
+            let pairs: Vec<(&str, &str)> = inputs
+                .iter()
+                .map(|(item, _, text)| (item.question.as_str(), *text))
+                .collect();
+            let pmis = scorer.score(&pairs, &|_, _| {});
+            relevance::apply(&mut records, &pmis);
+            let stage = JudgeSummary {
+                requests: pmis.len(),
+                seconds: t0.elapsed().as_secs_f64(),
+                ..JudgeSummary::default()
+            };
+            summary.gate(&records, &stage);
+        }
         Ok((records, summary, judge.template_hash().to_string()))
     });
     let result = job
