@@ -18,7 +18,7 @@ use crate::judge::support::{ResponseJudge, SupportJudge};
 use crate::judge::{check, gate, Checked, Pair};
 use crate::judge::{
     read_responses, Judge, JudgeConfig, JudgeError, JudgeProgress, JudgeRecord, JudgeSummary, Mode,
-    ResponseEntry, RubricSet, Status, DEFAULT_MAX_IN_FLIGHT,
+    ResponseEntry, RubricSet, DEFAULT_MAX_IN_FLIGHT,
 };
 use crate::judge::{Aggregator, Format};
 use crate::model::tokenizer::Tokenizer;
@@ -252,34 +252,17 @@ pub fn run(
         summary.gate(&records, &gate_summary);
     }
     if args.relevance_gate {
-        let t0 = std::time::Instant::now();
         let scorer = RelevanceScorer::new(generator, tokenizer, config.max_in_flight)?;
-        // The (question, response) of each record that has a reward to gate.
-        let pairs: Vec<Option<(&str, &str)>> = records
+        // The (question, response) of each record's entry, when it has both.
+        let pairs: Vec<Option<(&str, &str)>> = responses
             .iter()
-            .zip(&responses)
-            .map(|(r, e)| {
+            .map(|e| {
                 let line = e.parsed.as_ref().ok()?;
                 let item = rubrics.get(&line.item_id)?;
-                (r.status == Status::Ok).then_some((item.question.as_str(), line.response.as_str()))
+                Some((item.question.as_str(), line.response.as_str()))
             })
             .collect();
-        let todo: Vec<(&str, &str)> = pairs.iter().flatten().copied().collect();
-        let mut scored = scorer.score(&todo, &|_, _| {}).into_iter();
-        let pmis: Vec<Result<f64, String>> = pairs
-            .iter()
-            .map(|p| match p {
-                Some(_) => scored.next().expect("one PMI per scored pair"),
-                None => Err("not scored".into()),
-            })
-            .collect();
-        relevance::apply(&mut records, &pmis);
-        let stage = JudgeSummary {
-            requests: todo.len(),
-            seconds: t0.elapsed().as_secs_f64(),
-            ..JudgeSummary::default()
-        };
-        summary.gate(&records, &stage);
+        relevance::gate_records(&scorer, &mut records, &pairs, &mut summary, &|_, _| {});
     }
     write_records(&args.out, &records)?;
     Ok(JudgeReport {

@@ -40,9 +40,7 @@ use crate::judge::support::{ResponseJudge, SupportJudge};
 use crate::judge::template::{self, PromptTemplate};
 use crate::judge::Aggregator;
 use crate::judge::{formats, Category, Criterion, Format, RubricItem};
-use crate::judge::{
-    Judge, JudgeConfig, JudgeProgress, JudgeRecord, JudgeSummary, Mode, RubricSet, Status,
-};
+use crate::judge::{Judge, JudgeConfig, JudgeProgress, JudgeRecord, Mode, RubricSet, Status};
 use crate::model::tokenizer::Tokenizer;
 
 /// Version of the [`EvalReport`] this build writes.
@@ -1322,31 +1320,30 @@ fn judge(
     if method == Method::RubricLogprobRelevance {
         let t1 = Instant::now();
         let scorer = RelevanceScorer::new(ctx.generator, ctx.tokenizer, ctx.config.max_in_flight)?;
-        let pairs: Vec<(&str, &str)> = inputs
+        let pairs: Vec<Option<(&str, &str)>> = inputs
             .iter()
-            .map(|(item, _, text)| (item.question.as_str(), *text))
+            .map(|(item, _, text)| Some((item.question.as_str(), *text)))
             .collect();
         let stage_progress = ctx.judge_progress(format!(
             "{}: {} (relevance)",
             dataset.as_str(),
             method.as_str()
         ));
-        let pmis = scorer.score(&pairs, &|done, total| {
-            stage_progress(&JudgeProgress {
-                responses_done: done,
-                responses_total: total,
-                requests_done: done,
-                requests_total: total,
-                seconds: t1.elapsed().as_secs_f64(),
-            })
-        });
-        relevance::apply(&mut records, &pmis);
-        let stage = JudgeSummary {
-            requests: pmis.len(),
-            seconds: t1.elapsed().as_secs_f64(),
-            ..JudgeSummary::default()
-        };
-        summary.gate(&records, &stage);
+        relevance::gate_records(
+            &scorer,
+            &mut records,
+            &pairs,
+            &mut summary,
+            &|done, total| {
+                stage_progress(&JudgeProgress {
+                    responses_done: done,
+                    responses_total: total,
+                    requests_done: done,
+                    requests_total: total,
+                    seconds: t1.elapsed().as_secs_f64(),
+                })
+            },
+        );
     }
     for (record, &i) in records.iter_mut().zip(&positions) {
         // `line` is the response's position in the eval sample.

@@ -28,11 +28,13 @@
 
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::time::Instant;
 
 use crate::engine::generator::collect;
-use crate::engine::{Event, Generator, Prompt, Request};
+use crate::engine::{Event, Generator};
 use crate::judge::judge::{defuse, JudgeError};
-use crate::judge::record::{GateVerdict, JudgeRecord, Status};
+use crate::judge::record::{GateVerdict, JudgeRecord, JudgeSummary, Status};
+use crate::judge::support::{mean_prompt_logprob, scoring_context, scoring_request};
 use crate::judge::template::PromptTemplate;
 use crate::model::tokenizer::Tokenizer;
 use crate::TokenId;
@@ -97,20 +99,13 @@ impl<'g> RelevanceScorer<'g> {
 
     /// The prompt for `response`, up to the question, as tokens.
     fn context(&self, response: &str) -> Result<Vec<TokenId>, String> {
-        let messages: Vec<_> = self
-            .template
-            .render(&[("response", response)])
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .filter(|m| !m.content.is_empty())
-            .collect();
-        let text = self
-            .generator
-            .chat_prompt(&messages)
-            .map_err(|e| e.to_string())?;
-        self.tokenizer
-            .encode_prompt(&text)
-            .map_err(|e| e.to_string())
+        scoring_context(
+            &self.template,
+            &[("response", response)],
+            self.generator,
+            self.tokenizer,
+            "",
+        )
     }
 
     /// Submits `scored` after `context` for its prompt log-probs.
@@ -120,25 +115,16 @@ impl<'g> RelevanceScorer<'g> {
         context: &[TokenId],
         scored: &[TokenId],
     ) -> Result<Receiver<Event>, String> {
-        let mut tokens = Vec::with_capacity(context.len() + scored.len());
-        tokens.extend_from_slice(context);
-        tokens.extend_from_slice(scored);
-        let mut req = Request::new(id.to_string(), Prompt::Tokens(tokens));
-        req.max_tokens = 0;
-        req.score_last = scored.len();
-        self.generator.submit(req).map_err(|e| e.to_string())
+        self.generator
+            .submit(scoring_request(id, context, scored))
+            .map_err(|e| e.to_string())
     }
 
     /// The mean log-prob per token of a submitted request's scored tokens.
     fn mean_logprob(id: &str, rx: Receiver<Event>) -> Result<f64, String> {
-        let c = collect(id.to_string(), rx).map_err(|e| e.to_string())?;
-        let n = c.prompt_logprobs.len();
-        if n == 0 || c.prompt_logprobs.iter().any(|x| !x.is_finite()) {
-            return Err(format!(
-                "the engine reported {n} prompt log-probs for the question, not all finite"
-            ));
-        }
-        Ok(c.prompt_logprobs.iter().map(|&x| f64::from(x)).sum::<f64>() / n as f64)
+        collect(id.to_string(), rx)
+            .and_then(|c| mean_prompt_logprob(&c))
+            .map_err(|e| e.to_string())
     }
 
     /// The per-token PMI of each (question, response), in order; `progress(done, total)` after
@@ -148,6 +134,8 @@ impl<'g> RelevanceScorer<'g> {
         pairs: &[(&str, &str)],
         progress: &dyn Fn(usize, usize),
     ) -> Vec<Result<f64, String>> {
+        // The no-text prompt is the same for every question: rendered once.
+        let no_text = self.context(NO_TEXT);
         // Each distinct question's tokens and baseline, computed once.
         let mut questions: HashMap<&str, Result<Question, String>> = HashMap::new();
         let mut out = Vec::with_capacity(pairs.len());
@@ -158,7 +146,7 @@ impl<'g> RelevanceScorer<'g> {
                 }
                 let id = format!("relevance-base-{}", questions.len());
                 let base = self.question_tokens(q).and_then(|qt| {
-                    let rx = self.submit(&id, &self.context(NO_TEXT)?, &qt)?;
+                    let rx = self.submit(&id, no_text.as_ref().map_err(|e| e.clone())?, &qt)?;
                     Ok((Rc::new(qt), Self::mean_logprob(&id, rx)?))
                 });
                 questions.insert(q, base);
@@ -225,6 +213,41 @@ pub fn apply(records: &mut [JudgeRecord], pmis: &[Result<f64, String>]) {
             }
         }
     }
+}
+
+/// The relevance stage of a job: scores the (question, response) of every `ok` record that has
+/// one (`pairs[i]` belongs to `records[i]`), gates those records ([`apply`]; the others are left
+/// as they are) and adds the stage's requests and time to `summary`.
+pub fn gate_records(
+    scorer: &RelevanceScorer<'_>,
+    records: &mut [JudgeRecord],
+    pairs: &[Option<(&str, &str)>],
+    summary: &mut JudgeSummary,
+    progress: &dyn Fn(usize, usize),
+) {
+    debug_assert_eq!(records.len(), pairs.len());
+    let t0 = Instant::now();
+    let wanted: Vec<Option<(&str, &str)>> = records
+        .iter()
+        .zip(pairs)
+        .map(|(r, p)| p.filter(|_| r.status == Status::Ok))
+        .collect();
+    let todo: Vec<(&str, &str)> = wanted.iter().flatten().copied().collect();
+    let mut scored = scorer.score(&todo, progress).into_iter();
+    let pmis: Vec<Result<f64, String>> = wanted
+        .iter()
+        .map(|p| match p {
+            Some(_) => scored.next().expect("one PMI per scored pair"),
+            None => Err("no question and response to score".into()),
+        })
+        .collect();
+    apply(records, &pmis);
+    let stage = JudgeSummary {
+        requests: todo.len(),
+        seconds: t0.elapsed().as_secs_f64(),
+        ..JudgeSummary::default()
+    };
+    summary.gate(records, &stage);
 }
 
 #[cfg(test)]

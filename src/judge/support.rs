@@ -36,7 +36,7 @@ use std::time::Instant;
 use crossbeam_channel::Receiver;
 
 use crate::engine::generator::collect;
-use crate::engine::{Event, Generator, Prompt, Request};
+use crate::engine::{Completion, Event, Generator, Prompt, Request};
 use crate::error::Error as EngineError;
 use crate::judge::aggregate::{Aggregator, Scored, Verdict};
 use crate::judge::input::{
@@ -87,6 +87,53 @@ pub fn continuation(text: &str) -> String {
         Some(f) if !keep => format!(" {}{}", f.to_lowercase(), &text[f.len_utf8()..]),
         _ => format!(" {text}"),
     }
+}
+
+/// `template` filled with `values`, empty messages dropped, rendered with the generator's chat
+/// template, followed by `lead`, as prompt tokens: the context a scored continuation follows
+/// (support mode and the relevance gate).
+pub(crate) fn scoring_context(
+    template: &PromptTemplate,
+    values: &[(&str, &str)],
+    generator: &dyn Generator,
+    tokenizer: &Tokenizer,
+    lead: &str,
+) -> Result<Vec<TokenId>, String> {
+    let messages: Vec<_> = template
+        .render(values)
+        .map_err(|e| EngineError::ChatTemplate(e.to_string()).to_string())?
+        .into_iter()
+        .filter(|m| !m.content.is_empty())
+        .collect();
+    let text = generator
+        .chat_prompt(&messages)
+        .map_err(|e| e.to_string())?
+        + lead;
+    tokenizer.encode_prompt(&text).map_err(|e| e.to_string())
+}
+
+/// A request that decodes nothing and reports the log-prob of each of `scored`'s tokens after
+/// `context`.
+pub(crate) fn scoring_request(id: &str, context: &[TokenId], scored: &[TokenId]) -> Request {
+    let mut tokens = Vec::with_capacity(context.len() + scored.len());
+    tokens.extend_from_slice(context);
+    tokens.extend_from_slice(scored);
+    let mut req = Request::new(id.to_string(), Prompt::Tokens(tokens));
+    req.max_tokens = 0;
+    req.score_last = scored.len();
+    req
+}
+
+/// The mean of a scoring request's prompt log-probs; none, or one not finite, is an error.
+pub(crate) fn mean_prompt_logprob(c: &Completion) -> Result<f64, EngineError> {
+    let n = c.prompt_logprobs.len();
+    if n == 0 || c.prompt_logprobs.iter().any(|x| !x.is_finite()) {
+        return Err(EngineError::InvalidRequest {
+            request: c.id.clone(),
+            reason: format!("the engine reported {n} prompt log-probs, not all finite"),
+        });
+    }
+    Ok(c.prompt_logprobs.iter().map(|&x| f64::from(x)).sum::<f64>() / n as f64)
 }
 
 /// A configured support-mode judge over a generator.
@@ -144,23 +191,14 @@ impl<'g> SupportJudge<'g> {
 
     /// The prompt for `question` and `response` up to the criterion, as tokens.
     fn context(&self, question: &str, response: &str) -> Result<Rc<Vec<TokenId>>, String> {
-        let messages: Vec<_> = self
-            .template
-            .render(&[("question", question), ("response", response)])
-            .map_err(|e| EngineError::ChatTemplate(e.to_string()).to_string())?
-            .into_iter()
-            .filter(|m| !m.content.is_empty())
-            .collect();
-        let text = self
-            .generator
-            .chat_prompt(&messages)
-            .map_err(|e| e.to_string())?
-            + SUMMARY_LEAD;
-        let tokens = self
-            .tokenizer
-            .encode_prompt(&text)
-            .map_err(|e| e.to_string())?;
-        Ok(Rc::new(tokens))
+        scoring_context(
+            &self.template,
+            &[("question", question), ("response", response)],
+            self.generator,
+            self.tokenizer,
+            SUMMARY_LEAD,
+        )
+        .map(Rc::new)
     }
 
     /// The criterion's tokens as the rest of the summary.
@@ -315,13 +353,8 @@ impl<'g> SupportJudge<'g> {
                 };
                 let id = format!("support-{n}");
                 let rx = scoring.map(|s| {
-                    let mut tokens = Vec::with_capacity(s.context.len() + s.scored.len());
-                    tokens.extend_from_slice(&s.context);
-                    tokens.extend_from_slice(&s.scored);
-                    let mut req = Request::new(id.clone(), Prompt::Tokens(tokens));
-                    req.max_tokens = 0;
-                    req.score_last = s.scored.len();
-                    self.generator.submit(req)
+                    self.generator
+                        .submit(scoring_request(&id, &s.context, &s.scored))
                 });
                 in_flight.push_back((slot, id, rx));
             }
@@ -335,16 +368,7 @@ impl<'g> SupportJudge<'g> {
                     .and_then(|c| {
                         summary.prompt_tokens += c.usage.prompt_tokens;
                         summary.cached_tokens += c.usage.cached_tokens;
-                        let n = c.prompt_logprobs.len();
-                        if n == 0 || c.prompt_logprobs.iter().any(|x| !x.is_finite()) {
-                            return Err(EngineError::InvalidRequest {
-                                request: c.id,
-                                reason: format!(
-                                    "the engine reported {n} prompt log-probs, not all finite"
-                                ),
-                            });
-                        }
-                        Ok(c.prompt_logprobs.iter().map(|&x| f64::from(x)).sum::<f64>() / n as f64)
+                        mean_prompt_logprob(&c)
                     })
                     .map_err(|e| {
                         let status = match e {

@@ -239,21 +239,13 @@ async fn judge(
         }
         let (mut records, mut summary) = judge.score_each(&inputs, &|_| {});
         if st.inner.config.relevance_gate {
-            let t0 = std::time::Instant::now();
             let scorer = RelevanceScorer::new(&generator, st.engine().tokenizer(), max_in_flight)
                 .map_err(|e| ApiError::internal(format!("relevance gate: {e}")))?;
-            let pairs: Vec<(&str, &str)> = inputs
+            let pairs: Vec<Option<(&str, &str)>> = inputs
                 .iter()
-                .map(|(item, _, text)| (item.question.as_str(), *text))
+                .map(|(item, _, text)| Some((item.question.as_str(), *text)))
                 .collect();
-            let pmis = scorer.score(&pairs, &|_, _| {});
-            relevance::apply(&mut records, &pmis);
-            let stage = JudgeSummary {
-                requests: pmis.len(),
-                seconds: t0.elapsed().as_secs_f64(),
-                ..JudgeSummary::default()
-            };
-            summary.gate(&records, &stage);
+            relevance::gate_records(&scorer, &mut records, &pairs, &mut summary, &|_, _| {});
         }
         Ok((records, summary, judge.template_hash().to_string()))
     });
