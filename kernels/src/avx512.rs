@@ -248,7 +248,10 @@ unsafe fn prefetch_lines(p: *const u8, lines: usize) {
 ///
 /// The tile's activations are interleaved ([`tiled_index`]): block b of row r at `a[b·R + r]`, so
 /// every activation operand is one pointer plus a constant (no index register, no per-row
-/// pointers in registers).
+/// pointers in registers). Each sub-block runs weight vector outer, rows inner, into R
+/// independent accumulators (measured against rows outer with one 8-long `vpdpbusd` chain per
+/// row: +5-17% by shape on one thread); the min terms of a super-block go first, which leaves
+/// each acc's sequence of operations as the reference's.
 ///
 /// # Safety
 /// As [`gemm16`]; `nb` is a multiple of 8, `g` holds `nb / 8` Q4_K group blocks and `a` holds
@@ -285,7 +288,6 @@ pub unsafe fn gemm16_q4_k<const R: usize>(
                 _mm512_and_si512(_mm512_srli_epi32::<2>(s0), top),
             ),
         ];
-        let mut u = [_mm512_setzero_ps(); R];
         let mn = [
             _mm512_and_si512(s1, six),
             _mm512_or_si512(
@@ -293,6 +295,15 @@ pub unsafe fn gemm16_q4_k<const R: usize>(
                 _mm512_and_si512(_mm512_srli_epi32::<2>(s1), top),
             ),
         ];
+        // The min terms first: the scalar reference's acc takes them in j order and then d_a·u,
+        // and nothing else, so doing them ahead of the dots gives the same acc.
+        for j in 0..8 {
+            let dmm = _mm512_mul_ps(dmin, byte_f32(mn[j / 4], (j % 4) as u32));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                *acc = _mm512_fnmadd_ps(dmm, _mm512_set1_ps((*at.add(j * R + r)).s), *acc);
+            }
+        }
+        let mut u = [_mm512_setzero_ps(); R];
         for p in 0..4 {
             let qs = base.add(hdr + 512 * p);
             prefetch_lines(base.add(PF_AHEAD * gb + 576 * p), 9);
@@ -304,24 +315,20 @@ pub unsafe fn gemm16_q4_k<const R: usize>(
                     if h == 0 { d } else { d16 },
                     byte_f32(sc[j / 4], (j % 4) as u32),
                 );
-                let dmm = _mm512_mul_ps(dmin, byte_f32(mn[j / 4], (j % 4) as u32));
                 let mask = if h == 0 { nib } else { high };
-                let mut w = [_mm512_setzero_si512(); 8];
-                for (c, wc) in w.iter_mut().enumerate() {
-                    let raw = _mm512_loadu_si512(qs.add(64 * c) as *const _);
-                    *wc = _mm512_and_si512(raw, mask);
-                }
-                for r in 0..R {
-                    let ab = &*at.add(j * R + r);
-                    let q = ab.qs.as_ptr() as *const i32;
-                    // One chain: the tile's 8 rows give the independent chains.
-                    let mut s = _mm512_setzero_si512();
-                    for (c, wc) in w.iter().enumerate() {
+                // Weight vector outer, rows inner: R independent accumulators, so consecutive
+                // `vpdpbusd` of one row are R instructions apart and never wait on each other.
+                let mut s = [_mm512_setzero_si512(); R];
+                for c in 0..8 {
+                    let wc = _mm512_and_si512(_mm512_loadu_si512(qs.add(64 * c) as *const _), mask);
+                    for (r, s) in s.iter_mut().enumerate() {
+                        let q = (*at.add(j * R + r)).qs.as_ptr() as *const i32;
                         let x = _mm512_set1_epi32(std::ptr::read_unaligned(q.add(c)));
-                        s = _mm512_dpbusd_epi32(s, *wc, x);
+                        *s = _mm512_dpbusd_epi32(*s, wc, x);
                     }
-                    u[r] = _mm512_fmadd_ps(dsc, _mm512_cvtepi32_ps(s), u[r]);
-                    acc[r] = _mm512_fnmadd_ps(dmm, _mm512_set1_ps(ab.s), acc[r]);
+                }
+                for (u, s) in u.iter_mut().zip(&s) {
+                    *u = _mm512_fmadd_ps(dsc, _mm512_cvtepi32_ps(*s), *u);
                 }
             }
         }
