@@ -2,7 +2,10 @@
 //!
 //! - self-containment, rules ([`SelfContainmentRules`]): no reference to material the reader
 //!   cannot see ("according to the text/passage/document/article", "this study", "the author",
-//!   "the table above", "mentioned above", ...);
+//!   "the table above", "mentioned above", ...); no open-choice question ("What is a common
+//!   format …", "What is one of the methods …": many answers are right, and a rubric written
+//!   from one passage grades only the one it names); no placeholder in place of the subject
+//!   ("XYZ Corporation");
 //! - self-containment, model: P(yes) that the question is understood without a document;
 //! - leakage ([`leakage`]): the answer is not given away in the question, by normalised n-gram
 //!   overlap (lowercased words, stopwords removed; trigrams, or single words for answers of fewer
@@ -112,9 +115,23 @@ const DEICTIC_PATTERNS: [&str; 10] = [
     r"\bthe (study|trial|survey|experiment|investigation)('s|\s*[?,.]|\s*$| (find|found|finds|show|showed|shows|suggests?|suggested|concludes?|concluded|reports?|reported|aims?|aimed|uses?|used|includes?|included|examines?|examined|investigates?|investigated|measures?|measured|compares?|compared)\b)",
 ];
 
+/// Questions that ask for any one member of a class: "What is a common format …", "What is one
+/// of the methods …", "Give an example of …". Many answers are right, but the rubric is written
+/// from one passage and names one of them, so a correct response can fail it (issue 12: "What is
+/// a common format used to organize documentation?" from the corpus README, answerable only with
+/// that file in view). Only the question's opening is read: "What is fluorodeoxyglucose, a
+/// commonly used tracer?" names its subject and stays.
+const OPEN_CHOICE_PATTERN: &str = r"^\W*(((what|which)(\s+\w+)?\s+(is|was)|name|give|describe|mention)\s+((a|an)\s+(common|typical|popular|well[- ]known|widely[- ]used|commonly[- ]used|frequently[- ]used|standard|possible|notable)\b|(a|an|one)\s+example\s+of\b|one\s+of\s+(the|its|their|his|her)\b|one\s+(common|typical|popular|well[- ]known)\b))";
+
+/// A placeholder where the subject should be named: the writer did not know (or hid) which
+/// company it was, so the reader cannot know either.
+const PLACEHOLDER_PATTERN: &str = r"\bXYZ\b(\s+(Corp(oration)?|Inc|Ltd|Co|Company|Group|Holdings|plc|LLC)\b)?|\b(ABC|Acme)\s+(Corp(oration)?|Inc|Ltd|Co|Company|Group|Holdings|plc|LLC)\b|\bCompany\s+[A-Z]\b";
+
 /// The self-containment rules, compiled.
 pub struct SelfContainmentRules {
     patterns: Vec<Regex>,
+    open_choice: Regex,
+    placeholder: Regex,
 }
 
 impl Default for SelfContainmentRules {
@@ -130,12 +147,40 @@ impl SelfContainmentRules {
                 .iter()
                 .map(|p| Regex::new(&format!("(?i){p}")).expect("static regex"))
                 .collect(),
+            open_choice: Regex::new(&format!("(?i){OPEN_CHOICE_PATTERN}")).expect("static regex"),
+            // Case matters: "abc" or "company x" in running text is no placeholder.
+            placeholder: Regex::new(PLACEHOLDER_PATTERN).expect("static regex"),
         }
     }
 
+    /// The question: no reference to unseen material, no open choice, no placeholder.
     pub fn check(&self, question: &str) -> FilterVerdict {
+        let v = self.check_references(question);
+        if !v.passed {
+            return v;
+        }
+        if let Some(m) = self.open_choice.find(question) {
+            return FilterVerdict::fail(
+                SELF_CONTAINMENT_RULES,
+                format!(
+                    "open choice: {:?} has many right answers, the rubric grades one",
+                    m.as_str().trim()
+                ),
+            );
+        }
+        if let Some(m) = self.placeholder.find(question) {
+            return FilterVerdict::fail(
+                SELF_CONTAINMENT_RULES,
+                format!("placeholder in place of the subject: {:?}", m.as_str()),
+            );
+        }
+        v
+    }
+
+    /// Any text: no reference to material the reader cannot see.
+    fn check_references(&self, text: &str) -> FilterVerdict {
         for p in &self.patterns {
-            if let Some(m) = p.find(question) {
+            if let Some(m) = p.find(text) {
                 return FilterVerdict::fail(
                     SELF_CONTAINMENT_RULES,
                     format!("refers to unseen material: {:?}", m.as_str()),
@@ -153,7 +198,8 @@ impl SelfContainmentRules {
         if !q.passed {
             return q;
         }
-        let a = self.check(answer);
+        // The answer may well say "a common format is …": only references count against it.
+        let a = self.check_references(answer);
         if !a.passed {
             return FilterVerdict::fail(
                 SELF_CONTAINMENT_RULES,
@@ -400,6 +446,52 @@ mod tests {
         ] {
             assert!(r.check(q).passed, "{q}");
         }
+    }
+
+    #[test]
+    fn open_choice_questions_and_placeholders_fail_the_rules() {
+        let r = SelfContainmentRules::new();
+        for q in [
+            "What is a common format used to organize documentation?",
+            "What is one of the methods available in list objects?",
+            "What is a well-known statement type in Python and how does it work?",
+            "What is an example of a syntax error in Python?",
+            "Name one of the causes of immunodeficiency.",
+            "Give an example of a prime number.",
+            "Which statement is a typical loop construct?",
+        ] {
+            let v = r.check(q);
+            assert!(!v.passed, "{q}");
+            assert!(v.reason.starts_with("open choice: "), "{}", v.reason);
+        }
+        for q in ["What did Acme Corp earn?", "What does Company B sell?"] {
+            assert!(!r.check(q).passed, "{q}");
+        }
+        let v = r.check("What was the net income of XYZ Corporation in fiscal 2019?");
+        assert!(!v.passed);
+        assert_eq!(
+            v.reason,
+            "placeholder in place of the subject: \"XYZ Corporation\""
+        );
+        for q in [
+            // A subject named first, then described: no choice is asked for.
+            "What is fluorodeoxyglucose, a commonly used tracer in PET imaging?",
+            "What is a Python module used to compile source files into byte-code?",
+            "What are some common characteristics of Fine-Lubinsky syndrome?",
+            "Which of the two sorts is stable, sorted() or list.sort()?",
+            "How do ABC transporters move substrates across membranes?",
+        ] {
+            let v = r.check(q);
+            assert!(v.passed, "{q}: {}", v.reason);
+        }
+        // The answer is read for references only: naming one common format is what it should do.
+        assert!(
+            r.check_item(
+                "Which markup language does Python's documentation use?",
+                "A common format for it is reStructuredText."
+            )
+            .passed
+        );
     }
 
     #[test]
