@@ -5,7 +5,11 @@
 //!   ([`CriterionProblem::RefersToUnseen`]); or
 //! - copies an example of a prompt template ([`CriterionProblem::CopiesExample`]): it shares a
 //!   run of [`COPY_NGRAM`] consecutive content words (lowercased, stopwords dropped, so about five
-//!   to eight words of text) with an example, or it is an example of fewer content words; or
+//!   to eight words of text) with an example, or it is an example of fewer content words, or at
+//!   least [`NEAR_COPY_SHARE`] of its content words after the lead verbs (three or more) are
+//!   words of one example: a corrupted or reworded example ("Claims that the air pressure is
+//!   higher on a mountain." from the pitfall template's "… on a mountain because the air pressure
+//!   is lower.", accepted in the thirteenth session's synthesis run); or
 //! - names nothing to check ([`CriterionProblem::NoContent`]): no content word after its lead
 //!   verbs ([`CRITERION_VERBS`]: "States that.", "Explains why."; a judge says yes to an empty
 //!   statement, and "States that." passed the reference check of a synthesized item); or
@@ -140,6 +144,10 @@ pub const TEMPLATE_SOURCES: [(&str, &str); 24] = [
 
 /// Consecutive content words a criterion may share with a template example.
 pub const COPY_NGRAM: usize = 4;
+
+/// Share of a criterion's content words (after its lead verbs) that, all found in one template
+/// example, make it a near copy of that example (see the module docs): 3 of 4, 4 of 5, 5 of 6.
+pub const NEAR_COPY_SHARE: f64 = 0.75;
 
 /// Common English function words, left out of word overlaps (the leakage filter of `ares synth`
 /// uses the same list).
@@ -438,6 +446,10 @@ impl CriterionCheck {
             return Err(problem);
         }
         let grams: HashSet<&[String]> = words.windows(COPY_NGRAM).collect();
+        // What the criterion says, without its lead verbs, each word once.
+        let mut said: Vec<&String> = words[lead..].iter().collect();
+        said.sort();
+        said.dedup();
         for e in &self.examples {
             let shared = if words.len() < COPY_NGRAM || e.words.len() < COPY_NGRAM {
                 (words == e.words).then(|| words.join(" "))
@@ -447,6 +459,15 @@ impl CriterionCheck {
                     .find(|g| grams.contains(g))
                     .map(|g| g.join(" "))
             };
+            let shared = shared.or_else(|| {
+                let common: Vec<&str> = said
+                    .iter()
+                    .filter(|w| e.words.contains(w))
+                    .map(|w| w.as_str())
+                    .collect();
+                (said.len() >= 3 && common.len() as f64 >= NEAR_COPY_SHARE * said.len() as f64)
+                    .then(|| common.join(" "))
+            });
             if let Some(shared) = shared {
                 return Err(CriterionProblem::CopiesExample {
                     template: e.template.clone(),
@@ -610,6 +631,20 @@ mod tests {
         // Sharing the frame of an example but not its content is not a copy.
         assert_eq!(
             c.check("Names the vector that transmits dengue fever."),
+            Ok(())
+        );
+        // A reworded or corrupted example is a near copy: 3 of its 4 content words come from
+        // one example (no run of four in common).
+        let pitfall = "[system]\nOutput: {\"mistake\": \"Water boils at a lower temperature on a mountain because the air pressure is lower.\"}\n[user]\n{{answer}}";
+        let c = CriterionCheck::new(&[("pitfall.txt", pitfall)]);
+        let r = c.check("Claims that the air pressure is higher on a mountain.");
+        let Err(CriterionProblem::CopiesExample { shared, .. }) = r else {
+            panic!("near copy not caught: {r:?}");
+        };
+        assert_eq!(shared, "air mountain pressure");
+        // Two of four is a shared subject, not a copy.
+        assert_eq!(
+            c.check("States that water boils faster in a pressure cooker."),
             Ok(())
         );
     }
