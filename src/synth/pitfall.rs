@@ -579,7 +579,8 @@ mod tests {
         let existing: Vec<_> = (0..MAX_CRITERIA - 1)
             .map(|i| crit(&format!("States fact {i}.")))
             .collect();
-        let text = r#"{"mistakes": [{"fact": "Ethanol boils at 78 degrees.", "mistake": "Ethanol boils at 50 degrees."}, {"fact": "Ice melts at 0 degrees.", "mistake": "Ice melts at 30 degrees."}]}"#;
+        // (Not "boils at 50 degrees": that is 3 of 4 words of the template's own example.)
+        let text = r#"{"mistakes": [{"fact": "Ethanol boils at 78 degrees.", "mistake": "Ethanol boils at 90 degrees."}, {"fact": "Ice melts at 0 degrees.", "mistake": "Ice melts at 30 degrees."}]}"#;
         let (added, outcome) = pitfalls_from(text, "Ethanol boils at 78 degrees.", &existing)?;
         assert_eq!(added.len(), 1);
         assert!(outcome.skipped[0].reason.contains("already has"));
